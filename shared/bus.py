@@ -1,0 +1,237 @@
+"""The Kafka bus every service uses: one FastStream broker per service, typed publishers,
+and consumers with the project's delivery rules built in.
+
+Delivery rules (the same in every service, so nobody re-implements them):
+- commit after the handler succeeded (manual ack; never FastStream's ACK_FIRST);
+- a body that does not validate against the topic's schema goes to `<topic>.dlq` with the
+  error, and the consumer moves on;
+- a handler that keeps failing is retried with backoff, then parked on the DLQ too, so one
+  poison event never stalls a partition; if even the DLQ cannot be written the message is
+  not committed (nack) and comes back — nothing is lost;
+- events already applied (by event id, per consumer group) are skipped.
+
+Service code writes `async def on_x(event: SomeEvent) -> None` and registers it with
+`bus.consume(...)`; it never sees offsets or raw bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.events import Envelope
+from shared.logging import bind_event
+from shared.settings import ServiceSettings
+from shared.topics import ALL_TOPICS, Topic
+
+log = logging.getLogger("handoff.bus")
+
+E = TypeVar("E", bound=Envelope)
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class ProcessedEventsProto(Protocol):
+    async def seen(self, consumer: str, event_id: str) -> bool: ...
+    async def mark(self, consumer: str, event_id: str) -> None: ...
+
+
+class EventPublisher:
+    """A declared publisher for one topic; keys every event by its partition key."""
+
+    def __init__(self, broker: KafkaBroker, topic: Topic, prefix: str = "", schema: Any | None = None) -> None:
+        self.topic = topic
+        self.topic_name = prefix + topic.name
+        self._publisher = broker.publisher(self.topic_name, title=f"{topic.name}:publish", schema=schema)
+
+    async def publish(self, event: Envelope) -> None:
+        await self._publisher.publish(
+            event.model_dump_json().encode(),
+            key=event.partition_key(),
+            headers={"content-type": "application/json", "event-type": getattr(event, "type", "")},
+        )
+
+
+class Bus:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        client_id: str,
+        processed: ProcessedEventsProto | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.processed = processed
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=client_id,
+            enable_idempotence=settings.kafka_enable_idempotence,
+            acks="all",
+            request_timeout_ms=15000,
+            linger_ms=0,
+            graceful_timeout=settings.kafka_graceful_timeout_s,
+        )
+
+    # ------------------------------------------------------------------ publishing
+    def publisher(self, topic: Topic, schema: Any | None = None) -> EventPublisher:
+        return EventPublisher(self.broker, topic, self.settings.kafka_topic_prefix, schema)
+
+    async def dead_letter(
+        self,
+        topic: Topic,
+        *,
+        consumer: str,
+        raw: bytes,
+        key: bytes | None,
+        error_kind: str,
+        error: str,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        try:
+            payload: Any = raw.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(raw).decode(), "base64"
+        record = {
+            "source_topic": topic.name,
+            "partition": partition,
+            "offset": offset,
+            "consumer": consumer,
+            "error_kind": error_kind,
+            "error": error[:4000],
+            "payload": payload,
+            "payload_encoding": encoding,
+            "failed_at": datetime.now(UTC).isoformat(),
+        }
+        await self.broker.publish(json.dumps(record).encode(), topic=self.settings.kafka_topic_prefix + topic.dlq, key=key)
+
+    # ------------------------------------------------------------------ consuming
+    def consume(
+        self,
+        topic: Topic,
+        adapter: TypeAdapter[Any] | type[BaseModel],
+        handler: Handler,
+        *,
+        group_id: str | None,
+        from_beginning: bool = True,
+        fetch_max_wait_ms: int | None = None,
+        dedupe: bool = True,
+    ) -> None:
+        """Register `handler(event)` on `topic`.
+
+        group_id=None: every instance sees every message (dashboard fan-out, settings
+        table); nothing is committed and `from_beginning` decides where a new instance
+        starts. With a group, partitions are shared and offsets committed after success.
+        """
+        if isinstance(adapter, type):
+            adapter = TypeAdapter(adapter)
+        consumer_name = group_id or f"{self.client_id}:{topic.name}"
+        attempts = max(1, self.settings.kafka_handler_attempts)
+        backoff = self.settings.kafka_retry_backoff_s
+        grouped = group_id is not None
+        processed = self.processed if (dedupe and grouped) else None
+
+        async def _consume(msg: KafkaMessage) -> None:
+            record = msg.raw_message
+            raw: bytes = msg.body
+            where = {"partition": getattr(record, "partition", None), "offset": getattr(record, "offset", None)}
+            try:
+                event = adapter.validate_json(raw)
+            except ValidationError as exc:
+                log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, exc.errors()[:3])
+                await self._park(msg, topic, consumer_name, raw, "invalid", str(exc), where)
+                return
+
+            with bind_event(event):
+                if processed is not None and await processed.seen(consumer_name, event.event_id):
+                    log.info("skipping already applied event %s", event.event_id)
+                    await _ack(msg, grouped)
+                    return
+                for attempt in range(1, attempts + 1):
+                    try:
+                        await handler(event)
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - every failure is retried, then parked
+                        if attempt == attempts:
+                            log.exception("handler failed %d times on %s; parked on %s", attempts, topic.name, topic.dlq)
+                            await self._park(msg, topic, consumer_name, raw, "handler_failed", repr(exc), where)
+                            return
+                        log.warning("handler failed (attempt %d/%d): %r", attempt, attempts, exc)
+                        await asyncio.sleep(backoff * 2 ** (attempt - 1))
+                if processed is not None:
+                    await processed.mark(consumer_name, event.event_id)
+                await _ack(msg, grouped)
+
+        _consume.__name__ = f"consume_{topic.name.replace('.', '_')}_{getattr(handler, '__name__', 'handler')}"
+        self.broker.subscriber(
+            self.settings.kafka_topic_prefix + topic.name,
+            group_id=group_id,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            ack_policy=AckPolicy.MANUAL,
+            fetch_max_wait_ms=fetch_max_wait_ms or self.settings.kafka_fetch_max_wait_ms,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
+            title=f"{topic.name}:{consumer_name}",
+        )(_consume)
+
+    async def _park(self, msg: Any, topic: Topic, consumer: str, raw: bytes, kind: str, error: str, where: dict) -> None:
+        grouped = getattr(msg, "consumer", None) is not None
+        try:
+            await self.dead_letter(
+                topic, consumer=consumer, raw=raw, key=getattr(msg.raw_message, "key", None),
+                error_kind=kind, error=error, **where,
+            )
+        except Exception:  # noqa: BLE001
+            log.exception("could not write to %s; the message will be redelivered", topic.dlq)
+            await msg.nack()
+            return
+        await _ack(msg, grouped)
+
+
+async def _ack(msg: Any, grouped: bool) -> None:
+    # Without a consumer group there is nothing to commit.
+    if grouped:
+        await msg.ack()
+
+
+# ---------------------------------------------------------------------- admin
+async def ensure_topics(
+    bootstrap_servers: str, prefix: str = "", topics: tuple[Topic, ...] = ALL_TOPICS, replication: int = 1
+) -> list[str]:
+    """Create every topic and its DLQ explicitly (the embedded broker does not auto-create)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted: list[NewTopic] = []
+        for t in topics:
+            configs = {"cleanup.policy": "compact"} if t.compacted else {}
+            if prefix + t.name not in existing:
+                wanted.append(NewTopic(prefix + t.name, t.partitions, replication, topic_configs=configs))
+            if prefix + t.dlq not in existing:
+                wanted.append(NewTopic(prefix + t.dlq, 1, replication))
+        created: list[str] = []
+        for nt in wanted:  # one at a time: a concurrent creator makes one fail, not all
+            try:
+                await admin.create_topics([nt])
+                created.append(nt.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        await admin.close()

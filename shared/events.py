@@ -1,0 +1,272 @@
+"""The events on the bus: one envelope, typed payloads, a union per topic.
+
+Every event has an id (handlers ignore ids they have applied), a type (the discriminator),
+when it happened, the chatbot and (when it is about one) the conversation, and a schema
+version. Readers are tolerant (unknown fields are ignored) so producers can add fields
+without a lock-step deploy; a change that is not additive bumps `schema_version`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.chatbots import ChatbotSettings
+from shared.ids import new_id, utcnow
+from shared.views import (
+    Channel,
+    ConversationStatus,
+    ConversationView,
+    DeliveryState,
+    HandoffRow,
+    MessageView,
+    Stats,
+    SummaryView,
+)
+
+SCHEMA_VERSION = 1
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    chatbot_id: str = Field(min_length=1, max_length=64)
+    conversation_id: str | None = Field(default=None, max_length=128)
+    schema_version: int = SCHEMA_VERSION
+
+    def partition_key(self) -> bytes:
+        """Conversation events keep their order on one partition; the rest key by chatbot."""
+        return (self.conversation_id or self.chatbot_id).encode()
+
+
+class VisitorIdentity(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    external_id: str = Field(min_length=1, max_length=256)  # widget visitor id, Telegram chat id, WhatsApp wa_id
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ContactDetails(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=64)
+
+
+# ---------------------------------------------------------------- visitor.messages
+class VisitorMessageReceived(Envelope):
+    """channels -> intake: a visitor wrote. conversation_id is always set."""
+
+    type: Literal["visitor.message_received"] = "visitor.message_received"
+    channel: Channel
+    visitor: VisitorIdentity
+    text: str = Field(min_length=1, max_length=4096)
+    # Telegram update id / WhatsApp wamid / widget client message id: the dedupe key at the edge.
+    channel_message_id: str = Field(min_length=1, max_length=256)
+
+
+class VisitorContactSubmitted(Envelope):
+    """channels -> intake: the visitor filled in the contact fields the tool asked for."""
+
+    type: Literal["visitor.contact_submitted"] = "visitor.contact_submitted"
+    channel: Channel
+    visitor: VisitorIdentity
+    contact: ContactDetails
+
+
+VisitorEvent = Annotated[VisitorMessageReceived | VisitorContactSubmitted, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- conversation.events
+class MessageAppended(Envelope):
+    """intake -> queue: a visitor or AI message belongs in the transcript.
+
+    The queue creates the conversation on its first message (hence channel and visitor).
+    `message_id` is the message's id for ever (dedupe, delivery status)."""
+
+    type: Literal["conversation.message_appended"] = "conversation.message_appended"
+    message_id: str = Field(default_factory=new_id)
+    sender: Literal["visitor", "ai"]
+    text: str = Field(min_length=1, max_length=8192)
+    channel: Channel
+    visitor: VisitorIdentity
+
+
+class HandoffRequested(Envelope):
+    """intake -> queue: hand this conversation to a human. The queue decides (it may already
+    be handed off); the event id becomes the handoff id."""
+
+    type: Literal["conversation.handoff_requested"] = "conversation.handoff_requested"
+    reason: str = Field(min_length=1, max_length=500)
+    source: Literal["ai_tool", "explicit_request"]
+    channel: Channel
+    visitor: VisitorIdentity
+
+
+class ContactCaptured(Envelope):
+    """intake -> queue: contact fields collected from the visitor."""
+
+    type: Literal["conversation.contact_captured"] = "conversation.contact_captured"
+    contact: ContactDetails
+    channel: Channel
+    visitor: VisitorIdentity
+
+
+ConversationEvent = Annotated[
+    MessageAppended | HandoffRequested | ContactCaptured, Field(discriminator="type")
+]
+
+
+# ---------------------------------------------------------------- conversation.state
+class TranscriptLine(BaseModel):
+    sender: Literal["visitor", "ai", "agent", "system"]
+    text: str
+    at: datetime
+
+
+class ConversationStateChanged(Envelope):
+    """queue -> anyone: the conversation's status changed (every transition, in order).
+
+    A `handoff` or `reopen` carries the handoff and, for `handoff`, the transcript so far
+    (capped) so the summarizer needs no access to the queue's store."""
+
+    type: Literal["conversation.state_changed"] = "conversation.state_changed"
+    transition: Literal["handoff", "close", "reopen", "return_to_ai"]
+    status: ConversationStatus
+    previous_status: ConversationStatus
+    channel: Channel
+    visitor: VisitorIdentity
+    handoff_id: str | None = None
+    reason: str | None = None
+    by: str  # "ai", "visitor", or "agent:<agent id>"
+    contact: ContactDetails = Field(default_factory=ContactDetails)
+    transcript: list[TranscriptLine] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- agent.commands
+class AgentRef(BaseModel):
+    agent_id: str
+    display_name: str  # first name, or e-mail when there is none
+
+
+class AgentCommand(Envelope):
+    """gateway -> queue: an agent's action. `command_id` is chosen by the client so a
+    retried click is applied (and sent to the visitor) once."""
+
+    type: Literal["agent.command"] = "agent.command"
+    command_id: str = Field(min_length=8, max_length=128)
+    action: Literal["reply", "close", "reopen", "return_to_ai"]
+    text: str | None = Field(default=None, max_length=4096)
+    agent: AgentRef
+
+
+class ChatbotSettingsUpdate(Envelope):
+    """gateway -> queue (keyed by chatbot): replace a chatbot's settings."""
+
+    type: Literal["agent.update_settings"] = "agent.update_settings"
+    command_id: str = Field(min_length=8, max_length=128)
+    settings: ChatbotSettings
+    agent: AgentRef
+
+
+AgentCommandEvent = Annotated[AgentCommand | ChatbotSettingsUpdate, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- outbound.messages
+class OutboundMessage(Envelope):
+    """intake (AI) or queue (agent) -> channels: deliver this text to the visitor.
+    `message_id` is the dedupe key: channels send each message id at most once."""
+
+    type: Literal["outbound.message"] = "outbound.message"
+    message_id: str
+    channel: Channel
+    visitor: VisitorIdentity
+    text: str = Field(min_length=1, max_length=4096)
+    sender: Literal["ai", "agent", "system"]
+    sender_name: str | None = None
+    # Ask the widget to show the contact form for these fields (Human Handoff tool).
+    request_contact_fields: list[Literal["name", "email", "phone"]] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- delivery.status
+class DeliveryStatusChanged(Envelope):
+    """channels -> queue: what happened to an outbound message."""
+
+    type: Literal["delivery.status_changed"] = "delivery.status_changed"
+    message_id: str
+    status: DeliveryState
+    channel_message_id: str | None = None
+    error: str | None = Field(default=None, max_length=1000)
+    permanent: bool = False
+
+
+# ---------------------------------------------------------------- handoff.summaries
+class HandoffSummaryReady(Envelope):
+    """summarizer -> queue: the recap of one handoff (or that none could be written)."""
+
+    type: Literal["handoff.summary_ready"] = "handoff.summary_ready"
+    handoff_id: str
+    status: Literal["ready", "unavailable"]
+    text: str | None = Field(default=None, max_length=4000)
+    mode: Literal["llm", "extractive"] | None = None
+
+
+# ---------------------------------------------------------------- chatbot.settings
+class ChatbotSettingsChanged(Envelope):
+    """queue -> intake, channels, gateway (keyed by chatbot; read from the beginning)."""
+
+    type: Literal["chatbot.settings_changed"] = "chatbot.settings_changed"
+    settings: ChatbotSettings
+    deleted: bool = False
+
+
+# ---------------------------------------------------------------- dashboard.updates
+class DashboardUpdate(Envelope):
+    """queue -> gateway -> dashboards (keyed by chatbot). Carries state, not deltas, so
+    applying one twice is harmless; `seq` increases by one per chatbot within an `epoch`
+    (a new epoch starts when the queue's Redis index is rebuilt). A client that sees a gap
+    or a new epoch resyncs from a snapshot."""
+
+    type: Literal["dashboard.update"] = "dashboard.update"
+    epoch: str
+    seq: int
+    stats: Stats
+    row_upserted: HandoffRow | None = None
+    row_removed: str | None = None  # conversation id
+    conversation: ConversationView | None = None
+    message: MessageView | None = None
+    summary: SummaryView | None = None
+    settings_changed: bool = False
+
+
+class CommandResult(Envelope):
+    """queue -> gateway: the outcome of one agent command (not sequenced; it answers the
+    REST call that sent the command and is shown to that agent only)."""
+
+    type: Literal["dashboard.command_result"] = "dashboard.command_result"
+    command_id: str
+    ok: bool
+    error: str | None = None
+    # HTTP-ish status the gateway answers with: 200 ok, 404 unknown, 409 refused, 422 invalid.
+    status_code: int = 200
+    conversation: ConversationView | None = None
+
+
+DashboardEvent = Annotated[DashboardUpdate | CommandResult, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- per-topic adapters
+VISITOR_EVENT = TypeAdapter(VisitorEvent)
+CONVERSATION_EVENT = TypeAdapter(ConversationEvent)
+STATE_EVENT = TypeAdapter(ConversationStateChanged)
+AGENT_COMMAND_EVENT = TypeAdapter(AgentCommandEvent)
+OUTBOUND_EVENT = TypeAdapter(OutboundMessage)
+DELIVERY_EVENT = TypeAdapter(DeliveryStatusChanged)
+SUMMARY_EVENT = TypeAdapter(HandoffSummaryReady)
+SETTINGS_EVENT = TypeAdapter(ChatbotSettingsChanged)
+DASHBOARD_EVENT = TypeAdapter(DashboardEvent)

@@ -1,0 +1,97 @@
+"""The shape every service has: a FastAPI app (health, readiness and whatever HTTP the
+service serves) whose lifespan opens the stores and runs the service's FastStream broker.
+
+A service's `app.py` is its composition root: it builds a `ServiceRuntime`, wires its
+domain objects and handlers onto it, and returns `runtime.app`. `python -m services.<name>`
+serves it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from shared.bus import Bus
+from shared.logging import configure_logging
+from shared.settings import ServiceSettings
+from shared.stores import ProcessedEvents, mongo_ready, open_mongo, open_redis, redis_ready
+
+log = logging.getLogger("handoff.service")
+
+Hook = Callable[[], Awaitable[Any]]
+
+
+class ServiceRuntime:
+    def __init__(self, settings: ServiceSettings, *, name: str, title: str | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.mongo_client, self.db = open_mongo(settings)
+        self.redis = open_redis(settings)
+        self.processed = ProcessedEvents(self.db)
+        self.bus = Bus(settings, client_id=f"handoff-{name}", processed=self.processed)
+        self.startup_hooks: list[Hook] = [self.processed.create_indexes]
+        # Run after the broker started (e.g. warm-up that publishes).
+        self.started_hooks: list[Hook] = []
+        self.shutdown_hooks: list[Hook] = []
+        # Extra readiness facts, e.g. {"mode": "offline"}; a callable may add more.
+        self.health_details: dict[str, Callable[[], Any]] = {}
+        self.app = FastAPI(title=title or f"Handoff {name}", lifespan=self._lifespan)
+        self.app.state.runtime = self
+        self._add_health_routes()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        for hook in self.startup_hooks:
+            await hook()
+        await self.bus.broker.start()
+        for hook in self.started_hooks:
+            await hook()
+        log.info("%s started", self.name)
+        try:
+            yield
+        finally:
+            for hook in reversed(self.shutdown_hooks):
+                with contextlib.suppress(Exception):
+                    await hook()
+            await self.bus.broker.stop()
+            await self.redis.aclose()
+            await self.mongo_client.close()
+            log.info("%s stopped", self.name)
+
+    async def readiness(self) -> dict[str, Any]:
+        broker_ok, mongo_ok, redis_ok = await asyncio.gather(
+            self.bus.broker.ping(timeout=2.0), mongo_ready(self.mongo_client), redis_ready(self.redis)
+        )
+        checks = {"broker": bool(broker_ok), "mongo": mongo_ok, "redis": redis_ok}
+        return {"service": self.name, "ready": all(checks.values()), "checks": checks,
+                **{k: f() for k, f in self.health_details.items()}}
+
+    def _add_health_routes(self) -> None:
+        @self.app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+        async def healthz() -> dict[str, Any]:
+            return {"service": self.name, "alive": True, **{k: f() for k, f in self.health_details.items()}}
+
+        @self.app.get("/readyz", tags=["health"], summary="Readiness: broker and stores answer")
+        async def readyz() -> JSONResponse:
+            body = await self.readiness()
+            return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+
+def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSettings) -> None:
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    uvicorn.run(
+        app_factory(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="websockets-sansio",
+    )

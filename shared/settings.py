@@ -1,0 +1,50 @@
+"""One settings style for every service: pydantic-settings, environment variables only.
+
+Infrastructure variables carry the conventional names (KAFKA_BOOTSTRAP_SERVERS,
+MONGODB_URI, REDIS_URL) so the same environment works under compose, Kubernetes or the
+local runner. Service-specific settings subclass `ServiceSettings` and add their own
+fields; a field `foo_bar` is read from `FOO_BAR`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    service_name: str = "handoff"
+    log_level: str = "INFO"
+    # JSON logs for machines (compose, k8s); plain text is easier to read in a terminal.
+    log_json: bool = True
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Prepended to every topic name: lets several stacks (or test runs) share one cluster.
+    kafka_topic_prefix: str = ""
+    # Real Kafka: on (exactly-once per partition producer). The embedded Tansu broker
+    # rejects idempotent producers, so the local runner turns it off.
+    kafka_enable_idempotence: bool = False
+    # Tansu never answers a waiting fetch early: every hop may wait this long. Keep it
+    # small on the latency path (visitor -> dashboard), larger for background consumers.
+    kafka_fetch_max_wait_ms: int = 25
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 500
+    # Consumers retry a failing handler this many times (with backoff) before the event
+    # is parked on the topic's dead-letter topic, so one poison event never stalls a partition.
+    kafka_handler_attempts: int = 4
+    kafka_retry_backoff_s: float = 0.2
+    # On shutdown, in-flight handlers get this long to finish; an unfinished one is
+    # cancelled uncommitted, so its message is redelivered to whoever takes the partition.
+    kafka_graceful_timeout_s: float = 15.0
+
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
+    mongodb_db: str = Field(default="handoff")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Every Redis key a service writes starts with this, so services can share a server.
+    redis_prefix: str = "handoff"

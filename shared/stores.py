@@ -1,0 +1,64 @@
+"""Store helpers every service uses: open Mongo and Redis from settings, check they answer,
+and remember which events a consumer has applied."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.settings import ServiceSettings
+
+
+def open_mongo(settings: ServiceSettings) -> tuple[AsyncMongoClient, AsyncDatabase]:
+    client: AsyncMongoClient = AsyncMongoClient(
+        settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000
+    )
+    return client, client[settings.mongodb_db]
+
+
+def open_redis(settings: ServiceSettings) -> aioredis.Redis:
+    return aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+
+
+async def mongo_ready(client: AsyncMongoClient) -> bool:
+    try:
+        await client.admin.command("ping")
+        return True
+    except Exception:  # noqa: BLE001 - readiness is a yes/no question
+        return False
+
+
+async def redis_ready(r: aioredis.Redis) -> bool:
+    try:
+        return bool(await r.ping())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class ProcessedEvents:
+    """Which event ids each consumer group has applied (Mongo `processed_events`).
+
+    Marked after the handler succeeded; entries expire after `keep` (longer than any
+    redelivery window). Handlers stay idempotent on their own too (upserts by id), since a
+    crash between 'applied' and 'marked' replays the event once more.
+    """
+
+    def __init__(self, db: AsyncDatabase, keep: timedelta = timedelta(days=14)) -> None:
+        self.collection = db["processed_events"]
+        self.keep = keep
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index("at", expireAfterSeconds=int(self.keep.total_seconds()))
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        return await self.collection.find_one({"_id": f"{consumer}:{event_id}"}, {"_id": 1}) is not None
+
+    async def mark(self, consumer: str, event_id: str) -> None:
+        try:
+            await self.collection.insert_one({"_id": f"{consumer}:{event_id}", "at": datetime.now(UTC)})
+        except DuplicateKeyError:
+            pass

@@ -1,0 +1,62 @@
+"""Every topic, its partition count and what its messages are keyed by — in one place.
+
+Everything about one conversation is keyed by conversation id so it stays in order on one
+partition; dashboard fan-out is keyed by chatbot id; chatbot settings are keyed by chatbot
+id and read from the beginning by every instance that needs them (a compacted table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+KeyKind = Literal["conversation_id", "chatbot_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    name: str
+    partitions: int
+    key: KeyKind
+    compacted: bool = False
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+VISITOR_MESSAGES = Topic("visitor.messages", 6, "conversation_id")
+CONVERSATION_EVENTS = Topic("conversation.events", 6, "conversation_id")
+CONVERSATION_STATE = Topic("conversation.state", 6, "conversation_id")
+AGENT_COMMANDS = Topic("agent.commands", 6, "conversation_id")
+OUTBOUND_MESSAGES = Topic("outbound.messages", 6, "conversation_id")
+DELIVERY_STATUS = Topic("delivery.status", 6, "conversation_id")
+HANDOFF_SUMMARIES = Topic("handoff.summaries", 6, "conversation_id")
+DASHBOARD_UPDATES = Topic("dashboard.updates", 3, "chatbot_id")
+CHATBOT_SETTINGS = Topic("chatbot.settings", 1, "chatbot_id", compacted=True)
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    VISITOR_MESSAGES,
+    CONVERSATION_EVENTS,
+    CONVERSATION_STATE,
+    AGENT_COMMANDS,
+    OUTBOUND_MESSAGES,
+    DELIVERY_STATUS,
+    HANDOFF_SUMMARIES,
+    DASHBOARD_UPDATES,
+    CHATBOT_SETTINGS,
+)
+
+
+def all_topic_names(with_dlq: bool = True) -> list[str]:
+    names = [t.name for t in ALL_TOPICS]
+    if with_dlq:
+        names += [t.dlq for t in ALL_TOPICS]
+    return names
+
+
+def by_name(name: str) -> Topic:
+    for t in ALL_TOPICS:
+        if t.name == name:
+            return t
+    raise KeyError(name)

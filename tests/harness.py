@@ -1,0 +1,117 @@
+"""Run services for tests: in this event loop (uvicorn.Server on a free port) or as real
+processes (`python -m services.<name>`), both configured only by environment variables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+
+from deploy.infra import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+S = TypeVar("S")
+
+
+def settings_from_env(cls: type[S], env: dict[str, str]) -> S:
+    """Build a settings object from an environment dict, as the process would read it."""
+    fields = cls.model_fields  # type: ignore[attr-defined]
+    return cls(**{k.lower(): v for k, v in env.items() if k.lower() in fields})
+
+
+@dataclass
+class RunningService:
+    name: str
+    url: str
+    app: Any = None
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[len("http"):]
+
+
+@contextlib.asynccontextmanager
+async def run_in_process(name: str, app_factory: Callable[[Any], Any], settings: Any) -> AsyncIterator[RunningService]:
+    """Serve `app_factory(settings)` with uvicorn in this event loop until the block ends."""
+    port = free_port()
+    settings.http_port = port
+    app = app_factory(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None,
+                            access_log=False, ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"{name} stopped during start-up")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not start")
+            await asyncio.sleep(0.02)
+        yield RunningService(name, f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+
+
+class ServiceProcess:
+    """`python -m services.<name>` as a child process; stopped by its PID."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, module: str | None = None) -> None:
+        self.name = name
+        self.port = free_port()
+        self.env = {**os.environ, **env, "HTTP_PORT": str(self.port), "HTTP_HOST": "127.0.0.1"}
+        self.module = module or f"services.{name}"
+        self.log_path = log_dir / f"{name}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.logs()[-3000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get(self.url + "/readyz")
+                    if r.status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.logs()[-3000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

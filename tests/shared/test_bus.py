@@ -1,0 +1,118 @@
+"""The delivery rules of shared/bus.py against the real broker and Mongo-wire server:
+typed handlers, commit after success, dead-letter on malformed or poison events, and
+idempotency by event id. The same handler is also exercised with TestKafkaBroker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import TestKafkaBroker
+
+from shared.bus import Bus
+from shared.events import CONVERSATION_EVENT, MessageAppended, VisitorIdentity
+from shared.settings import ServiceSettings
+from shared.stores import ProcessedEvents, open_mongo
+from shared.topics import CONVERSATION_EVENTS
+from tests.support import eventually, read_topic
+
+
+def _message(conv: str, text: str, event_id: str | None = None) -> MessageAppended:
+    kwargs = {"event_id": event_id} if event_id else {}
+    return MessageAppended(chatbot_id="bot1", conversation_id=conv, sender="visitor", text=text,
+                           channel="web", visitor=VisitorIdentity(external_id="v1"), **kwargs)
+
+
+async def test_typed_handler_dlq_and_dedupe_on_real_broker(isolated):
+    settings = ServiceSettings(**{k.lower(): v for k, v in isolated.env("bustest").items()})
+    client, db = open_mongo(settings)
+    processed = ProcessedEvents(db)
+    bus = Bus(settings, client_id="bustest", processed=processed)
+    seen: list[str] = []
+    failures = {"poison": 0}
+
+    async def on_event(event: MessageAppended) -> None:
+        if event.text == "poison":
+            failures["poison"] += 1
+            raise RuntimeError("boom")
+        seen.append(event.text)
+
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_event, group_id="bustest-group")
+    publisher = bus.publisher(CONVERSATION_EVENTS)
+    await bus.broker.start()
+    raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await raw.start()
+    try:
+        topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+        first = _message("c1", "hello", event_id="e-1")
+        await publisher.publish(first)
+        await raw.send_and_wait(topic, b'{"not": "an event"}', key=b"c1")
+        await raw.send_and_wait(topic, b"\xff\xfe binary", key=b"c1")
+        await publisher.publish(_message("c1", "poison"))
+        await publisher.publish(first)  # redelivered / duplicated event id: applied once
+        await publisher.publish(_message("c1", "after"))
+
+        await eventually(lambda: asyncio.sleep(0, result="after" in seen), timeout=20)
+        assert seen == ["hello", "after"]
+        assert failures["poison"] == settings.kafka_handler_attempts
+
+        parked = await read_topic(settings.kafka_bootstrap_servers, isolated.topic_prefix + CONVERSATION_EVENTS.dlq, 3)
+        kinds = [p["error_kind"] for p in parked]
+        assert kinds == ["invalid", "invalid", "handler_failed"]
+        assert parked[0]["payload"] == '{"not": "an event"}'
+        assert parked[1]["payload_encoding"] == "base64"
+        assert "boom" in parked[2]["error"]
+        assert await processed.seen("bustest-group", "e-1")
+    finally:
+        await raw.stop()
+        await bus.broker.stop()
+        await client.close()
+
+
+async def test_commits_only_after_success(isolated):
+    """A consumer that dies mid-handler gets the message again after a restart."""
+    settings = ServiceSettings(**{k.lower(): v for k, v in isolated.env("committest", KAFKA_GRACEFUL_TIMEOUT_S="0.5").items()})
+    topic = CONVERSATION_EVENTS
+    gate = asyncio.Event()
+    got: list[str] = []
+
+    async def slow(event: MessageAppended) -> None:
+        got.append(event.text)
+        await gate.wait()  # never finishes in the first consumer
+
+    bus1 = Bus(settings, client_id="c1")
+    bus1.consume(topic, CONVERSATION_EVENT, slow, group_id="commit-group", dedupe=False)
+    pub = bus1.publisher(topic)
+    await bus1.broker.start()
+    await pub.publish(_message("c9", "once"))
+    await eventually(lambda: asyncio.sleep(0, result=got == ["once"]), timeout=20)
+    await asyncio.wait_for(bus1.broker.stop(), 10)  # stopped before the handler finished
+
+    again: list[str] = []
+
+    async def fast(event: MessageAppended) -> None:
+        again.append(event.text)
+
+    bus2 = Bus(settings, client_id="c2")
+    bus2.consume(topic, CONVERSATION_EVENT, fast, group_id="commit-group", dedupe=False)
+    await bus2.broker.start()
+    try:
+        await eventually(lambda: asyncio.sleep(0, result=again == ["once"]), timeout=20)
+    finally:
+        await bus2.broker.stop()
+
+
+async def test_same_handler_in_memory_broker():
+    settings = ServiceSettings()
+    bus = Bus(settings, client_id="mem")
+    seen: list[str] = []
+
+    async def on_event(event: MessageAppended) -> None:
+        seen.append(event.text)
+
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_event, group_id="mem-group", dedupe=False)
+    pub = bus.publisher(CONVERSATION_EVENTS)
+    async with TestKafkaBroker(bus.broker):
+        await pub.publish(_message("c1", "in memory"))
+    assert seen == ["in memory"]
