@@ -1,0 +1,93 @@
+"""The AI responder: one call to an OpenAI-compatible chat model per visitor message.
+
+The model sees the chatbot's instructions (+ the Handoff Conditions when the tool is on)
+and the conversation's recent messages; it is offered `request_human_handoff(reason)` only
+while the Human Handoff tool is on. Errors (timeouts, 5xx after the client's retries) are
+returned as a `ModelFailed`, never raised: the visitor's message is already appended and
+the caller answers with a short apology."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import openai
+from openai import AsyncOpenAI
+
+from services.intake.domain import TOOL_NAME, build_system_prompt, clean_reason, tools_for
+from services.intake.settings import IntakeSettings
+from shared.chatbots import ChatbotSettings
+
+log = logging.getLogger("handoff.intake.ai")
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelWantsHandoff:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelFailed:
+    error: str
+
+
+ModelOutcome = ModelReply | ModelWantsHandoff | ModelFailed
+
+
+def build_messages(settings: ChatbotSettings, context: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"role": "system", "content": build_system_prompt(settings)}] + [
+        {"role": m["role"], "content": m["text"]} for m in context
+    ]
+
+
+class LLMResponder:
+    def __init__(self, settings: IntakeSettings) -> None:
+        self.model = settings.openai_model
+        self.max_tokens = settings.openai_max_tokens
+        self.client = AsyncOpenAI(
+            # Local OpenAI-compatible servers often need no key; the client insists on one.
+            api_key=settings.openai_api_key or "not-needed",
+            base_url=settings.openai_base_url or None,
+            timeout=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def respond(self, chatbot: ChatbotSettings, context: list[dict[str, str]]) -> ModelOutcome:
+        tools = tools_for(chatbot)
+        kwargs: dict = {"tools": tools, "tool_choice": "auto"} if tools else {}
+        try:
+            completion = await self.client.chat.completions.create(
+                model=self.model,
+                messages=build_messages(chatbot, context),  # type: ignore[arg-type]
+                max_tokens=self.max_tokens,
+                **kwargs,
+            )
+        except openai.OpenAIError as exc:
+            log.error("the AI model failed: %r", exc)
+            return ModelFailed(repr(exc))
+        if not completion.choices:
+            log.error("the AI model returned no choices")
+            return ModelFailed("no choices")
+        message = completion.choices[0].message
+        for call in message.tool_calls or []:
+            function = getattr(call, "function", None)
+            if function is not None and function.name == TOOL_NAME and tools:
+                try:
+                    args = json.loads(function.arguments or "{}")
+                except json.JSONDecodeError:
+                    args = {}
+                return ModelWantsHandoff(clean_reason(args.get("reason") if isinstance(args, dict) else None))
+        text = (message.content or "").strip()
+        if not text:
+            log.error("the AI model returned neither text nor a known tool call")
+            return ModelFailed("empty reply")
+        return ModelReply(text[:4096])

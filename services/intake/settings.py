@@ -1,0 +1,34 @@
+"""Intake's environment: the shared infrastructure variables plus the AI model's."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class IntakeSettings(ServiceSettings):
+    service_name: str = "intake"
+    mongodb_db: str = Field(default="handoff_intake")
+    http_port: int = 8002
+
+    # The AI model (any OpenAI-compatible server). With neither a key nor a base URL the
+    # service runs the offline responder: plain, honest answers, explicit requests still
+    # detected.
+    openai_api_key: str | None = Field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = 20.0
+    # The openai client's own retries (429 with Retry-After, 5xx, connection errors).
+    openai_max_retries: int = 2
+    openai_max_tokens: int = 500
+    # How many recent messages of a conversation the model sees.
+    context_messages: int = 20
+    # How long intake remembers a conversation's status, context and pending contact question.
+    memory_ttl_s: int = 60 * 60 * 24 * 30
+    # Startup waits this long at most to load the chatbot settings table before consuming.
+    settings_preload_timeout_s: float = 10.0
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url)

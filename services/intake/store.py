@@ -1,0 +1,99 @@
+"""Intake's own memory, in Redis under its prefix: each conversation's status as intake
+sees it (from `conversation.state`, and set to handed_off the moment intake asks for a
+handoff), the recent messages the AI sees, and the contact fields still being asked for.
+Plus the in-memory table of chatbot settings read from `chatbot.settings`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Literal
+
+import redis.asyncio as aioredis
+
+from shared.chatbots import ChatbotSettings, ContactField
+from shared.views import ConversationStatus
+
+log = logging.getLogger("handoff.intake.store")
+
+Role = Literal["user", "assistant"]
+
+
+class ConversationMemory:
+    def __init__(self, redis: aioredis.Redis, prefix: str, *, context_messages: int, ttl_s: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.context_messages = context_messages
+        self.ttl_s = ttl_s
+
+    def _key(self, kind: str, conversation_id: str) -> str:
+        return f"{self.prefix}:{kind}:{conversation_id}"
+
+    # ------------------------------------------------------------ status
+    async def status(self, conversation_id: str) -> ConversationStatus:
+        """A conversation intake has never heard of is active: the AI answers."""
+        value = await self.redis.get(self._key("status", conversation_id))
+        return value if value in ("active", "handed_off", "closed") else "active"  # type: ignore[return-value]
+
+    async def set_status(self, conversation_id: str, status: ConversationStatus) -> None:
+        await self.redis.set(self._key("status", conversation_id), status, ex=self.ttl_s)
+
+    # ------------------------------------------------------------ context
+    async def remember(self, conversation_id: str, message_id: str, role: Role, text: str) -> None:
+        key = self._key("context", conversation_id)
+        entry = json.dumps({"id": message_id, "role": role, "text": text})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, entry)
+            # Twice the window: replays may add duplicates, which `context` drops.
+            pipe.ltrim(key, -2 * self.context_messages, -1)
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def context(self, conversation_id: str) -> list[dict[str, str]]:
+        """The last messages, oldest first, each message once (a replay may have added it twice)."""
+        raw = await self.redis.lrange(self._key("context", conversation_id), 0, -1)
+        seen: set[str] = set()
+        out: list[dict[str, str]] = []
+        for item in raw:
+            entry = json.loads(item)
+            if entry["id"] in seen:
+                continue
+            seen.add(entry["id"])
+            out.append(entry)
+        return out[-self.context_messages:]
+
+    # ------------------------------------------------------------ contact question
+    async def wanted_contact(self, conversation_id: str) -> list[ContactField]:
+        raw = await self.redis.get(self._key("contact_wanted", conversation_id))
+        return json.loads(raw) if raw else []
+
+    async def set_wanted_contact(self, conversation_id: str, fields: list[ContactField]) -> None:
+        key = self._key("contact_wanted", conversation_id)
+        if fields:
+            await self.redis.set(key, json.dumps(fields), ex=self.ttl_s)
+        else:
+            await self.redis.delete(key)
+
+
+class ChatbotTable:
+    """Every chatbot's settings, as last published on `chatbot.settings` (in memory)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, ChatbotSettings] = {}
+
+    def apply(self, settings: ChatbotSettings, deleted: bool = False) -> None:
+        if deleted:
+            self._by_id.pop(settings.chatbot_id, None)
+        else:
+            self._by_id[settings.chatbot_id] = settings
+
+    def get(self, chatbot_id: str) -> ChatbotSettings:
+        """A chatbot we have no settings for gets the defaults (tool off), with a warning."""
+        found = self._by_id.get(chatbot_id)
+        if found is None:
+            log.warning("no settings known for chatbot %s; using defaults (Human Handoff off)", chatbot_id)
+            return ChatbotSettings(chatbot_id=chatbot_id, name=chatbot_id)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._by_id)

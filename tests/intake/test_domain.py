@@ -1,0 +1,116 @@
+"""Intake's rules without I/O: explicit-request detection, the schedule, the prompt and
+the tool, contact extraction, deterministic ids."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+import pytest
+
+from services.intake import domain
+from shared.chatbots import ChatbotSettings, HumanHandoffSettings
+
+
+@pytest.mark.parametrize("text", [
+    "I want to talk to a human", "Can I speak to a real person please?", "agent", "Human please!",
+    "connect me with an agent", "let me talk to someone", "I need a live agent",
+    "Ich möchte mit einem Menschen sprechen", "Kann ich mit einem Mitarbeiter reden?",
+    "Je veux parler à un humain", "je voudrais parler avec une personne",
+    "Quiero hablar con una persona", "¿Puedo hablar con un agente?",
+    "Vorrei parlare con un operatore", "posso parlare con una persona?",
+    "Quero falar com um atendente", "Gostaria de falar com uma pessoa",
+    "Ik wil met een medewerker praten", "Kan ik een echte mens spreken?",
+])
+def test_explicit_requests_in_several_languages(text):
+    assert domain.is_explicit_request(text)
+
+
+@pytest.mark.parametrize("text", [
+    "What are your opening hours?", "How do I reset my password?", "The human body has 206 bones",
+    "Wie spät ist es?", "Quel est le prix ?", "¿Dónde está mi pedido?", "Grazie mille",
+    "Obrigado pela ajuda", "Hoe laat gaan jullie open?", "My agent number is 4",
+])
+def test_ordinary_questions_are_not_requests_for_a_person(text):
+    assert not domain.is_explicit_request(text)
+
+
+def _tool(**kw) -> HumanHandoffSettings:
+    return HumanHandoffSettings(enabled=True, **kw)
+
+
+def test_decision_without_schedule_hands_off_and_asks_contact():
+    d = domain.decide_handoff(_tool(contact_fields=["email", "name"]), datetime(2026, 11, 28, 3, 0, tzinfo=UTC))
+    assert d.hand_off and d.reply == domain.HANDOFF_NOTICE and d.ask_contact == ["email", "name"]
+
+
+def test_decision_outside_business_hours_sends_offline_message():
+    tool = _tool(schedule_enabled=True, available_days=["mon", "tue", "wed", "thu", "fri"],
+                 start_time=time(9), end_time=time(17), timezone="Europe/Berlin", offline_message="We're away.")
+    wednesday_10_berlin = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    wednesday_18_berlin = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+    saturday_10_berlin = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    assert domain.decide_handoff(tool, wednesday_10_berlin).hand_off
+    for at in (wednesday_18_berlin, saturday_10_berlin):
+        d = domain.decide_handoff(tool, at)
+        assert not d.hand_off and d.reply == "We're away." and d.ask_contact == []
+
+
+def test_decision_with_tool_off_never_hands_off():
+    assert not domain.decide_handoff(HumanHandoffSettings(enabled=False), datetime.now(UTC)).hand_off
+
+
+def test_prompt_and_tool_follow_the_tool_switch():
+    on = ChatbotSettings(chatbot_id="b", name="B", instructions="You sell bikes.",
+                         human_handoff=_tool(conditions="Hand over refunds."))
+    off = ChatbotSettings(chatbot_id="b", name="B", instructions="You sell bikes.")
+    assert domain.build_system_prompt(on).startswith("You sell bikes.")
+    assert "Hand over refunds." in domain.build_system_prompt(on)
+    assert domain.build_system_prompt(off) == "You sell bikes."
+    assert domain.tools_for(off) == []
+    [tool] = domain.tools_for(on)
+    assert tool["function"]["name"] == "request_human_handoff"
+    assert tool["function"]["parameters"]["required"] == ["reason"]
+
+
+def test_reason_is_cleaned():
+    assert domain.clean_reason("  Topic is\n a refund ") == "Topic is a refund"
+    assert domain.clean_reason(None) == domain.DEFAULT_TOOL_REASON
+    assert len(domain.clean_reason("x" * 900)) == 500
+
+
+@pytest.mark.parametrize("text, wanted, expected", [
+    ("sure, it's jane.doe@example.com", ["email"], {"email": "jane.doe@example.com"}),
+    ("call me on +49 170 1234567 please", ["phone"], {"phone": "+49 170 1234567"}),
+    ("My name is Jane Doe, jane@example.org, 0612345678", ["name", "email", "phone"],
+     {"name": "Jane Doe", "email": "jane@example.org", "phone": "0612345678"}),
+    ("Jane Doe", ["name"], {"name": "Jane Doe"}),
+    ("Je m'appelle Amélie", ["name", "email"], {"name": "Amélie"}),
+    ("thanks", ["name"], {}),
+    ("I have no idea what you mean?", ["email", "phone"], {}),
+    ("jane@example.com", ["phone"], {}),
+])
+def test_contact_extraction(text, wanted, expected):
+    got = domain.extract_contact(text, wanted)
+    assert got.model_dump(exclude_none=True) == expected
+
+
+def test_remaining_fields_and_question():
+    got = domain.extract_contact("jane@example.com", ["name", "email"])
+    assert domain.remaining_fields(["name", "email"], got) == ["name"]
+    assert domain.contact_question(["name", "email", "phone"]) == (
+        "So our team can follow up, please share your name, your e-mail address and your phone number.")
+
+
+def test_ids_are_deterministic():
+    a = domain.visitor_message_id("cv_1", "tg-42")
+    assert a == domain.visitor_message_id("cv_1", "tg-42") != domain.visitor_message_id("cv_1", "tg-43")
+    assert domain.reply_message_id(a) != domain.reply_message_id(a, 1)
+    assert domain.handoff_event_id(a) == domain.handoff_event_id(a)
+
+
+def test_offline_responder_is_honest():
+    on = ChatbotSettings(chatbot_id="b", name="B", human_handoff=_tool())
+    off = ChatbotSettings(chatbot_id="b", name="B")
+    assert "without an AI model" in domain.offline_responder_reply(on)
+    assert "human" in domain.offline_responder_reply(on)
+    assert "isn't available" in domain.offline_responder_reply(off)
