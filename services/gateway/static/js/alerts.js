@@ -1,0 +1,68 @@
+// Handoff alerts: a desktop notification and a short beep when a handoff arrives, unless the
+// agent muted them. Permission is asked only when the agent clicks the button.
+
+export class Alerts {
+  constructor({ isMuted }) {
+    this.isMuted = isMuted;
+    this.audio = null;
+    this.count = 0;
+  }
+
+  canAskPermission() {
+    return "Notification" in window && Notification.permission === "default";
+  }
+
+  async askPermission() {
+    if (!("Notification" in window)) return "unsupported";
+    this.unlockAudio();
+    return Notification.requestPermission();
+  }
+
+  unlockAudio() {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return;
+    if (!this.audio) this.audio = new Ctx();
+    if (this.audio.state === "suspended") this.audio.resume().catch(() => {});
+  }
+
+  handoffArrived(row, chatbot) {
+    if (this.isMuted()) return;
+    this.count += 1;
+    this.beep();
+    if ("Notification" in window && Notification.permission === "granted") {
+      const title = `New handoff — ${chatbot ? chatbot.name : "Handoff"}`;
+      const body = row.reason ? `${row.display_name}: ${row.reason}` : row.display_name;
+      try {
+        const n = new Notification(title, { body, tag: row.conversation_id });
+        n.onclick = () => {
+          window.focus();
+          location.hash = `#/${encodeURIComponent(row.chatbot_id)}/handoff?c=${encodeURIComponent(row.conversation_id)}`;
+          n.close();
+        };
+      } catch (err) {
+        console.warn("notification failed", err);
+      }
+    }
+  }
+
+  beep() {
+    try {
+      this.unlockAudio();
+      const ctx = this.audio;
+      if (!ctx) return;
+      const osc = ctx.createOscillator();
+      const gain = ctx.createGain();
+      osc.type = "sine";
+      osc.frequency.value = 880;
+      const t = ctx.currentTime;
+      gain.gain.setValueAtTime(0.0001, t);
+      gain.gain.exponentialRampToValueAtTime(0.2, t + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.25);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(t);
+      osc.stop(t + 0.3);
+    } catch (err) {
+      console.warn("beep failed", err);
+    }
+  }
+}

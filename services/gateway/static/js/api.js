@@ -1,0 +1,99 @@
+// The gateway's public API (docs/contracts.md), with the session's CSRF token on every
+// state-changing call and errors turned into readable messages (never swallowed).
+
+export class ApiError extends Error {
+  constructor(status, message, { retryable = false } = {}) {
+    super(message);
+    this.status = status;
+    // Network failures and 5xx may not have reached the queue: the same click may be retried
+    // with the same command id (the queue applies it once).
+    this.retryable = retryable;
+  }
+}
+
+let csrfToken = null;
+
+export function setCsrfToken(token) {
+  csrfToken = token;
+}
+
+/** FastAPI's "detail" is a string for our own errors, a list for request validation. */
+export function errorText(body, status) {
+  const detail = body && body.detail;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail) && detail.length) {
+    return detail
+      .map((d) => String((d && d.msg) || d).replace(/^Value error, /, ""))
+      .join(" ");
+  }
+  if (body && typeof body.error === "string" && body.error) return body.error;
+  if (status === 401) return "Your session has ended. Please sign in again.";
+  if (status === 403) return "You are not a member of this chatbot.";
+  if (status >= 500) return `The server had a problem (${status}). Please try again.`;
+  return `Request failed (${status}).`;
+}
+
+export async function request(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  let response;
+  try {
+    response = await fetch(path, {
+      method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new ApiError(0, "Could not reach the server. Check your connection and try again.", { retryable: true });
+  }
+  let data = null;
+  const text = await response.text();
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = { detail: text }; }
+  }
+  if (response.status === 401 && !path.startsWith("/api/login")) {
+    onUnauthorized();
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, errorText(data, response.status), { retryable: response.status >= 500 });
+  }
+  return { status: response.status, data };
+}
+
+export function onUnauthorized() {
+  const next = location.pathname + location.search + location.hash;
+  location.assign(`/login?next=${encodeURIComponent(next)}`);
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  me: () => request("GET", "/api/me"),
+  login: (email, password) => request("POST", "/api/login", { email, password }),
+  logout: () => request("POST", "/api/logout"),
+  setMuted: (muted) => request("PUT", "/api/me/preferences", { muted }),
+  snapshot: (bot, limit = 50) => request("GET", `/api/chatbots/${enc(bot)}/snapshot?limit=${limit}`),
+  stats: (bot) => request("GET", `/api/chatbots/${enc(bot)}/stats`),
+  handoffs: (bot, cursor, limit = 50) =>
+    request("GET", `/api/chatbots/${enc(bot)}/handoffs?limit=${limit}` + (cursor ? `&cursor=${enc(cursor)}` : "")),
+  conversations: (bot, { status = "all", q = "", cursor = null, limit = 50 } = {}) => {
+    const params = new URLSearchParams({ status, limit: String(limit) });
+    if (q) params.set("q", q);
+    if (cursor) params.set("cursor", cursor);
+    return request("GET", `/api/chatbots/${enc(bot)}/conversations?${params}`);
+  },
+  conversation: (bot, cid, { before = null, limit = 100 } = {}) =>
+    request("GET", `/api/chatbots/${enc(bot)}/conversations/${enc(cid)}?limit=${limit}` + (before ? `&before=${enc(before)}` : "")),
+  // action: "reply" | "close" | "reopen" | "return-to-ai"
+  command: (bot, cid, action, body) =>
+    request("POST", `/api/chatbots/${enc(bot)}/conversations/${enc(cid)}/${action}`, body),
+  settings: (bot) => request("GET", `/api/chatbots/${enc(bot)}/settings`),
+  saveHumanHandoff: (bot, settings) => request("PUT", `/api/chatbots/${enc(bot)}/settings/human-handoff`, settings),
+};
+
+/** A fresh command id per click (crypto.randomUUID where available, e.g. on http://localhost). */
+export function newCommandId() {
+  if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}

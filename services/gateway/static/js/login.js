@@ -1,0 +1,36 @@
+// The login page: POST /api/login, then back to where the agent was going.
+
+import { api } from "./api.js";
+
+const form = document.getElementById("login-form");
+const error = document.getElementById("login-error");
+const submit = document.getElementById("login-submit");
+
+function nextUrl() {
+  const next = new URLSearchParams(location.search).get("next") || "/";
+  // Only same-site paths: never bounce to another origin.
+  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const email = form.email.value.trim();
+  const password = form.password.value;
+  if (!email || !password) {
+    error.textContent = "Enter your e-mail and password.";
+    error.hidden = false;
+    return;
+  }
+  submit.disabled = true;
+  error.hidden = true;
+  try {
+    await api.login(email, password);
+    location.assign(nextUrl());
+  } catch (err) {
+    error.textContent = err.message;
+    error.hidden = false;
+    form.password.select();
+  } finally {
+    submit.disabled = false;
+  }
+});

@@ -1,0 +1,313 @@
+// The reply pane: one conversation's header, contact, Summary banner, transcript, actions
+// and reply box. Shared by the Handoff tab and the Conversations table.
+
+import { api, newCommandId } from "./api.js";
+import { h, clear, announce } from "./dom.js";
+import { channelLabel, formatMessageTime } from "./format.js";
+
+export const STATUS_LABELS = { handed_off: "Needs reply", active: "Active", closed: "Closed" };
+const ACTIONS = {
+  "return-to-ai": { label: "Return to AI", done: "Returned to AI." },
+  close: { label: "Close", done: "Conversation closed." },
+  reopen: { label: "Reopen", done: "Conversation reopened." },
+};
+
+export class ReplyPane {
+  constructor(root, { chatbotId, timezone, onConversation, awaitResult }) {
+    this.root = root;
+    this.chatbotId = chatbotId;
+    this.timezone = timezone;
+    this.onConversation = onConversation || (() => {});
+    this.awaitResult = awaitResult; // (commandId) -> Promise<CommandResult>
+    this.cid = null;
+    this.conversation = null;
+    this.messages = [];
+    this.before = null;
+    this.loading = false;
+    this.error = null; // {text, retry?}
+    this.notice = null;
+    this.sending = null; // the action in flight
+    this.draft = "";
+    this.loadSeq = 0;
+    this.render();
+  }
+
+  async open(cid) {
+    if (cid === this.cid && this.conversation) return;
+    this.cid = cid;
+    this.conversation = null;
+    this.messages = [];
+    this.before = null;
+    this.error = null;
+    this.notice = null;
+    this.draft = "";
+    if (!cid) {
+      this.render();
+      return;
+    }
+    this.loading = true;
+    this.render();
+    await this.reload();
+  }
+
+  /** Fetch the conversation again (after a resync or a command): messages merge by id. */
+  async reload() {
+    const cid = this.cid;
+    if (!cid) return;
+    const mine = ++this.loadSeq;
+    try {
+      const { data } = await api.conversation(this.chatbotId, cid);
+      if (mine !== this.loadSeq || cid !== this.cid) return;
+      this.conversation = data.conversation;
+      this.mergeMessages(data.messages.items);
+      if (this.before === null) this.before = data.messages.next_cursor || null;
+      this.loading = false;
+      this.render();
+    } catch (err) {
+      if (cid !== this.cid) return;
+      this.loading = false;
+      this.error = { text: err.message };
+      this.render();
+    }
+  }
+
+  async loadEarlier() {
+    if (!this.before) return;
+    try {
+      const { data } = await api.conversation(this.chatbotId, this.cid, { before: this.before });
+      this.mergeMessages(data.messages.items);
+      this.before = data.messages.next_cursor || null;
+      this.render({ keepScroll: true });
+    } catch (err) {
+      this.showError(err.message);
+    }
+  }
+
+  mergeMessages(items) {
+    const byId = new Map(this.messages.map((m) => [m.message_id, m]));
+    for (const m of items) byId.set(m.message_id, { ...(byId.get(m.message_id) || {}), ...m });
+    this.messages = [...byId.values()].sort(
+      (a, b) => Date.parse(a.created_at) - Date.parse(b.created_at) || (a.message_id < b.message_id ? -1 : 1),
+    );
+  }
+
+  /** A live DashboardUpdate: only what concerns the open conversation. */
+  applyUpdate(update) {
+    if (!this.cid) return;
+    const about = update.conversation_id || (update.conversation && update.conversation.conversation_id);
+    if (about !== this.cid) return;
+    let changed = false;
+    if (update.conversation && update.conversation.conversation_id === this.cid) {
+      this.conversation = { ...update.conversation, summary: update.conversation.summary || (this.conversation && this.conversation.summary) };
+      changed = true;
+    }
+    if (update.message && update.message.conversation_id === this.cid) {
+      this.mergeMessages([update.message]);
+      if (update.message.sender === "visitor") announce(`New message from ${this.conversation ? this.conversation.display_name : "the visitor"}`);
+      changed = true;
+    }
+    if (update.summary && this.conversation && (!this.conversation.handoff_id || update.summary.handoff_id === this.conversation.handoff_id)) {
+      this.conversation = { ...this.conversation, summary: update.summary };
+      changed = true;
+    }
+    if (changed) this.render();
+  }
+
+  applyConversation(conversation) {
+    if (conversation && conversation.conversation_id === this.cid) {
+      this.conversation = { ...conversation, summary: conversation.summary || (this.conversation && this.conversation.summary) };
+      this.render();
+    }
+  }
+
+  showError(text, retry) {
+    this.error = { text, retry };
+    this.notice = null;
+    this.render();
+  }
+
+  // ------------------------------------------------------------------ commands
+  /** Send one agent action. A fresh click gets a fresh command id; "Retry" reuses it. */
+  async run(action, text, commandId = newCommandId()) {
+    if (this.sending) return;
+    const cid = this.cid;
+    this.sending = action;
+    this.error = null;
+    this.notice = null;
+    this.render();
+    const body = { command_id: commandId };
+    if (action === "reply") body.text = text;
+    let result = null;
+    try {
+      const response = await api.command(this.chatbotId, cid, action, body);
+      result = response.data;
+      if (response.status === 202) {
+        // The queue has not answered yet; the command is still applied once. Wait for its
+        // command_result on the websocket.
+        this.notice = "Sent — waiting for confirmation…";
+        this.render();
+        result = await this.awaitResult(commandId);
+      }
+    } catch (err) {
+      this.sending = null;
+      if (cid !== this.cid) return;
+      const retry = err.retryable ? () => this.run(action, text, commandId) : null;
+      this.showError(err.message, retry);
+      return;
+    }
+    this.sending = null;
+    if (cid !== this.cid) return;
+    if (result && result.ok === false) {
+      this.showError(result.error || "The action was refused.");
+      return;
+    }
+    if (action === "reply") {
+      this.draft = "";
+      this.notice = null;
+    } else {
+      this.notice = ACTIONS[action].done;
+    }
+    if (result && result.conversation) {
+      this.conversation = { ...result.conversation, summary: result.conversation.summary || (this.conversation && this.conversation.summary) };
+      this.onConversation(result.conversation);
+    }
+    this.render();
+    await this.reload();
+    if (action === "reply") {
+      const box = this.root.querySelector("textarea");
+      if (box) box.focus();
+    }
+  }
+
+  // ------------------------------------------------------------------ rendering
+  render({ keepScroll = false } = {}) {
+    const root = this.root;
+    const oldLog = root.querySelector(".transcript");
+    const wasAtBottom = !oldLog || oldLog.scrollHeight - oldLog.scrollTop - oldLog.clientHeight < 40;
+    const oldScrollFromBottom = oldLog ? oldLog.scrollHeight - oldLog.scrollTop : 0;
+    const focusedBox = document.activeElement && document.activeElement.classList.contains("reply-input");
+    clear(root);
+    root.classList.toggle("pane--empty", !this.cid);
+    if (!this.cid) {
+      root.append(h("div", { class: "empty-state" },
+        h("p", { class: "empty-title", text: "Select a handoff to reply" }),
+        h("p", { class: "empty-text", text: "The visitor's messages and summary appear here." })));
+      return;
+    }
+    if (!this.conversation) {
+      root.append(this.loading ? h("p", { class: "pane-loading", text: "Loading conversation…" }) : this.errorBox());
+      return;
+    }
+    const c = this.conversation;
+    root.append(this.header(c));
+    const contact = this.contact(c);
+    if (contact) root.append(contact);
+    if (c.summary && c.summary.status === "ready" && c.summary.text) {
+      root.append(h("section", { class: "summary", "aria-label": "Summary" },
+        h("h3", { class: "summary-title", text: "Summary" }),
+        h("p", { class: "summary-text", text: c.summary.text })));
+    }
+    if (this.error) root.append(this.errorBox());
+    if (this.notice) root.append(h("p", { class: "notice", role: "status", text: this.notice }));
+    const log = this.transcript(c);
+    root.append(log);
+    if (c.status === "handed_off") root.append(this.replyBox(focusedBox));
+    else root.append(h("p", { class: "reply-hint", text: c.status === "closed"
+      ? "This conversation is closed. Reopen it to reply."
+      : "The AI is answering this conversation." }));
+    if (keepScroll) log.scrollTop = log.scrollHeight - oldScrollFromBottom;
+    else if (wasAtBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  header(c) {
+    const actions = h("div", { class: "pane-actions" });
+    const buttons = c.status === "handed_off" ? ["return-to-ai", "close"] : c.status === "closed" ? ["reopen"] : [];
+    for (const action of buttons) {
+      actions.append(h("button", {
+        type: "button", class: action === "close" ? "btn btn-primary" : "btn",
+        disabled: Boolean(this.sending), "data-action": action,
+        onclick: () => this.run(action),
+      }, this.sending === action ? `${ACTIONS[action].label}…` : ACTIONS[action].label));
+    }
+    return h("header", { class: "pane-header" },
+      h("div", { class: "pane-title" },
+        h("h2", { class: "pane-name", text: c.display_name }),
+        h("div", { class: "pane-meta" },
+          h("span", { class: `badge badge-${c.status}`, text: STATUS_LABELS[c.status] || c.status }),
+          h("span", { class: "channel", text: channelLabel(c.channel) }),
+          c.reason ? h("span", { class: "pane-reason", text: c.reason }) : null)),
+      actions);
+  }
+
+  contact(c) {
+    const fields = [["Name", c.contact && c.contact.name], ["E-mail", c.contact && c.contact.email], ["Phone", c.contact && c.contact.phone]]
+      .filter(([, v]) => v);
+    if (!fields.length) return null;
+    return h("dl", { class: "contact", "aria-label": "Contact details" },
+      fields.map(([label, value]) => h("div", { class: "contact-field" },
+        h("dt", { text: label }), h("dd", { text: value, "data-field": label.toLowerCase() }))));
+  }
+
+  transcript(c) {
+    const log = h("ol", { class: "transcript", role: "log", "aria-live": "polite", "aria-label": "Messages" });
+    if (this.before) {
+      log.append(h("li", { class: "load-earlier" },
+        h("button", { type: "button", class: "btn btn-link", onclick: () => this.loadEarlier() }, "Load earlier messages")));
+    }
+    if (!this.messages.length) log.append(h("li", { class: "transcript-empty", text: "No messages yet." }));
+    const now = Date.now();
+    for (const m of this.messages) {
+      const who = m.sender === "visitor" ? c.display_name
+        : m.sender === "ai" ? "AI"
+        : m.sender === "agent" ? (m.sender_name || "Agent")
+        : "System";
+      log.append(h("li", { class: `msg msg-${m.sender}`, "data-message-id": m.message_id, "data-sender": m.sender },
+        h("div", { class: "msg-meta" },
+          h("span", { class: "msg-who", text: who }),
+          h("time", { class: "msg-time", datetime: m.created_at, text: formatMessageTime(m.created_at, now, this.timezone) })),
+        h("p", { class: "msg-text", text: m.text }),
+        m.delivery === "failed"
+          ? h("p", { class: "msg-error", role: "note", text: `Not delivered: ${m.delivery_error || "delivery failed"}` })
+          : null));
+    }
+    return log;
+  }
+
+  replyBox(refocus) {
+    const input = h("textarea", {
+      class: "reply-input", placeholder: "Type your reply...", "aria-label": "Reply to the visitor",
+      rows: "3", value: this.draft,
+    });
+    const send = h("button", { type: "submit", class: "btn btn-primary", "data-action": "send" },
+      this.sending === "reply" ? "Sending…" : "Send");
+    const sync = () => {
+      this.draft = input.value;
+      send.disabled = Boolean(this.sending) || !input.value.trim();
+    };
+    input.addEventListener("input", sync);
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        submit();
+      }
+    });
+    const submit = () => {
+      const text = input.value.trim();
+      if (!text || this.sending) return;
+      this.run("reply", text);
+    };
+    const form = h("form", { class: "reply", "aria-label": "Reply", onsubmit: (e) => { e.preventDefault(); submit(); } },
+      input, send);
+    input.disabled = this.sending === "reply";
+    sync();
+    if (refocus) queueMicrotask(() => input.focus());
+    return form;
+  }
+
+  errorBox() {
+    const err = this.error || { text: "Something went wrong." };
+    return h("div", { class: "error", role: "alert" },
+      h("span", { text: err.text }),
+      err.retry ? h("button", { type: "button", class: "btn btn-small", onclick: err.retry }, "Retry") : null);
+  }
+}

@@ -1,0 +1,114 @@
+// Tools → Human Handoff: every setting of the tool with its default (shared/chatbots.py).
+
+import { api } from "./api.js";
+import { h, clear } from "./dom.js";
+
+const DAYS = [["mon", "Mon"], ["tue", "Tue"], ["wed", "Wed"], ["thu", "Thu"], ["fri", "Fri"], ["sat", "Sat"], ["sun", "Sun"]];
+const CONTACT_FIELDS = [["name", "Name"], ["email", "E-mail"], ["phone", "Phone"]];
+
+function hhmm(value) {
+  return (value || "").slice(0, 5);
+}
+
+function timezones() {
+  try { return Intl.supportedValuesOf("timeZone"); } catch { return ["UTC"]; }
+}
+
+export class ToolsView {
+  constructor(root, { chatbotId, onSaved }) {
+    this.root = root;
+    this.chatbotId = chatbotId;
+    this.onSaved = onSaved;
+    clear(root);
+    this.body = h("div", { class: "tool-body" }, h("p", { class: "pane-loading", text: "Loading settings…" }));
+    root.append(h("div", { class: "tools" },
+      h("nav", { class: "tools-nav", "aria-label": "Tools" },
+        h("a", { href: `#/${encodeURIComponent(chatbotId)}/tools/human-handoff`, class: "tools-link active", "aria-current": "page" }, "Human Handoff")),
+      this.body));
+    this.load();
+  }
+
+  async load() {
+    try {
+      const { data } = await api.settings(this.chatbotId);
+      this.render(data.human_handoff);
+    } catch (err) {
+      clear(this.body).append(h("div", { class: "error", role: "alert", text: err.message }));
+    }
+  }
+
+  render(s) {
+    const f = {};
+    const field = (id, label, input, hint) => h("div", { class: "field" },
+      h("label", { for: id, class: "field-label", text: label }), input, hint ? h("p", { class: "field-hint", text: hint }) : null);
+    f.enabled = h("input", { type: "checkbox", id: "hh-enabled", name: "enabled", role: "switch", checked: s.enabled });
+    f.conditions = h("textarea", { id: "hh-conditions", name: "conditions", rows: "7", value: s.conditions });
+    f.offline = h("textarea", { id: "hh-offline", name: "offline_message", rows: "3", value: s.offline_message });
+    f.schedule = h("input", { type: "checkbox", id: "hh-schedule", name: "schedule_enabled", role: "switch", checked: s.schedule_enabled });
+    f.days = DAYS.map(([key, label]) => h("label", { class: "chip" },
+      h("input", { type: "checkbox", name: "available_days", value: key, checked: s.available_days.includes(key) }), label));
+    f.start = h("input", { type: "time", id: "hh-start", name: "start_time", value: hhmm(s.start_time) });
+    f.end = h("input", { type: "time", id: "hh-end", name: "end_time", value: hhmm(s.end_time) });
+    f.tz = h("input", { type: "text", id: "hh-timezone", name: "timezone", value: s.timezone, list: "hh-timezones", autocomplete: "off", spellcheck: "false" });
+    const tzList = h("datalist", { id: "hh-timezones" }, timezones().map((z) => h("option", { value: z })));
+    f.contact = CONTACT_FIELDS.map(([key, label]) => h("label", { class: "chip" },
+      h("input", { type: "checkbox", name: "contact_fields", value: key, checked: s.contact_fields.includes(key) }), label));
+    const status = h("div", { class: "form-status", role: "status", "aria-live": "polite" });
+    const error = h("div", { class: "error form-error", role: "alert", hidden: true });
+    const save = h("button", { type: "submit", class: "btn btn-primary" }, "Save");
+    const scheduleBox = h("fieldset", { class: "schedule", disabled: !s.schedule_enabled },
+      h("legend", { class: "sr-only", text: "Schedule" }),
+      h("div", { class: "field" }, h("span", { class: "field-label", id: "hh-days-label", text: "Available Days" }),
+        h("div", { class: "chips", role: "group", "aria-labelledby": "hh-days-label" }, f.days)),
+      h("div", { class: "field-row" },
+        field("hh-start", "Start Time", f.start), field("hh-end", "End Time", f.end),
+        field("hh-timezone", "Timezone", f.tz), tzList));
+    f.schedule.addEventListener("change", () => { scheduleBox.disabled = !f.schedule.checked; });
+
+    const form = h("form", { class: "tool-form", "aria-labelledby": "hh-title", novalidate: true },
+      h("header", { class: "tool-header" },
+        h("div", {},
+          h("h2", { id: "hh-title", text: "Human Handoff" }),
+          h("p", { class: "field-hint", text: "Let the AI hand a conversation to your team. When it is on, the Handoff tab appears." })),
+        h("label", { class: "switch" }, f.enabled, h("span", { text: "Enabled" }))),
+      field("hh-conditions", "Handoff Conditions", f.conditions, "When the AI should hand the conversation over to a human."),
+      field("hh-offline", "Offline Message", f.offline, "The reply when a handoff is requested outside business hours."),
+      h("div", { class: "field" }, h("label", { class: "switch" }, f.schedule, h("span", { text: "Enable Schedule" }))),
+      scheduleBox,
+      h("div", { class: "field" }, h("span", { class: "field-label", id: "hh-contact-label", text: "Contact fields to collect" }),
+        h("div", { class: "chips", role: "group", "aria-labelledby": "hh-contact-label" }, f.contact)),
+      error,
+      h("div", { class: "form-actions" }, save, status));
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = {
+        enabled: f.enabled.checked,
+        conditions: f.conditions.value,
+        offline_message: f.offline.value,
+        schedule_enabled: f.schedule.checked,
+        available_days: f.days.map((l) => l.querySelector("input")).filter((i) => i.checked).map((i) => i.value),
+        start_time: f.start.value,
+        end_time: f.end.value,
+        timezone: f.tz.value.trim(),
+        contact_fields: f.contact.map((l) => l.querySelector("input")).filter((i) => i.checked).map((i) => i.value),
+      };
+      save.disabled = true;
+      error.hidden = true;
+      status.textContent = "Saving…";
+      try {
+        const { data } = await api.saveHumanHandoff(this.chatbotId, body);
+        status.textContent = "Saved.";
+        const saved = data && typeof data.enabled === "boolean" ? data : (data && data.human_handoff) || body;
+        this.onSaved(saved);
+      } catch (err) {
+        status.textContent = "";
+        error.textContent = err.message;
+        error.hidden = false;
+      } finally {
+        save.disabled = false;
+      }
+    });
+    clear(this.body).append(form);
+  }
+}

@@ -1,0 +1,62 @@
+"""Browser fixtures for the dashboard tests: one headless Chromium per session (the system
+one; never `playwright install`) and a plain static server for the page's modules."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from playwright.async_api import async_playwright
+
+from tests.harness import run_in_process
+
+ROOT = Path(__file__).resolve().parents[2]
+STATIC = ROOT / "services" / "gateway" / "static"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+def _static_app(_settings) -> FastAPI:
+    app = FastAPI()
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/blank")
+    async def blank() -> HTMLResponse:
+        return HTMLResponse("<!doctype html><html><head><title>modules</title></head><body></body></html>")
+
+    return app
+
+
+@pytest.fixture(scope="session")
+async def static_server():
+    """The dashboard's files alone (no API): for testing the JS modules in the browser."""
+    async with run_in_process("static", _static_app, types.SimpleNamespace(http_port=0)) as running:
+        yield running
+
+
+@pytest.fixture
+async def module_page(browser, static_server):
+    """A blank page on the static server's origin, ready to import the dashboard modules."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(static_server.url + "/blank")
+    yield page
+    await context.close()
+    assert not errors, errors

@@ -1,0 +1,70 @@
+"""The per-chatbot ordering rules of static/js/live.js (ChatbotFeed), in Chromium: apply in
+order, ignore what a snapshot already holds, resync on a gap or a new epoch, and keep what
+arrives during a resync."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+SCRIPT = """async (steps) => {
+  const { ChatbotFeed } = await import('/static/js/live.js');
+  const log = [];
+  const snapshots = [];  // queued snapshot answers
+  let release = null;
+  const feed = new ChatbotFeed('demo', {
+    fetchSnapshot: () => new Promise((resolve) => { release = () => resolve(snapshots.shift()); }),
+    onSnapshot: (s) => log.push(`snapshot ${s.epoch}/${s.seq}`),
+    onUpdate: (u, f) => log.push(`apply ${f.epoch}/${f.seq}`),
+  });
+  const frame = (epoch, seq) => ({ type: 'update', chatbot_id: 'demo', epoch, seq, update: { n: seq } });
+  for (const [op, a, b] of steps) {
+    if (op === 'subscribed') feed.subscribed();
+    else if (op === 'update') feed.update(frame(a, b));
+    else if (op === 'snapshot') { snapshots.push({ epoch: a, seq: b }); const r = release; release = null; r(); await feed.syncing; }
+  }
+  return { log, epoch: feed.epoch, seq: feed.seq, resyncs: feed.resyncs };
+}"""
+
+
+async def test_in_order_updates_apply_and_old_ones_are_ignored(module_page):
+    out = await module_page.evaluate(SCRIPT, [
+        ["subscribed"], ["update", "e1", 6],  # arrives while the snapshot is in flight
+        ["snapshot", "e1", 5],
+        ["update", "e1", 6], ["update", "e1", 7], ["update", "e1", 3],
+    ])
+    assert out["log"] == ["snapshot e1/5", "apply e1/6", "apply e1/7"]
+    assert (out["epoch"], out["seq"], out["resyncs"]) == ("e1", 7, 1)
+
+
+async def test_a_gap_resyncs_and_buffered_updates_after_the_snapshot_apply(module_page):
+    out = await module_page.evaluate(SCRIPT, [
+        ["subscribed"], ["snapshot", "e1", 5],
+        ["update", "e1", 6],
+        ["update", "e1", 9],  # 7 and 8 were missed: resync
+        ["update", "e1", 10],  # arrives during the resync
+        ["snapshot", "e1", 9],
+        ["update", "e1", 11],
+    ])
+    assert out["log"] == ["snapshot e1/5", "apply e1/6", "snapshot e1/9", "apply e1/10", "apply e1/11"]
+    assert out["resyncs"] == 2
+
+
+async def test_a_new_epoch_resyncs(module_page):
+    out = await module_page.evaluate(SCRIPT, [
+        ["subscribed"], ["snapshot", "e1", 40],
+        ["update", "e2", 1],  # the queue rebuilt its index: numbers start again
+        ["snapshot", "e2", 1],
+        ["update", "e2", 2],
+    ])
+    assert out["log"] == ["snapshot e1/40", "snapshot e2/1", "apply e2/2"]
+    assert (out["epoch"], out["seq"]) == ("e2", 2)
+
+
+async def test_a_reconnect_resyncs_even_without_a_gap(module_page):
+    out = await module_page.evaluate(SCRIPT, [
+        ["subscribed"], ["snapshot", "e1", 1], ["update", "e1", 2],
+        ["subscribed"], ["snapshot", "e1", 4], ["update", "e1", 4], ["update", "e1", 5],
+    ])
+    assert out["log"] == ["snapshot e1/1", "apply e1/2", "snapshot e1/4", "apply e1/5"]
