@@ -1,0 +1,208 @@
+"""The handoff domain: conversation states, what agents may do, and how the four stats are
+counted. Plain functions, no I/O; the clock is always passed in.
+
+States (RELATED.md): active (the AI answers) -> handed_off (waiting for / talking with a
+human) -> closed. Close does not give the conversation back to the AI; Reopen moves it back
+to handed_off and starts a NEW waiting period (waiting_since = the reopen time): the visitor
+is waiting again from that moment, and the list is ordered by who has been waiting longest
+now, not by when the first handoff happened long ago.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from shared.formatting import local_midnight, next_local_midnight
+from shared.ids import short_visitor_label
+
+Status = Literal["active", "handed_off", "closed"]
+Transition = Literal["handoff", "close", "reopen", "return_to_ai"]
+
+# transition -> (the only status it may start from, the status it leads to)
+TRANSITIONS: dict[str, tuple[Status, Status]] = {
+    "handoff": ("active", "handed_off"),
+    "close": ("handed_off", "closed"),
+    "reopen": ("closed", "handed_off"),
+    "return_to_ai": ("handed_off", "active"),
+}
+
+REPLY_NOT_ALLOWED = "Can only reply to handed-off conversations."
+WHATSAPP_WINDOW_CLOSED = "The WhatsApp 24-hour window has closed: the visitor has to write first."
+EMPTY_REPLY = "The reply is empty: type a message to send."
+UNKNOWN_CONVERSATION = "Unknown conversation."
+UNKNOWN_CHATBOT = "Unknown chatbot."
+WHATSAPP_WINDOW = timedelta(hours=24)
+RESOLVED_WINDOW = timedelta(days=7)
+TRANSCRIPT_CAP = 50
+PREVIEW_CHARS = 140
+
+_ACTION_WORDS = {"handoff": "hand off", "close": "close", "reopen": "reopen", "return_to_ai": "return to AI"}
+_STATUS_WORDS = {"active": "active (the AI is answering)", "handed_off": "handed off", "closed": "closed"}
+
+
+class CommandRefused(Exception):
+    """An agent command that cannot be applied; `status_code` is what the gateway answers."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class TransitionRefused(CommandRefused):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 409)
+
+
+def plan_transition(current: Status, transition: Transition) -> Status:
+    """The status `transition` leads to from `current`, or TransitionRefused (nothing changes)."""
+    try:
+        start, target = TRANSITIONS[transition]
+    except KeyError:
+        raise CommandRefused(f"Unknown action: {transition!r}.", 422) from None
+    if current != start:
+        raise TransitionRefused(
+            f"Cannot {_ACTION_WORDS[transition]} a conversation that is {_STATUS_WORDS[current]}."
+        )
+    return target
+
+
+HandoffDecision = Literal["hand_off", "already_handed_off", "refused_closed"]
+
+
+def decide_handoff(current: Status | None) -> HandoffDecision:
+    """A HandoffRequested: an active (or brand new) conversation is handed off; one already
+    handed off stays as it is; a closed one stays closed (only an agent reopens it)."""
+    if current in (None, "active"):
+        return "hand_off"
+    if current == "handed_off":
+        return "already_handed_off"
+    return "refused_closed"
+
+
+def reply_window_ends_at(channel: str, last_visitor_message_at: datetime | None) -> datetime | None:
+    """WhatsApp lets a business reply freely for 24 h after the visitor's last message."""
+    if channel != "whatsapp" or last_visitor_message_at is None:
+        return None
+    return last_visitor_message_at + WHATSAPP_WINDOW
+
+
+def check_reply(
+    status: Status, text: str | None, channel: str, last_visitor_message_at: datetime | None, now: datetime
+) -> str:
+    """The reply text to send (trimmed), or CommandRefused (422 empty, 409 not allowed)."""
+    cleaned = (text or "").strip()
+    if not cleaned:
+        raise CommandRefused(EMPTY_REPLY, 422)
+    if status != "handed_off":
+        raise CommandRefused(REPLY_NOT_ALLOWED, 409)
+    if channel == "whatsapp":
+        ends = reply_window_ends_at(channel, last_visitor_message_at)
+        if ends is None or now >= ends:
+            raise CommandRefused(WHATSAPP_WINDOW_CLOSED, 409)
+    return cleaned
+
+
+def agent_message_id(command_id: str) -> str:
+    """The agent message's id, derived from the command id so a retried command can only
+    ever produce the same message (channels send each message id once)."""
+    return "am_" + hashlib.sha256(f"reply\x1f{command_id}".encode()).hexdigest()[:24]
+
+
+def derived_event_id(*parts: str) -> str:
+    """A deterministic event id for what we publish in answer to an input event, so a replay
+    publishes the same ids and downstream dedupe recognises it."""
+    return "q_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def display_name(contact_name: str | None, visitor_name: str | None, visitor_id: str) -> str:
+    """The name the visitor gave (contact form first), else the short random identifier."""
+    for name in (contact_name, visitor_name):
+        if name and name.strip():
+            return name.strip()
+    return short_visitor_label(visitor_id)
+
+
+def preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def cap_transcript(lines: Sequence[dict], cap: int = TRANSCRIPT_CAP) -> list[dict]:
+    """The last `cap` lines (oldest first): enough for a recap, bounded for the bus."""
+    return list(lines[-cap:]) if cap > 0 else []
+
+
+DELIVERY_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
+
+
+def next_delivery_state(current: str | None, reported: str) -> str:
+    """Delivery reports may arrive out of order: never move backwards (read stays read);
+    a failure counts unless the message already got through."""
+    if current is None:
+        return reported
+    if reported == "failed":
+        return current if DELIVERY_RANK.get(current, 0) >= DELIVERY_RANK["delivered"] else "failed"
+    if current == "failed":
+        return reported if DELIVERY_RANK[reported] >= DELIVERY_RANK["delivered"] else current
+    return reported if DELIVERY_RANK[reported] > DELIVERY_RANK.get(current, 0) else current
+
+
+# ---------------------------------------------------------------------- stats
+@dataclass(frozen=True)
+class StatsWindow:
+    """The boundaries the counts use at one instant.
+
+    Today: open handoffs with waiting_since >= local midnight in the chatbot's timezone
+    (a handoff at exactly 00:00 local counts for the new day). Resolved this week:
+    handoffs with closed_at >= now - 7 days (a close exactly 7 days ago still counts,
+    one millisecond earlier does not)."""
+
+    today_starts_at: datetime
+    today_ends_at: datetime
+    week_starts_at: datetime
+
+
+def stats_window(now: datetime, timezone: str) -> StatsWindow:
+    return StatsWindow(
+        today_starts_at=local_midnight(now, timezone),
+        today_ends_at=next_local_midnight(now, timezone),
+        week_starts_at=now - RESOLVED_WINDOW,
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(at: datetime) -> int:
+    """Index scores are integer epoch milliseconds: exact in a Redis double (microsecond
+    float seconds are not), computed without float rounding."""
+    return (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_ms(ms: int | float) -> datetime:
+    return _EPOCH + timedelta(milliseconds=int(ms))
+
+
+@dataclass(frozen=True)
+class StatsCounts:
+    open: int
+    oldest_waiting_ms: int | None
+    today: int
+    resolved_this_week: int
+
+
+def count_stats(open_waiting_ms: Iterable[int], closed_at_ms: Iterable[int], window: StatsWindow) -> StatsCounts:
+    """The same counts the Redis index computes with ZCARD / ZCOUNT, over plain lists."""
+    waiting = sorted(open_waiting_ms)
+    today_ms, week_ms = to_ms(window.today_starts_at), to_ms(window.week_starts_at)
+    return StatsCounts(
+        open=len(waiting),
+        oldest_waiting_ms=waiting[0] if waiting else None,
+        today=sum(1 for w in waiting if w >= today_ms),
+        resolved_this_week=sum(1 for c in closed_at_ms if c >= week_ms),
+    )

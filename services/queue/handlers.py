@@ -1,0 +1,47 @@
+"""Bus handlers: thin and typed. Each one hands the event to the queue's use cases."""
+
+from __future__ import annotations
+
+from shared.bus import Bus
+from shared.events import (
+    AGENT_COMMAND_EVENT,
+    CONVERSATION_EVENT,
+    DELIVERY_EVENT,
+    SUMMARY_EVENT,
+    AgentCommand,
+    ChatbotSettingsUpdate,
+    ContactCaptured,
+    DeliveryStatusChanged,
+    HandoffRequested,
+    HandoffSummaryReady,
+    MessageAppended,
+)
+from shared.topics import AGENT_COMMANDS, CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES
+from services.queue.workflow import HandoffQueue
+
+
+def register(bus: Bus, queue: HandoffQueue, group_id: str) -> None:
+    async def on_conversation_event(event: MessageAppended | HandoffRequested | ContactCaptured) -> None:
+        if isinstance(event, MessageAppended):
+            await queue.on_message_appended(event)
+        elif isinstance(event, HandoffRequested):
+            await queue.on_handoff_requested(event)
+        else:
+            await queue.on_contact_captured(event)
+
+    async def on_agent_command(event: AgentCommand | ChatbotSettingsUpdate) -> None:
+        if isinstance(event, AgentCommand):
+            await queue.on_agent_command(event)
+        else:
+            await queue.on_settings_update(event)
+
+    async def on_summary(event: HandoffSummaryReady) -> None:
+        await queue.on_summary(event)
+
+    async def on_delivery_status(event: DeliveryStatusChanged) -> None:
+        await queue.on_delivery_status(event)
+
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_conversation_event, group_id=group_id)
+    bus.consume(AGENT_COMMANDS, AGENT_COMMAND_EVENT, on_agent_command, group_id=group_id)
+    bus.consume(HANDOFF_SUMMARIES, SUMMARY_EVENT, on_summary, group_id=group_id)
+    bus.consume(DELIVERY_STATUS, DELIVERY_EVENT, on_delivery_status, group_id=group_id)

@@ -1,0 +1,392 @@
+"""The queue's stores. Mongo is the record (chatbots, conversations, messages, handoffs,
+commands); Redis is the index (open handoffs, recent closes, rows, seq, epoch), derived
+from Mongo and rebuilt from it whenever it is missing or disagrees.
+
+Redis keys, per chatbot, under `<redis_prefix>:bot:<chatbot_id>:`
+- `open`   sorted set: conversation id -> waiting_since (epoch ms), oldest first
+- `closed` sorted set: handoff id -> closed_at (epoch ms), for "Resolved this week"
+- `rows`   hash: conversation id -> HandoffRow JSON (the list's rows)
+- `meta`   hash: epoch (new on every rebuild), timezone
+- `seq`    counter: one INCR per dashboard update
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.queue.domain import StatsCounts, StatsWindow, from_ms, to_ms
+from shared.chatbots import ChatbotSettings
+from shared.ids import new_id
+from shared.views import HandoffRow
+
+# Entries of `closed` older than this are trimmed: the count only looks back 7 days.
+CLOSED_KEEP_MS = 8 * 24 * 3600 * 1000
+SEARCH_MESSAGE_SCAN = 2000  # at most this many matching messages feed one search
+
+
+# ---------------------------------------------------------------------- cursors
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts, default=str).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("Invalid cursor.") from exc
+    if not isinstance(parts, list):
+        raise ValueError("Invalid cursor.")
+    return parts
+
+
+# ---------------------------------------------------------------------- Mongo record
+class QueueRecord:
+    """The durable record. Transitions are conditional updates (filter on the expected
+    status) so two agents, or two queue instances overlapping in a rebalance, cannot both
+    apply one."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.chatbots = db["chatbots"]
+        self.conversations = db["conversations"]
+        self.messages = db["messages"]
+        self.handoffs = db["handoffs"]
+        self.commands = db["commands"]
+
+    async def create_indexes(self) -> None:
+        # Secantus has no $text index (checked): search uses case-insensitive regexes.
+        await self.conversations.create_index([("chatbot_id", ASCENDING), ("status", ASCENDING), ("updated_at", DESCENDING)])
+        await self.conversations.create_index([("chatbot_id", ASCENDING), ("updated_at", DESCENDING)])
+        await self.messages.create_index([("conversation_id", ASCENDING), ("created_at", ASCENDING)])
+        await self.messages.create_index([("chatbot_id", ASCENDING), ("created_at", DESCENDING)])
+        await self.handoffs.create_index([("chatbot_id", ASCENDING), ("closed_at", DESCENDING)])
+        await self.handoffs.create_index([("conversation_id", ASCENDING)])
+
+    # -- chatbots
+    async def get_chatbot(self, chatbot_id: str) -> ChatbotSettings | None:
+        doc = await self.chatbots.find_one({"_id": chatbot_id})
+        return _chatbot(doc) if doc else None
+
+    async def list_chatbots(self) -> list[ChatbotSettings]:
+        return [_chatbot(d) async for d in self.chatbots.find({}).sort("_id", ASCENDING)]
+
+    async def save_chatbot(self, settings: ChatbotSettings) -> None:
+        doc = settings.model_dump(mode="json")
+        await self.chatbots.replace_one({"_id": settings.chatbot_id}, {"_id": settings.chatbot_id, **doc}, upsert=True)
+
+    # -- conversations
+    async def get_conversation(self, conversation_id: str) -> dict | None:
+        return await self.conversations.find_one({"_id": conversation_id})
+
+    async def upsert_conversation(self, conversation_id: str, on_insert: dict, set_fields: dict,
+                                  inc: Mapping[str, int] | None = None) -> dict:
+        update: dict[str, Any] = {"$setOnInsert": on_insert}
+        if set_fields:
+            update["$set"] = set_fields
+        if inc:
+            update["$inc"] = dict(inc)
+        return await self.conversations.find_one_and_update(
+            {"_id": conversation_id}, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
+
+    async def transition(self, conversation_id: str, expected: str, set_fields: dict) -> dict | None:
+        """Apply only if the conversation is still in `expected`; None when it is not."""
+        return await self.conversations.find_one_and_update(
+            {"_id": conversation_id, "status": expected}, {"$set": set_fields}, return_document=ReturnDocument.AFTER
+        )
+
+    async def update_conversation(self, conversation_id: str, update: dict, *, expected_status: str | None = None) -> dict | None:
+        query: dict[str, Any] = {"_id": conversation_id}
+        if expected_status is not None:
+            query["status"] = expected_status
+        return await self.conversations.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+
+    async def open_conversations(self, chatbot_id: str) -> list[dict]:
+        return await self.conversations.find({"chatbot_id": chatbot_id, "status": "handed_off"}).to_list()
+
+    async def count_open(self, chatbot_id: str) -> int:
+        return await self.conversations.count_documents({"chatbot_id": chatbot_id, "status": "handed_off"})
+
+    async def chatbot_ids_with_conversations(self) -> list[str]:
+        return sorted(await self.conversations.distinct("chatbot_id", {"status": "handed_off"}))
+
+    async def conversations_page(self, chatbot_id: str, status: str | None, q: str | None,
+                                 cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+        """Most recent activity first (updated_at desc, id desc); `q` matches name, e-mail,
+        phone and message text, case-insensitively."""
+        query: dict[str, Any] = {"chatbot_id": chatbot_id}
+        if status:
+            query["status"] = status
+        ands: list[dict] = []
+        if q and q.strip():
+            pattern = {"$regex": re.escape(q.strip()), "$options": "i"}
+            matching = await self.messages.find(
+                {"chatbot_id": chatbot_id, "text": pattern}, {"conversation_id": 1}
+            ).sort("created_at", DESCENDING).limit(SEARCH_MESSAGE_SCAN).to_list()
+            ids = sorted({m["conversation_id"] for m in matching})
+            ors: list[dict] = [{"display_name": pattern}, {"contact.name": pattern}, {"contact.email": pattern},
+                               {"contact.phone": pattern}, {"visitor_name": pattern}]
+            if ids:
+                ors.append({"_id": {"$in": ids}})
+            ands.append({"$or": ors})
+        if cursor:
+            at_raw, last_id = decode_cursor(cursor)
+            at = datetime.fromisoformat(at_raw)
+            ands.append({"$or": [{"updated_at": {"$lt": at}}, {"updated_at": at, "_id": {"$lt": last_id}}]})
+        if ands:
+            query["$and"] = ands
+        docs = await self.conversations.find(query).sort([("updated_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list()
+        next_cursor = None
+        if len(docs) > limit:
+            docs = docs[:limit]
+            next_cursor = encode_cursor(docs[-1]["updated_at"].isoformat(), docs[-1]["_id"])
+        return docs, next_cursor
+
+    # -- messages
+    async def insert_message(self, doc: dict) -> bool:
+        """False when this message id is already stored (a replay)."""
+        try:
+            await self.messages.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    async def get_message(self, message_id: str) -> dict | None:
+        return await self.messages.find_one({"_id": message_id})
+
+    async def update_message(self, message_id: str, set_fields: dict) -> dict | None:
+        return await self.messages.find_one_and_update({"_id": message_id}, {"$set": set_fields},
+                                                       return_document=ReturnDocument.AFTER)
+
+    async def count_messages(self, conversation_id: str) -> int:
+        return await self.messages.count_documents({"conversation_id": conversation_id})
+
+    async def messages_before(self, conversation_id: str, before: str | None, limit: int) -> tuple[list[dict], str | None]:
+        """The `limit` messages before the cursor, oldest first; the cursor pages further back."""
+        query: dict[str, Any] = {"conversation_id": conversation_id}
+        if before:
+            at_raw, last_id = decode_cursor(before)
+            at = datetime.fromisoformat(at_raw)
+            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": last_id}}]
+        docs = await self.messages.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list()
+        next_cursor = None
+        if len(docs) > limit:
+            docs = docs[:limit]
+            next_cursor = encode_cursor(docs[-1]["created_at"].isoformat(), docs[-1]["_id"])
+        docs.reverse()
+        return docs, next_cursor
+
+    # -- handoffs
+    async def create_handoff(self, doc: dict) -> None:
+        """Idempotent: a replay of the same handoff keeps the first record."""
+        await self.handoffs.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+
+    async def update_handoff(self, handoff_id: str, set_fields: dict, history_entry: dict | None = None) -> None:
+        update: dict[str, Any] = {"$set": set_fields}
+        if history_entry is not None:
+            update["$push"] = {"history": history_entry}
+        await self.handoffs.update_one({"_id": handoff_id}, update)
+
+    async def get_handoff(self, handoff_id: str) -> dict | None:
+        return await self.handoffs.find_one({"_id": handoff_id})
+
+    async def closed_since(self, chatbot_id: str, since: datetime) -> list[dict]:
+        return await self.handoffs.find(
+            {"chatbot_id": chatbot_id, "status": "closed", "closed_at": {"$gte": since}}, {"_id": 1, "closed_at": 1}
+        ).to_list()
+
+    # -- commands
+    async def get_command(self, command_id: str) -> dict | None:
+        return await self.commands.find_one({"_id": command_id})
+
+    async def save_command(self, command_id: str, doc: dict) -> dict:
+        """Store a command's result once; if another instance stored one first, that one wins."""
+        try:
+            await self.commands.insert_one({"_id": command_id, **doc})
+            return {"_id": command_id, **doc}
+        except DuplicateKeyError:
+            return await self.commands.find_one({"_id": command_id}) or {"_id": command_id, **doc}
+
+
+def _chatbot(doc: dict) -> ChatbotSettings:
+    return ChatbotSettings.model_validate({k: v for k, v in doc.items() if k != "_id"})
+
+
+# ---------------------------------------------------------------------- Redis index
+@dataclass
+class IndexChange:
+    """What one transition or message does to a chatbot's index."""
+
+    upsert_row: HandoffRow | None = None
+    remove_row: str | None = None  # conversation id
+    closed_add: tuple[str, datetime] | None = None  # handoff id, closed_at
+    closed_remove: str | None = None  # handoff id
+
+
+@dataclass
+class IndexState:
+    """The index at one sequence number."""
+
+    epoch: str
+    seq: int
+    counts: StatsCounts
+    rows: list[HandoffRow] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class HandoffIndex:
+    """Stats and the first page of the open list in O(log n + page), no Mongo query."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def key(self, chatbot_id: str, part: str) -> str:
+        return f"{self.prefix}:bot:{chatbot_id}:{part}"
+
+    async def epoch(self, chatbot_id: str) -> str | None:
+        return await self.redis.hget(self.key(chatbot_id, "meta"), "epoch")
+
+    async def counts_for_check(self, chatbot_id: str, week_starts_at: datetime) -> tuple[str | None, int, int]:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.key(chatbot_id, "meta"), "epoch")
+        pipe.zcard(self.key(chatbot_id, "open"))
+        pipe.zcount(self.key(chatbot_id, "closed"), to_ms(week_starts_at), "+inf")
+        epoch, open_count, closed_count = await pipe.execute()
+        return epoch, int(open_count), int(closed_count)
+
+    def _queue_stats(self, pipe: Any, chatbot_id: str, window: StatsWindow) -> None:
+        open_key = self.key(chatbot_id, "open")
+        pipe.hget(self.key(chatbot_id, "meta"), "epoch")
+        pipe.get(self.key(chatbot_id, "seq"))
+        pipe.zcard(open_key)
+        pipe.zrange(open_key, 0, 0, withscores=True)
+        pipe.zcount(open_key, to_ms(window.today_starts_at), "+inf")
+        pipe.zcount(self.key(chatbot_id, "closed"), to_ms(window.week_starts_at), "+inf")
+
+    @staticmethod
+    def _read_stats(results: list[Any]) -> tuple[str, int, StatsCounts]:
+        epoch, seq, open_count, oldest, today, resolved = results
+        return epoch or "", int(seq or 0), StatsCounts(
+            open=int(open_count), oldest_waiting_ms=int(oldest[0][1]) if oldest else None,
+            today=int(today), resolved_this_week=int(resolved),
+        )
+
+    async def apply(self, chatbot_id: str, change: IndexChange, window: StatsWindow,
+                    *, bump_seq: bool = True) -> IndexState:
+        """Apply `change`, take the next seq and read the stats in one MULTI, so the update
+        that carries seq N shows exactly the state at N."""
+        pipe = self.redis.pipeline(transaction=True)
+        if change.upsert_row is not None:
+            row = change.upsert_row
+            pipe.zadd(self.key(chatbot_id, "open"), {row.conversation_id: to_ms(row.waiting_since)})
+            pipe.hset(self.key(chatbot_id, "rows"), row.conversation_id, row.model_dump_json())
+        if change.remove_row is not None:
+            pipe.zrem(self.key(chatbot_id, "open"), change.remove_row)
+            pipe.hdel(self.key(chatbot_id, "rows"), change.remove_row)
+        if change.closed_add is not None:
+            handoff_id, closed_at = change.closed_add
+            pipe.zadd(self.key(chatbot_id, "closed"), {handoff_id: to_ms(closed_at)})
+            pipe.zremrangebyscore(self.key(chatbot_id, "closed"), "-inf", f"({to_ms(closed_at) - CLOSED_KEEP_MS}")
+        if change.closed_remove is not None:
+            pipe.zrem(self.key(chatbot_id, "closed"), change.closed_remove)
+        n_ops = len(pipe.command_stack)
+        if bump_seq:
+            pipe.incr(self.key(chatbot_id, "seq"))
+            n_ops += 1
+        self._queue_stats(pipe, chatbot_id, window)
+        results = await pipe.execute()
+        epoch, seq, counts = self._read_stats(results[n_ops:])
+        return IndexState(epoch, seq, counts)
+
+    async def stats(self, chatbot_id: str, window: StatsWindow) -> IndexState:
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_stats(pipe, chatbot_id, window)
+        epoch, seq, counts = self._read_stats(await pipe.execute())
+        return IndexState(epoch, seq, counts)
+
+    async def snapshot(self, chatbot_id: str, window: StatsWindow, limit: int) -> IndexState:
+        """Stats and the first page at one seq: one MULTI plus one HMGET for the rows."""
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_stats(pipe, chatbot_id, window)
+        pipe.zrange(self.key(chatbot_id, "open"), 0, limit, withscores=True)
+        results = await pipe.execute()
+        epoch, seq, counts = self._read_stats(results[:6])
+        members = results[6]
+        state = IndexState(epoch, seq, counts)
+        state.rows, state.next_cursor = await self._rows_page(chatbot_id, members, limit)
+        return state
+
+    async def page(self, chatbot_id: str, cursor: str | None, limit: int) -> tuple[list[HandoffRow], str | None, int]:
+        """Open handoffs oldest first after the cursor (score, conversation id): exact even
+        when rows before it were removed meanwhile."""
+        open_key = self.key(chatbot_id, "open")
+        if not cursor:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrange(open_key, 0, limit, withscores=True)
+            pipe.zcard(open_key)
+            members, total = await pipe.execute()
+            rows, next_cursor = await self._rows_page(chatbot_id, members, limit)
+            return rows, next_cursor, int(total)
+        score, last_id = decode_cursor(cursor)
+        score = int(score)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(open_key, score, score)
+        pipe.zcard(open_key)
+        ties, total = await pipe.execute()
+        members = await self.redis.zrangebyscore(open_key, score, "+inf", start=0, num=limit + 1 + int(ties), withscores=True)
+        members = [(m, s) for m, s in members if int(s) > score or m > last_id]
+        rows, next_cursor = await self._rows_page(chatbot_id, members, limit)
+        return rows, next_cursor, int(total)
+
+    async def _rows_page(self, chatbot_id: str, members: list[tuple[str, float]], limit: int) -> tuple[list[HandoffRow], str | None]:
+        more = len(members) > limit
+        members = members[:limit]
+        if not members:
+            return [], None
+        raw = await self.redis.hmget(self.key(chatbot_id, "rows"), [m for m, _ in members])
+        rows = [HandoffRow.model_validate_json(r) for r in raw if r is not None]
+        next_cursor = encode_cursor(int(members[-1][1]), members[-1][0]) if more else None
+        return rows, next_cursor
+
+    async def rebuild(self, chatbot_id: str, rows: Iterable[HandoffRow], closed: Iterable[tuple[str, datetime]],
+                      batch: int = 5000) -> str:
+        """Replace the chatbot's index with what Mongo says, under a new epoch (clients that
+        see it resync from a snapshot). The epoch is written last: no epoch = incomplete."""
+        epoch = new_id()
+        keys = [self.key(chatbot_id, p) for p in ("meta", "open", "closed", "rows", "seq")]
+        await self.redis.delete(*keys)
+        rows, closed = list(rows), list(closed)
+        for i in range(0, len(rows), batch):
+            chunk = rows[i:i + batch]
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(self.key(chatbot_id, "open"), {r.conversation_id: to_ms(r.waiting_since) for r in chunk})
+            pipe.hset(self.key(chatbot_id, "rows"), mapping={r.conversation_id: r.model_dump_json() for r in chunk})
+            await pipe.execute()
+        for i in range(0, len(closed), batch):
+            chunk = closed[i:i + batch]
+            await self.redis.zadd(self.key(chatbot_id, "closed"), {h: to_ms(at) for h, at in chunk})
+        await self.redis.hset(self.key(chatbot_id, "meta"), mapping={"epoch": epoch})
+        return epoch
+
+    async def add_rows(self, chatbot_id: str, rows: list[HandoffRow]) -> None:
+        """Bulk load (seeding, benchmarks) without touching seq or epoch."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.key(chatbot_id, "open"), {r.conversation_id: to_ms(r.waiting_since) for r in rows})
+        pipe.hset(self.key(chatbot_id, "rows"), mapping={r.conversation_id: r.model_dump_json() for r in rows})
+        await pipe.execute()
+
+
+def oldest_from(counts: StatsCounts) -> datetime | None:
+    return from_ms(counts.oldest_waiting_ms) if counts.oldest_waiting_ms is not None else None
