@@ -1,0 +1,82 @@
+"""Composition root: create_app(settings) wires the channels service onto a ServiceRuntime."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from services.channels.api import ChannelsApi, build_router
+from services.channels.chatbots import ChatbotTable, TelegramWebhooks
+from services.channels.handlers import ChannelsHandlers
+from services.channels.inbound import InboundPublisher
+from services.channels.outbound import OutboundDelivery
+from services.channels.platforms import TelegramClient, WhatsAppClient
+from services.channels.settings import ChannelsSettings
+from services.channels.store import (
+    DeliveryRecords,
+    InboundDedupe,
+    TelegramWebhookRegistry,
+    WebOutbox,
+    WhatsAppWindowStore,
+)
+from services.channels.web import WebHub
+from shared.events import OUTBOUND_EVENT, SETTINGS_EVENT
+from shared.service import ServiceRuntime
+from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
+
+
+def _quiet_secret_bearing_loggers() -> None:
+    # httpx logs every request URL at INFO, and PTB logs its API URL at DEBUG: for Telegram
+    # that URL contains the bot token. Neither may reach the logs.
+    for name in ("httpx", "telegram", "httpcore"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def create_app(settings: ChannelsSettings) -> FastAPI:
+    _quiet_secret_bearing_loggers()
+    runtime = ServiceRuntime(settings, name="channels", title="Handoff channels")
+    prefix = settings.redis_prefix
+
+    chatbots = ChatbotTable()
+    records = DeliveryRecords(runtime.db)
+    outbox = WebOutbox(runtime.redis, prefix, settings.widget_history_limit, settings.widget_history_ttl_s)
+    window = WhatsAppWindowStore(runtime.redis, prefix)
+    telegram = TelegramClient(settings.telegram_api_base_url, settings.http_timeout_s)
+    whatsapp = WhatsAppClient(settings.graph_api_base_url, settings.graph_api_version, settings.http_timeout_s)
+
+    visitor_pub = runtime.bus.publisher(VISITOR_MESSAGES)
+    status_pub = runtime.bus.publisher(DELIVERY_STATUS)
+
+    webhooks = TelegramWebhooks(telegram, TelegramWebhookRegistry(runtime.redis, prefix), settings.channels_public_url,
+                                backoff_s=settings.delivery_backoff_s, max_backoff_s=settings.delivery_max_backoff_s)
+    delivery = OutboundDelivery(
+        chatbots=chatbots, records=records, statuses=status_pub, telegram=telegram, whatsapp=whatsapp,
+        window=window, outbox=outbox, attempts=settings.delivery_attempts, backoff_s=settings.delivery_backoff_s,
+        max_backoff_s=settings.delivery_max_backoff_s,
+    )
+    hub = WebHub(outbox, status_pub)
+    handlers = ChannelsHandlers(chatbots, webhooks, delivery)
+
+    # The settings table: every instance reads all of it, from the beginning, without a group.
+    runtime.bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_chatbot_settings, group_id=None, from_beginning=True)
+    # Outbound messages are shared between instances; web ones reach the socket's holder via Redis.
+    runtime.bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound, group_id=settings.outbound_group_id)
+
+    runtime.started_hooks.append(hub.start)
+    runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close]
+    runtime.health_details["chatbots"] = lambda: len(chatbots)
+    runtime.health_details["widget_connections"] = lambda: hub.connections
+
+    app = runtime.app
+    origins = [o.strip() for o in settings.widget_allowed_origins.split(",") if o.strip()]
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                       allow_headers=["Content-Type"], allow_credentials=False, max_age=600)
+    app.include_router(build_router(ChannelsApi(chatbots, InboundPublisher(
+        InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s), visitor_pub),
+        status_pub, outbox, hub, window, records)))
+    app.state.channels = handlers  # tests and health look at the table through this
+    return app

@@ -1,0 +1,210 @@
+"""The channels' rules, without I/O: webhook authentication, parsing platform payloads into
+our events, the WhatsApp customer-service window, delivery retry decisions, redaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from shared.events import DeliveryStatusChanged, VisitorIdentity, VisitorMessageReceived
+from shared.ids import conversation_id_for
+
+OUTSIDE_WINDOW_ERROR = (
+    "Outside WhatsApp's 24-hour customer service window: the visitor has to write first."
+)
+WHATSAPP_WINDOW = timedelta(hours=24)
+MAX_TEXT = 4096
+
+
+# ---------------------------------------------------------------- identifiers
+def stable_event_id(*parts: str) -> str:
+    """The same platform event always gets the same event id, so a duplicate that slips
+    past the edge dedupe is still skipped by the consumers' processed-events check."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "\x1f".join(parts)).hex
+
+
+def inbound_dedupe_key(chatbot_id: str, channel: str, channel_message_id: str) -> str:
+    return f"{chatbot_id}:{channel}:{channel_message_id}"
+
+
+# ---------------------------------------------------------------- authentication
+def valid_telegram_secret(expected: str | None, given: str | None) -> bool:
+    """Telegram echoes the webhook's secret_token in X-Telegram-Bot-Api-Secret-Token."""
+    if not expected or given is None:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def valid_whatsapp_signature(app_secret: str | None, raw_body: bytes, header: str | None) -> bool:
+    """Meta signs the raw body: X-Hub-Signature-256: sha256=<hex HMAC-SHA256 with the app secret>."""
+    if not app_secret or not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header[len("sha256="):].strip().lower().encode())
+
+
+def whatsapp_signature(app_secret: str, raw_body: bytes) -> str:
+    return "sha256=" + hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest()
+
+
+def valid_whatsapp_verification(verify_token: str | None, mode: str | None, given: str | None) -> bool:
+    if mode != "subscribe" or not verify_token or given is None:
+        return False
+    return hmac.compare_digest(verify_token.encode(), given.encode())
+
+
+# ---------------------------------------------------------------- inbound parsing
+def visitor_message(
+    chatbot_id: str, channel: Literal["web", "telegram", "whatsapp"], external_id: str, name: str | None,
+    text: str, channel_message_id: str, occurred_at: datetime | None = None,
+) -> VisitorMessageReceived:
+    extra: dict[str, Any] = {"occurred_at": occurred_at} if occurred_at else {}
+    return VisitorMessageReceived(
+        event_id=stable_event_id(chatbot_id, channel, "message", channel_message_id),
+        chatbot_id=chatbot_id,
+        conversation_id=conversation_id_for(chatbot_id, channel, external_id),
+        channel=channel,
+        visitor=VisitorIdentity(external_id=external_id, name=(name or None) and name[:200]),
+        text=text[:MAX_TEXT],
+        channel_message_id=channel_message_id,
+        **extra,
+    )
+
+
+def telegram_display_name(user: dict[str, Any] | None) -> str | None:
+    if not user:
+        return None
+    name = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p).strip()
+    return name or user.get("username") or None
+
+
+def parse_telegram_update(chatbot_id: str, update: dict[str, Any]) -> VisitorMessageReceived | None:
+    """A Telegram update -> a visitor message, or None for what we do not handle (edits,
+    stickers, channel posts...). channel_message_id is the update id (Telegram's retry key)."""
+    update_id = update.get("update_id")
+    message = update.get("message")
+    if update_id is None or not isinstance(message, dict):
+        return None
+    text = message.get("text")
+    chat = message.get("chat") or {}
+    if not isinstance(text, str) or not text.strip() or chat.get("id") is None:
+        return None
+    sent_at = message.get("date")
+    return visitor_message(
+        chatbot_id, "telegram", str(chat["id"]), telegram_display_name(message.get("from")), text,
+        str(update_id), datetime.fromtimestamp(sent_at, UTC) if isinstance(sent_at, int) else None,
+    )
+
+
+@dataclass(frozen=True)
+class WhatsAppInbound:
+    wamid: str
+    wa_id: str
+    sent_at: datetime
+    message: VisitorMessageReceived | None  # None: not a text message (still opens the window)
+
+
+@dataclass(frozen=True)
+class WhatsAppStatus:
+    wamid: str
+    status: Literal["sent", "delivered", "read", "failed"]
+    error: str | None
+
+
+def parse_whatsapp_payload(chatbot_id: str, payload: dict[str, Any]) -> tuple[list[WhatsAppInbound], list[WhatsAppStatus]]:
+    """The Cloud API webhook (object=whatsapp_business_account): messages and statuses."""
+    inbound: list[WhatsAppInbound] = []
+    statuses: list[WhatsAppStatus] = []
+    for entry in payload.get("entry") or []:
+        for change in (entry or {}).get("changes") or []:
+            value = (change or {}).get("value") or {}
+            names = {
+                str(c.get("wa_id")): ((c.get("profile") or {}).get("name"))
+                for c in value.get("contacts") or [] if isinstance(c, dict)
+            }
+            for m in value.get("messages") or []:
+                if not isinstance(m, dict) or not m.get("id") or not m.get("from"):
+                    continue
+                wa_id = str(m["from"])
+                try:
+                    sent_at = datetime.fromtimestamp(int(m.get("timestamp")), UTC)
+                except (TypeError, ValueError):
+                    sent_at = datetime.now(UTC)
+                body = (m.get("text") or {}).get("body") if m.get("type") == "text" else None
+                event = None
+                if isinstance(body, str) and body.strip():
+                    event = visitor_message(chatbot_id, "whatsapp", wa_id, names.get(wa_id), body, str(m["id"]), sent_at)
+                inbound.append(WhatsAppInbound(str(m["id"]), wa_id, sent_at, event))
+            for s in value.get("statuses") or []:
+                if not isinstance(s, dict) or s.get("status") not in ("sent", "delivered", "read", "failed") or not s.get("id"):
+                    continue
+                error = None
+                if s["status"] == "failed":
+                    errs = s.get("errors") or [{}]
+                    first = errs[0] if isinstance(errs[0], dict) else {}
+                    error = (first.get("title") or first.get("message") or "WhatsApp could not deliver the message.")
+                    if first.get("code"):
+                        error = f"{error} (code {first['code']})"
+                statuses.append(WhatsAppStatus(str(s["id"]), s["status"], error))
+    return inbound, statuses
+
+
+def status_event(
+    chatbot_id: str, conversation_id: str | None, message_id: str, status: str,
+    channel_message_id: str | None = None, error: str | None = None, permanent: bool = False,
+) -> DeliveryStatusChanged:
+    return DeliveryStatusChanged(
+        event_id=stable_event_id(chatbot_id, "delivery", message_id, status),
+        chatbot_id=chatbot_id, conversation_id=conversation_id, message_id=message_id,
+        status=status,  # type: ignore[arg-type]
+        channel_message_id=channel_message_id, error=error[:1000] if error else None, permanent=permanent,
+    )
+
+
+# ---------------------------------------------------------------- WhatsApp window
+@dataclass(frozen=True)
+class WindowState:
+    open: bool
+    ends_at: datetime | None
+
+
+def whatsapp_window(last_inbound: datetime | None, now: datetime, length: timedelta = WHATSAPP_WINDOW) -> WindowState:
+    """Free-form messages may be sent until 24 hours after the visitor's last message."""
+    if last_inbound is None:
+        return WindowState(False, None)
+    ends_at = last_inbound + length
+    return WindowState(now < ends_at, ends_at)
+
+
+# ---------------------------------------------------------------- delivery
+class TransientDeliveryError(Exception):
+    """Worth retrying (network, 5xx, 429). `retry_after` is the platform's wait, if it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(Exception):
+    """Retrying cannot help (bad request, blocked bot, outside the window, not configured)."""
+
+
+def retry_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Exponential backoff (attempt 1 -> base); a platform's retry_after wins when it is longer."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Remove every secret from a text that may reach a log line or an error shown to agents."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "[redacted]")
+    return text

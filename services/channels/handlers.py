@@ -1,0 +1,28 @@
+"""Bus handlers: thin and typed; the work is in chatbots.py and outbound.py."""
+
+from __future__ import annotations
+
+import logging
+
+from services.channels.chatbots import ChatbotTable, TelegramWebhooks
+from services.channels.outbound import OutboundDelivery
+from shared.events import ChatbotSettingsChanged, OutboundMessage
+
+log = logging.getLogger("handoff.channels.handlers")
+
+
+class ChannelsHandlers:
+    def __init__(self, chatbots: ChatbotTable, webhooks: TelegramWebhooks, delivery: OutboundDelivery) -> None:
+        self.chatbots = chatbots
+        self.webhooks = webhooks
+        self.delivery = delivery
+
+    async def on_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
+        if event.deleted:
+            self.chatbots.remove(event.settings.chatbot_id)
+            return
+        self.chatbots.put(event.settings)
+        self.webhooks.schedule(event.settings)
+
+    async def on_outbound(self, event: OutboundMessage) -> None:
+        await self.delivery.deliver(event)

@@ -1,0 +1,127 @@
+"""Delivering OutboundMessages: at most once per message id, retried on transient errors
+with exponential backoff (honouring a platform's retry_after), and always ending in a
+DeliveryStatusChanged — 'sent', or 'failed' with permanent=True and a readable error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from services.channels.chatbots import ChatbotTable
+from services.channels.domain import (
+    OUTSIDE_WINDOW_ERROR,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    redact,
+    retry_delay,
+    status_event,
+    whatsapp_window,
+)
+from services.channels.platforms import TelegramClient, WhatsAppClient
+from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
+from shared.bus import EventPublisher
+from shared.events import OutboundMessage
+
+log = logging.getLogger("handoff.channels.outbound")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def web_entry(event: OutboundMessage) -> dict:
+    """What the widget receives (and replays) for one outbound message."""
+    return {
+        "type": "message", "message_id": event.message_id, "sender": event.sender,
+        "sender_name": event.sender_name, "text": event.text, "at": event.occurred_at.isoformat(),
+        "request_contact_fields": list(event.request_contact_fields),
+    }
+
+
+class OutboundDelivery:
+    def __init__(
+        self, *, chatbots: ChatbotTable, records: DeliveryRecords, statuses: EventPublisher,
+        telegram: TelegramClient, whatsapp: WhatsAppClient, window: WhatsAppWindowStore, outbox: WebOutbox,
+        attempts: int, backoff_s: float, max_backoff_s: float, sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.chatbots, self.records, self.statuses = chatbots, records, statuses
+        self.telegram, self.whatsapp, self.window, self.outbox = telegram, whatsapp, window, outbox
+        self.attempts, self.backoff_s, self.max_backoff_s = max(1, attempts), backoff_s, max_backoff_s
+        self.sleep = sleep
+
+    async def deliver(self, event: OutboundMessage) -> None:
+        existing = await self.records.claim(event.message_id, event.chatbot_id, event.conversation_id, event.channel)
+        if existing is not None:
+            await self._settle_duplicate(event, existing)
+            return
+        try:
+            channel_message_id = await self._send_with_retries(event)
+            state, error = "sent", None
+        except PermanentDeliveryError as exc:
+            state, channel_message_id, error = "failed", None, str(exc)
+            log.warning("message %s not delivered on %s: %s", event.message_id, event.channel, error)
+        await self.records.finish(event.message_id, state, channel_message_id, error)
+        if state == "sent" and event.channel == "whatsapp" and channel_message_id:
+            await self.records.remember_wamid(channel_message_id, event.message_id, event.chatbot_id, event.conversation_id)
+        await self._publish_status(event.chatbot_id, event.conversation_id, event.message_id, state, channel_message_id, error)
+        if state == "sent" and event.channel == "web":
+            # After 'sent' is on the bus, so the socket's 'delivered' comes after it.
+            await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
+
+    async def _settle_duplicate(self, event: OutboundMessage, record: dict) -> None:
+        """Never send twice. If the earlier attempt finished but its status was not
+        published (crash in between), publish it now."""
+        if record.get("state") in ("sent", "failed") and not record.get("status_published"):
+            await self._publish_status(event.chatbot_id, event.conversation_id, event.message_id, record["state"],
+                                       record.get("channel_message_id"), record.get("error"))
+        else:
+            log.info("message %s already handled (%s); not sent again", event.message_id, record.get("state"))
+
+    async def _publish_status(self, chatbot_id: str, conversation_id: str | None, message_id: str, state: str,
+                              channel_message_id: str | None, error: str | None) -> None:
+        await self.statuses.publish(status_event(chatbot_id, conversation_id, message_id, state,
+                                                 channel_message_id, error, permanent=state == "failed"))
+        await self.records.status_published(message_id)
+
+    async def _send_with_retries(self, event: OutboundMessage) -> str:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self._send(event)
+            except TransientDeliveryError as exc:
+                if attempt == self.attempts:
+                    raise PermanentDeliveryError(f"{exc} — gave up after {self.attempts} attempts.") from None
+                delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, exc.retry_after)
+                log.warning("message %s: transient failure (attempt %d/%d), retrying in %.1fs: %s",
+                            event.message_id, attempt, self.attempts, delay, exc)
+                await self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send(self, event: OutboundMessage) -> str:
+        if event.channel == "web":
+            try:
+                await self.outbox.store(event.chatbot_id, event.visitor.external_id, web_entry(event))
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: retried
+                raise TransientDeliveryError(f"Web widget outbox unavailable ({type(exc).__name__})") from None
+            return event.message_id
+        chatbot = self.chatbots.get(event.chatbot_id)
+        if chatbot is None:
+            # At start-up the settings table may still be loading: worth waiting for.
+            raise TransientDeliveryError(f"Unknown chatbot {event.chatbot_id!r}.")
+        creds = chatbot.channels
+        if event.channel == "telegram":
+            if not creds.telegram_bot_token:
+                raise PermanentDeliveryError("Telegram is not connected for this chatbot.")
+            try:
+                return await self.telegram.send_text(creds.telegram_bot_token, event.visitor.external_id, event.text)
+            except (TransientDeliveryError, PermanentDeliveryError):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise TransientDeliveryError(redact(f"Telegram: {type(exc).__name__}", [creds.telegram_bot_token])) from None
+        # WhatsApp
+        if not (creds.whatsapp_connected and creds.whatsapp_access_token and creds.whatsapp_phone_number_id):
+            raise PermanentDeliveryError("WhatsApp is not connected for this chatbot.")
+        last = await self.window.last_inbound(event.chatbot_id, event.conversation_id or "")
+        if not whatsapp_window(last, datetime.now(UTC)).open:
+            raise PermanentDeliveryError(OUTSIDE_WINDOW_ERROR)
+        return await self.whatsapp.send_text(creds.whatsapp_phone_number_id, creds.whatsapp_access_token,
+                                             event.visitor.external_id, event.text)

@@ -1,0 +1,39 @@
+"""The channels service's own environment variables (on top of the shared infrastructure ones)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class ChannelsSettings(ServiceSettings):
+    service_name: str = "channels"
+    mongodb_db: str = Field(default="handoff_channels")
+
+    # Where Telegram and Meta reach this service (webhook URLs are built from it). Empty:
+    # no setWebhook calls are made.
+    channels_public_url: str = ""
+    # Bot API base URL handed to python-telegram-bot's Bot(base_url=...); the token follows it.
+    telegram_api_base_url: str = "https://api.telegram.org/bot"
+    # Meta Graph API: POST {graph_api_base_url}/{graph_api_version}/{phone_number_id}/messages
+    graph_api_base_url: str = "https://graph.facebook.com"
+    graph_api_version: str = "v21.0"
+    http_timeout_s: float = 15.0
+
+    # Outbound delivery: attempts per message on transient errors (network, 5xx, 429),
+    # exponential backoff from delivery_backoff_s, capped; a platform's retry_after wins.
+    delivery_attempts: int = 5
+    delivery_backoff_s: float = 1.0
+    delivery_max_backoff_s: float = 30.0
+    # The consumer group sharing outbound.messages between channels instances.
+    outbound_group_id: str = "channels-outbound"
+
+    # Web widget: origins allowed to call /web/* (comma-separated, "*" = any site may embed it).
+    widget_allowed_origins: str = "*"
+    # Messages kept per widget visitor for the history replay on (re)connect.
+    widget_history_limit: int = 200
+    widget_history_ttl_s: int = 30 * 24 * 3600
+
+    # Edge dedupe keys (Telegram update ids, wamids, widget client message ids) live this long.
+    inbound_dedupe_ttl_s: int = 7 * 24 * 3600

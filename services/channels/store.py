@@ -1,0 +1,154 @@
+"""The channels' stores behind narrow interfaces.
+
+Redis: edge dedupe keys, the WhatsApp window (last inbound time per conversation), the web
+widget's per-visitor history/outbox and its live pub/sub channel, "delivered" marks, and the
+fingerprint of each chatbot's registered Telegram webhook.
+Mongo (`handoff_channels`): one delivery record per outbound message id (send at most once,
+remember the outcome) and the wamid -> message id map for WhatsApp statuses.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+Claim = Literal["new", "pending", "done"]
+
+
+class InboundDedupe:
+    """Claim a platform message id before publishing it; `done` after it was published,
+    `release` when publishing failed (so the platform's retry is accepted)."""
+
+    PENDING_TTL_S = 60
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, ttl_s: int) -> None:
+        self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}:inbound:{key}"
+
+    async def claim(self, key: str) -> Claim:
+        if await self.redis.set(self._key(key), "pending", nx=True, ex=self.PENDING_TTL_S):
+            return "new"
+        return "done" if await self.redis.get(self._key(key)) == "done" else "pending"
+
+    async def done(self, key: str) -> None:
+        await self.redis.set(self._key(key), "done", ex=self.ttl_s)
+
+    async def release(self, key: str) -> None:
+        await self.redis.delete(self._key(key))
+
+
+class WhatsAppWindowStore:
+    def __init__(self, redis: aioredis.Redis, prefix: str, ttl_s: int = 3 * 24 * 3600) -> None:
+        self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
+
+    def _key(self, chatbot_id: str, conversation_id: str) -> str:
+        return f"{self.prefix}:wa_window:{chatbot_id}:{conversation_id}"
+
+    async def record_inbound(self, chatbot_id: str, conversation_id: str, at: datetime) -> None:
+        # Keep the latest: Meta may deliver an older message after a newer one.
+        key = self._key(chatbot_id, conversation_id)
+        ts = at.timestamp()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {"last": ts}, gt=True)  # GT still adds a missing member
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def last_inbound(self, chatbot_id: str, conversation_id: str) -> datetime | None:
+        score = await self.redis.zscore(self._key(chatbot_id, conversation_id), "last")
+        return datetime.fromtimestamp(score, UTC) if score is not None else None
+
+
+class WebOutbox:
+    """Per-visitor history (what the widget replays on connect) and the live channel every
+    channels instance listens on, so the instance holding the visitor's socket delivers."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, limit: int, ttl_s: int) -> None:
+        self.redis, self.prefix, self.limit, self.ttl_s = redis, prefix, limit, ttl_s
+        self.live_channel = f"{prefix}:web:live"
+
+    def _history(self, chatbot_id: str, visitor_id: str) -> str:
+        return f"{self.prefix}:web:history:{chatbot_id}:{visitor_id}"
+
+    async def store(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> None:
+        key = self._history(chatbot_id, visitor_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, json.dumps(entry))
+            pipe.ltrim(key, -self.limit, -1)
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def notify(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> None:
+        await self.redis.publish(self.live_channel, json.dumps(
+            {"chatbot_id": chatbot_id, "visitor_id": visitor_id, "entry": entry}))
+
+    async def append(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> None:
+        await self.store(chatbot_id, visitor_id, entry)
+        await self.notify(chatbot_id, visitor_id, entry)
+
+    async def history(self, chatbot_id: str, visitor_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self.redis.lrange(self._history(chatbot_id, visitor_id), 0, -1)]
+
+    async def mark_delivered_once(self, message_id: str) -> bool:
+        """True for the first socket that shows this message (delivery.status 'delivered' once)."""
+        return bool(await self.redis.set(f"{self.prefix}:web:delivered:{message_id}", "1", nx=True, ex=self.ttl_s))
+
+    async def unmark_delivered(self, message_id: str) -> None:
+        await self.redis.delete(f"{self.prefix}:web:delivered:{message_id}")
+
+
+class TelegramWebhookRegistry:
+    """Which (token, url, secret) each chatbot's webhook was last set with, so a restart or
+    a second instance does not call setWebhook again for nothing. Only a hash is kept."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis, self.prefix = redis, prefix
+
+    async def registered(self, chatbot_id: str) -> str | None:
+        return await self.redis.get(f"{self.prefix}:tg_webhook:{chatbot_id}")
+
+    async def remember(self, chatbot_id: str, fingerprint: str) -> None:
+        await self.redis.set(f"{self.prefix}:tg_webhook:{chatbot_id}", fingerprint)
+
+
+class DeliveryRecords:
+    """One record per outbound message id: claimed before sending, so it is sent at most once."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.deliveries = db["deliveries"]
+        self.wamids = db["whatsapp_wamids"]
+
+    async def claim(self, message_id: str, chatbot_id: str, conversation_id: str | None, channel: str) -> dict[str, Any] | None:
+        """None when this call claimed the message; otherwise the existing record."""
+        try:
+            await self.deliveries.insert_one({
+                "_id": message_id, "chatbot_id": chatbot_id, "conversation_id": conversation_id, "channel": channel,
+                "state": "sending", "status_published": False, "claimed_at": datetime.now(UTC),
+            })
+            return None
+        except DuplicateKeyError:
+            return await self.deliveries.find_one({"_id": message_id}) or {"_id": message_id, "state": "sending"}
+
+    async def finish(self, message_id: str, state: str, channel_message_id: str | None, error: str | None) -> None:
+        await self.deliveries.update_one({"_id": message_id}, {"$set": {
+            "state": state, "channel_message_id": channel_message_id, "error": error, "finished_at": datetime.now(UTC),
+        }})
+
+    async def status_published(self, message_id: str) -> None:
+        await self.deliveries.update_one({"_id": message_id}, {"$set": {"status_published": True}})
+
+    async def remember_wamid(self, wamid: str, message_id: str, chatbot_id: str, conversation_id: str | None) -> None:
+        await self.wamids.replace_one(
+            {"_id": wamid},
+            {"_id": wamid, "message_id": message_id, "chatbot_id": chatbot_id, "conversation_id": conversation_id},
+            upsert=True,
+        )
+
+    async def message_for_wamid(self, wamid: str) -> dict[str, Any] | None:
+        return await self.wamids.find_one({"_id": wamid})

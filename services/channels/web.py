@@ -1,0 +1,137 @@
+"""The widget's live connections on this instance.
+
+Every channels instance subscribes to one Redis pub/sub channel; whichever instance holds a
+visitor's socket pushes the message to it. The history in Redis is replayed on connect, so a
+reload (or a message published while the visitor was away) still shows. The first socket
+that shows an outbound message records 'delivered' for it, once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from services.channels.domain import status_event
+from services.channels.store import WebOutbox
+from shared.bus import EventPublisher
+from shared.ids import conversation_id_for
+
+log = logging.getLogger("handoff.channels.web")
+
+Key = tuple[str, str]  # (chatbot id, visitor id)
+
+
+class WebHub:
+    QUEUE_LIMIT = 500
+
+    def __init__(self, outbox: WebOutbox, statuses: EventPublisher) -> None:
+        self.outbox = outbox
+        self.statuses = statuses
+        self._sockets: dict[Key, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    @property
+    def connections(self) -> int:
+        return sum(len(v) for v in self._sockets.values())
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), 10)
+
+    async def close(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.outbox.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.outbox.live_channel)
+                self._subscribed.set()
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        self._dispatch(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis went away: resubscribe; history covers the gap
+                log.warning("widget live channel lost (%r); resubscribing", type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _dispatch(self, data: str) -> None:
+        try:
+            note = json.loads(data)
+            key = (note["chatbot_id"], note["visitor_id"])
+            entry = note["entry"]
+        except (ValueError, KeyError, TypeError):
+            return
+        for queue in list(self._sockets.get(key, ())):
+            if queue.qsize() < self.QUEUE_LIMIT:
+                queue.put_nowait(entry)
+
+    async def serve(self, websocket: WebSocket, chatbot_id: str, visitor_id: str) -> None:
+        """Replay the history, then push live messages until the visitor goes away."""
+        key = (chatbot_id, visitor_id)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._sockets[key].add(queue)  # before reading history: nothing falls in between
+        shown: set[str] = set()
+        try:
+            for entry in await self.outbox.history(chatbot_id, visitor_id):
+                await self._show(websocket, chatbot_id, visitor_id, entry, shown)
+            await websocket.send_json({"type": "ready"})
+            receiver = asyncio.create_task(self._receive(websocket))
+            try:
+                while True:
+                    getter = asyncio.create_task(queue.get())
+                    done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    if receiver in done:
+                        getter.cancel()
+                        return
+                    await self._show(websocket, chatbot_id, visitor_id, getter.result(), shown)
+            finally:
+                receiver.cancel()
+                with contextlib.suppress(BaseException):
+                    await receiver
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        finally:
+            self._sockets[key].discard(queue)
+            if not self._sockets[key]:
+                self._sockets.pop(key, None)
+
+    async def _show(self, websocket: WebSocket, chatbot_id: str, visitor_id: str, entry: dict[str, Any], shown: set[str]) -> None:
+        message_id = entry.get("message_id")
+        if not message_id or message_id in shown:
+            return
+        shown.add(message_id)
+        await websocket.send_json(entry)
+        if entry.get("sender") != "visitor" and await self.outbox.mark_delivered_once(message_id):
+            try:
+                await self.statuses.publish(status_event(
+                    chatbot_id, conversation_id_for(chatbot_id, "web", visitor_id), message_id, "delivered"))
+            except Exception:
+                await self.outbox.unmark_delivered(message_id)  # the next socket (or replay) records it
+                log.exception("could not publish 'delivered' for %s", message_id)
+
+    @staticmethod
+    async def _receive(websocket: WebSocket) -> None:
+        """Answer pings; return when the socket closes."""
+        while True:
+            try:
+                text = await websocket.receive_text()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(text).get("type") == "ping":
+                    await websocket.send_json({"type": "pong"})
