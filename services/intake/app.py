@@ -82,13 +82,17 @@ async def _read_settings_table(settings: IntakeSettings, chatbots: ChatbotTable)
                                 enable_auto_commit=False, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in (await consumer.partitions_for_topic(topic) or set())]
+        await consumer.topics()  # fetches the cluster's metadata
+        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
         if not partitions:
             return
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while True:
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                break
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
