@@ -1,0 +1,84 @@
+"""Composition root: the gateway's stores, queue client, live hub, bus wiring and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from services.gateway.api import STATIC_DIR, Gateway, build_router, install_error_handlers
+from services.gateway.domain import ChatbotDirectory, PendingCommands
+from services.gateway.handlers import GatewayHandlers
+from services.gateway.live import LiveHub
+from services.gateway.queue_client import QueueClient
+from services.gateway.settings import GatewaySettings
+from services.gateway.store import AgentStore, LoginThrottle
+from shared.events import DASHBOARD_EVENT, SETTINGS_EVENT
+from shared.service import ServiceRuntime
+from shared.topics import AGENT_COMMANDS, CHATBOT_SETTINGS, DASHBOARD_UPDATES
+
+log = logging.getLogger("handoff.gateway")
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    runtime = ServiceRuntime(settings, name="gateway", title="Handoff gateway")
+    store = AgentStore(runtime.db)
+    hub = LiveHub()
+    pending = PendingCommands()
+    directory = ChatbotDirectory()
+    handlers = GatewayHandlers(hub, pending, directory)
+    gateway = Gateway(
+        settings=settings,
+        store=store,
+        throttle=LoginThrottle(runtime.redis, settings.redis_prefix, settings.login_max_failures,
+                               settings.login_failure_window_s),
+        queue=QueueClient(settings.queue_url, settings.queue_timeout_s),
+        hub=hub,
+        pending=pending,
+        directory=directory,
+        handlers=handlers,
+        commands=runtime.bus.publisher(AGENT_COMMANDS),
+    )
+
+    # No consumer group: every gateway process sees every update for the sockets it holds.
+    runtime.bus.consume(DASHBOARD_UPDATES, DASHBOARD_EVENT, handlers.on_dashboard_event,
+                        group_id=None, from_beginning=False)
+    # The settings table, read whole by every instance.
+    runtime.bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_settings_changed,
+                        group_id=None, from_beginning=True)
+
+    runtime.startup_hooks.append(store.create_indexes)
+    runtime.started_hooks.append(lambda: _positioned(runtime, settings.kafka_topic_prefix + DASHBOARD_UPDATES.name))
+    runtime.shutdown_hooks.append(gateway.queue.close)
+    runtime.health_details["websockets"] = lambda: len(hub.clients)
+    runtime.health_details["chatbots_known"] = lambda: len(directory.chatbots)
+
+    app = runtime.app
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.include_router(build_router(gateway))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app
+
+
+async def _positioned(runtime: ServiceRuntime, topic: str, timeout: float = 15.0) -> None:
+    """Wait until the groupless `dashboard.updates` consumer has resolved "latest" on every
+    partition: a command result published after start-up is then never missed."""
+    subscriber = next((s for s in runtime.bus.broker.subscribers
+                       if topic in getattr(s, "topic_names_for_subscribe", [])), None)
+    consumer = getattr(subscriber, "consumer", None)
+    if consumer is None:
+        return
+    deadline = time.monotonic() + timeout
+    try:
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            await asyncio.sleep(0.02)
+        for tp in consumer.assignment():
+            await asyncio.wait_for(consumer.position(tp), max(0.1, deadline - time.monotonic()))
+    except TimeoutError:
+        log.warning("dashboard.updates consumer not positioned after %.0fs; continuing", timeout)

@@ -1,0 +1,106 @@
+"""The websockets this process holds and who is subscribed to what.
+
+Each socket has a bounded send queue drained by its own task, so fan-out never awaits a
+client: a client that falls `queue_size` frames behind is dropped (it resyncs from a
+snapshot when it reconnects) and the others are not slowed down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+log = logging.getLogger("handoff.gateway.live")
+
+# Private-use close code: "you fell behind, reconnect and resync".
+CLOSE_TOO_SLOW = 4408
+
+
+class LiveClient:
+    def __init__(self, websocket: WebSocket, agent_id: str, chatbot_ids: set[str], queue_size: int) -> None:
+        self.websocket = websocket
+        self.agent_id = agent_id
+        self.member_of = chatbot_ids
+        self.subscriptions: set[str] = set()
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
+        self.dropped = False
+
+    def offer(self, frame: dict[str, Any] | str) -> bool:
+        """Queue a frame without waiting; False (and the client is dropped) when it is full."""
+        if self.dropped:
+            return False
+        text = frame if isinstance(frame, str) else json.dumps(frame, separators=(",", ":"))
+        try:
+            self.outbox.put_nowait(text)
+            return True
+        except asyncio.QueueFull:
+            self.dropped = True
+            return False
+
+    async def run_writer(self) -> None:
+        """Send queued frames in order until told to stop or the client is dropped."""
+        while True:
+            text = await self.outbox.get()
+            if text is None or self.dropped:
+                return
+            await self.websocket.send_text(text)
+
+    def stop_writer(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(None)
+
+
+class LiveHub:
+    def __init__(self) -> None:
+        self.clients: set[LiveClient] = set()
+        self.by_chatbot: dict[str, set[LiveClient]] = {}
+        self.dropped_slow = 0
+
+    def add(self, client: LiveClient) -> None:
+        self.clients.add(client)
+
+    def remove(self, client: LiveClient) -> None:
+        self.clients.discard(client)
+        for chatbot_id in list(client.subscriptions):
+            self.unsubscribe(client, chatbot_id)
+
+    def subscribe(self, client: LiveClient, chatbot_id: str) -> None:
+        client.subscriptions.add(chatbot_id)
+        self.by_chatbot.setdefault(chatbot_id, set()).add(client)
+
+    def unsubscribe(self, client: LiveClient, chatbot_id: str) -> None:
+        client.subscriptions.discard(chatbot_id)
+        subs = self.by_chatbot.get(chatbot_id)
+        if subs is not None:
+            subs.discard(client)
+            if not subs:
+                del self.by_chatbot[chatbot_id]
+
+    def broadcast(self, chatbot_id: str, frame: dict[str, Any]) -> int:
+        """Hand the frame to every subscriber of the chatbot; returns how many took it."""
+        subscribers = self.by_chatbot.get(chatbot_id)
+        if not subscribers:
+            return 0
+        text = json.dumps(frame, separators=(",", ":"))
+        delivered = 0
+        for client in list(subscribers):
+            if client.offer(text):
+                delivered += 1
+            else:
+                self._drop(client)
+        return delivered
+
+    def _drop(self, client: LiveClient) -> None:
+        log.warning("dropping a websocket client of agent %s that fell behind", client.agent_id)
+        self.dropped_slow += 1
+        self.remove(client)
+        asyncio.get_running_loop().create_task(_close_quietly(client.websocket, CLOSE_TOO_SLOW))
+
+
+async def _close_quietly(websocket: WebSocket, code: int) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code=code, reason="Too slow; reconnect and resync."), 5)

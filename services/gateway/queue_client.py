@@ -1,0 +1,51 @@
+"""The queue's internal query API, through one shared httpx.AsyncClient."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.gateway.domain import QUEUE_FAILED, QUEUE_UNREACHABLE
+from shared.chatbots import ChatbotSettings
+
+
+class QueueError(Exception):
+    """What the gateway answers when the queue did not give a usable answer."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class QueueClient:
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+        """The body of a 200 answer; 404/422 pass through, the rest becomes a 503."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = await self.http.get(path, params=clean)
+        except httpx.TransportError as exc:
+            raise QueueError(503, QUEUE_UNREACHABLE) from exc
+        if response.status_code == 200:
+            return response.content
+        if response.status_code in (400, 404, 422):
+            raise QueueError(response.status_code, _detail(response))
+        raise QueueError(503, QUEUE_FAILED)
+
+    async def chatbot_settings(self, chatbot_id: str) -> ChatbotSettings:
+        return ChatbotSettings.model_validate_json(await self.get(f"/internal/chatbots/{chatbot_id}/settings"))
+
+
+def _detail(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text or response.reason_phrase
+    return body.get("detail", body) if isinstance(body, dict) else body

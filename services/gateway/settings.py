@@ -1,0 +1,36 @@
+"""The gateway's own environment variables (on top of the shared infrastructure ones)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    service_name: str = "gateway"
+    mongodb_db: str = Field(default="handoff_gateway")
+
+    # The queue's internal query API (never exposed publicly).
+    queue_url: str = "http://127.0.0.1:8001"
+    queue_timeout_s: float = 10.0
+    # How long an action waits for the queue's CommandResult before answering 202.
+    command_timeout_s: float = 5.0
+
+    # Extra origins allowed to open /ws (comma-separated); the gateway's own origin always is.
+    allowed_origins: str = ""
+    # Set true behind HTTPS so the session cookie is never sent in clear.
+    cookie_secure: bool = False
+    session_ttl_s: int = 7 * 24 * 3600
+
+    # Login throttling per e-mail: this many failures within the window -> 429.
+    login_max_failures: int = 10
+    login_failure_window_s: int = 15 * 60
+
+    # Frames buffered per websocket; a client that falls this far behind is dropped
+    # (it resyncs from a snapshot when it reconnects) so it never slows the others.
+    ws_send_queue_size: int = 256
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
