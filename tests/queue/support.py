@@ -1,0 +1,166 @@
+"""The queue under test: served in this event loop against the real broker, Redis and
+Mongo-wire server, with a raw producer for input events and a collector that records
+every event the queue publishes (a plain aiokafka consumer, no group)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.queue.app import create_app
+from services.queue.settings import QueueSettings
+from services.queue.workflow import HandoffQueue
+from shared.chatbots import ChatbotSettings
+from shared.events import AgentCommand, AgentRef, Envelope, HandoffRequested, MessageAppended, VisitorIdentity
+from shared.ids import conversation_id_for, new_id
+from shared.topics import (
+    CHATBOT_SETTINGS,
+    CONVERSATION_STATE,
+    DASHBOARD_UPDATES,
+    OUTBOUND_MESSAGES,
+    Topic,
+    by_name,
+)
+from tests.harness import run_in_process, settings_from_env
+
+WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SETTINGS)
+
+
+@dataclass
+class Collector:
+    prefix: str
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+
+    def of(self, topic: Topic | str) -> list[dict[str, Any]]:
+        return self.records[topic if isinstance(topic, str) else topic.name]
+
+    async def wait_for(self, topic: Topic | str, pred: Callable[[dict], bool], count: int = 1,
+                       timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.of(topic) if pred(r)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                name = topic if isinstance(topic, str) else topic.name
+                raise AssertionError(f"{len(found)}/{count} matching records on {name} after {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def result(self, command_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        found = await self.wait_for(DASHBOARD_UPDATES, lambda r: r.get("type") == "dashboard.command_result"
+                                    and r["command_id"] == command_id, timeout=timeout)
+        return found[0]
+
+    def updates(self, chatbot_id: str) -> list[dict[str, Any]]:
+        return [r for r in self.of(DASHBOARD_UPDATES) if r.get("type") == "dashboard.update" and r["chatbot_id"] == chatbot_id]
+
+
+async def _collect(bootstrap: str, prefix: str, topics: list[str], sink: Collector, ready: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    try:
+        parts: list[TopicPartition] = []
+        for name in topics:
+            full = prefix + name
+            pids = None
+            for _ in range(100):
+                pids = consumer.partitions_for_topic(full)
+                if pids:
+                    break
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - topics created just before
+            parts += [TopicPartition(full, p) for p in sorted(pids or [])]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ready.set()
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for r in records:
+                    sink.records[tp.topic[len(prefix):]].append(json.loads(r.value))
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class QueueUnderTest:
+    settings: QueueSettings
+    url: str
+    queue: HandoffQueue
+    producer: AIOKafkaProducer
+    seen: Collector
+    http: httpx.AsyncClient
+    prefix: str
+
+    async def send(self, topic: Topic, event: Envelope | bytes, key: bytes | None = None) -> None:
+        if isinstance(event, Envelope):
+            value, key = event.model_dump_json().encode(), event.partition_key()
+        else:
+            value = event
+        await self.producer.send_and_wait(self.prefix + topic.name, value, key=key or b"k")
+
+    async def api(self, path: str, **params: Any) -> httpx.Response:
+        return await self.http.get(self.url + path, params={k: v for k, v in params.items() if v is not None})
+
+
+@contextlib.asynccontextmanager
+async def queue_under_test(isolated, **env: str) -> AsyncIterator[QueueUnderTest]:
+    settings = settings_from_env(QueueSettings, isolated.env("queue", **env))
+    seen = Collector(isolated.topic_prefix)
+    ready = asyncio.Event()
+    collector = asyncio.create_task(_collect(settings.kafka_bootstrap_servers, isolated.topic_prefix,
+                                             [t.name for t in WATCHED] + [by_name(n).dlq for n in
+                                              ("conversation.events", "agent.commands")], seen, ready))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        async with run_in_process("queue", create_app, settings) as running, httpx.AsyncClient(timeout=10) as http:
+            yield QueueUnderTest(settings, running.url, running.app.state.queue, producer, seen, http,
+                                 isolated.topic_prefix)
+    finally:
+        await producer.stop()
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+
+
+# ---------------------------------------------------------------- event builders
+def visitor(external_id: str, name: str | None = None) -> VisitorIdentity:
+    return VisitorIdentity(external_id=external_id, name=name)
+
+
+def conv_id(chatbot_id: str, visitor_id: str, channel: str = "web") -> str:
+    return conversation_id_for(chatbot_id, channel, visitor_id)
+
+
+def message(chatbot_id: str, visitor_id: str, text: str, *, sender: str = "visitor", channel: str = "web",
+            name: str | None = None, **kw: Any) -> MessageAppended:
+    return MessageAppended(chatbot_id=chatbot_id, conversation_id=conv_id(chatbot_id, visitor_id, channel),
+                           sender=sender, text=text, channel=channel, visitor=visitor(visitor_id, name), **kw)
+
+
+def handoff(chatbot_id: str, visitor_id: str, reason: str = "User asked for a person", *, channel: str = "web",
+            **kw: Any) -> HandoffRequested:
+    return HandoffRequested(chatbot_id=chatbot_id, conversation_id=conv_id(chatbot_id, visitor_id, channel),
+                            reason=reason, source="ai_tool", channel=channel, visitor=visitor(visitor_id), **kw)
+
+
+def command(chatbot_id: str, conversation_id: str, action: str, text: str | None = None, *,
+            agent: str = "a1", command_id: str | None = None) -> AgentCommand:
+    return AgentCommand(chatbot_id=chatbot_id, conversation_id=conversation_id, action=action, text=text,
+                        command_id=command_id or f"cmd-{new_id()}", agent=AgentRef(agent_id=agent, display_name=agent.title()))
+
+
+async def seed(qut: QueueUnderTest, chatbot_id: str, timezone: str = "UTC") -> ChatbotSettings:
+    bot = ChatbotSettings(chatbot_id=chatbot_id, name=f"Bot {chatbot_id}", timezone=timezone)
+    await qut.queue.seed_chatbot(bot)
+    return bot
