@@ -1,0 +1,161 @@
+"""The live protocol (/ws) against the real broker: handshake checks, subscriptions limited
+to memberships, updates / command results / settings forwarded with their sequence, bad
+frames answered, and two gateway processes each delivering to their own clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from services.gateway.api import SESSION_COOKIE
+from shared.events import CommandResult
+from tests.gateway.conftest import add_agent, gateway, login, publish_dashboard, publish_settings, update
+
+
+async def session_cookie(url: str, email: str) -> str:
+    async with httpx.AsyncClient(base_url=url) as client:
+        await login(client, email)
+        return client.cookies[SESSION_COOKIE]
+
+
+def open_ws(gw, cookie: str | None, origin: str | None = None):
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookie}"} if cookie else {}
+    return connect(gw.ws_url + "/ws", additional_headers=headers, origin=origin, open_timeout=10)
+
+
+async def recv(ws: ClientConnection, timeout: float = 15) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws: ClientConnection, pred, timeout: float = 20) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The first frame matching `pred`, and every frame that came before it."""
+    before: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await recv(ws, timeout)
+            if pred(frame):
+                return frame, before
+            before.append(frame)
+
+
+async def subscribe(ws: ClientConnection, chatbot_id: str) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "subscribe", "chatbot_id": chatbot_id}))
+    frame, _ = await recv_until(ws, lambda f: f.get("chatbot_id") == chatbot_id and f["type"] in ("subscribed", "error"))
+    return frame
+
+
+async def test_handshake_refused_without_session_or_from_foreign_origin(stack):
+    settings = stack.gateway_settings()
+    await add_agent(settings, "h@example.com", ["alpha"])
+    async with gateway(stack) as gw:
+        cookie = await session_cookie(gw.url, "h@example.com")
+        for bad_cookie in (None, "forged-token"):
+            async with open_ws(gw, bad_cookie) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await recv(ws)
+                assert closed.value.rcvd.code == 4401
+        async with open_ws(gw, cookie, origin="https://evil.example.net") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+            assert closed.value.rcvd.code == 4403
+        # The allow-list and the gateway's own origin are accepted.
+        for origin in ("https://dash.example.com", gw.url):
+            async with open_ws(gw, cookie, origin=origin) as ws:
+                await ws.send(json.dumps({"type": "ping"}))
+                assert await recv(ws) == {"type": "pong"}
+
+
+async def test_subscribe_receives_updates_results_and_settings_never_other_chatbots(stack):
+    settings = stack.gateway_settings()
+    await add_agent(settings, "alpha-only@example.com", ["alpha"])
+    await add_agent(settings, "both@example.com", ["alpha", "beta"])
+    async with gateway(stack) as gw:
+        alpha_cookie = await session_cookie(gw.url, "alpha-only@example.com")
+        both_cookie = await session_cookie(gw.url, "both@example.com")
+        async with open_ws(gw, alpha_cookie) as ws, open_ws(gw, both_cookie) as witness:
+            assert await subscribe(ws, "alpha") == {"type": "subscribed", "chatbot_id": "alpha", "epoch": "e1", "seq": 7}
+            assert await subscribe(ws, "beta") == {"type": "error", "chatbot_id": "beta", "code": 403,
+                                                   "error": "Not a member of this chatbot."}
+            await ws.send(json.dumps({"type": "unsubscribe", "chatbot_id": "beta"}))
+            assert (await recv(ws))["code"] == 403
+            for chatbot_id in ("alpha", "beta"):
+                assert (await subscribe(witness, chatbot_id))["type"] == "subscribed"
+
+            result = CommandResult(chatbot_id="alpha", conversation_id="cv_1", command_id="cmd-12345678", ok=True)
+            await publish_dashboard(stack, update("beta", 8), update("alpha", 8), update("alpha", 9), result,
+                                    update("beta", 9), CommandResult(chatbot_id="beta", command_id="cmd-beta-1234",
+                                                                     ok=True))
+            # Once the member of both has all six events, the hub has handed out everything
+            # (chatbots sit on different partitions, so their relative order is not fixed).
+            witnessed: list[dict[str, Any]] = []
+            async with asyncio.timeout(20):
+                while len(witnessed) < 6:
+                    frame = await recv(witness)
+                    if frame["type"] in ("update", "command_result"):
+                        witnessed.append(frame)
+            assert sorted(f["chatbot_id"] for f in witnessed) == ["alpha"] * 3 + ["beta"] * 3
+            await ws.send(json.dumps({"type": "ping"}))
+            _, frames = await recv_until(ws, lambda f: f["type"] == "pong")
+            assert all(f.get("chatbot_id") == "alpha" for f in frames), frames
+            updates = [f for f in frames if f["type"] == "update"]
+            assert [(u["epoch"], u["seq"]) for u in updates] == [("e1", 8), ("e1", 9)]
+            assert updates[0]["update"]["row_upserted"]["conversation_id"] == "cv_8"
+            assert updates[0]["update"]["stats"]["open"] == 1
+            results = [f for f in frames if f["type"] == "command_result"]
+            assert [r["result"]["command_id"] for r in results] == ["cmd-12345678"]
+
+            # A settings change of alpha reaches alpha's subscribers as a settings frame.
+            await publish_settings(stack, "alpha", enabled=False, name="Alpha Renamed")
+            frame, _ = await recv_until(ws, lambda f: f["type"] == "settings")
+            assert frame == {"type": "settings", "chatbot_id": "alpha", "handoff_enabled": False,
+                             "name": "Alpha Renamed"}
+
+            # After unsubscribing, alpha's updates stop.
+            await ws.send(json.dumps({"type": "unsubscribe", "chatbot_id": "alpha"}))
+            await publish_dashboard(stack, update("alpha", 10))
+            await recv_until(witness, lambda f: f["type"] == "update" and f["seq"] == 10)
+            await ws.send(json.dumps({"type": "ping"}))
+            _, frames = await recv_until(ws, lambda f: f["type"] == "pong")
+            assert frames == []
+
+
+async def test_malformed_frames_get_error_frames_and_socket_stays_open(stack):
+    settings = stack.gateway_settings()
+    await add_agent(settings, "m@example.com", ["alpha"])
+    async with gateway(stack) as gw:
+        cookie = await session_cookie(gw.url, "m@example.com")
+        async with open_ws(gw, cookie) as ws:
+            bad: list[str | bytes] = ["not json", "[1, 2]", '"text"', '{"type": "dance"}', "{}",
+                                      '{"type": "subscribe"}', '{"type": "subscribe", "chatbot_id": ""}',
+                                      b"\x00\x01binary", "x" * 10000]
+            for frame in bad:
+                await ws.send(frame)
+                answer = await recv(ws)
+                assert answer["type"] == "error" and answer["error"], (frame, answer)
+            errors = []
+            await ws.send('{"type": "dance"}')
+            errors.append((await recv(ws))["error"])
+            assert errors == ["Unknown frame type: 'dance'."]
+            await ws.send(json.dumps({"type": "ping"}))
+            assert await recv(ws) == {"type": "pong"}
+            assert (await subscribe(ws, "alpha"))["type"] == "subscribed"
+
+
+async def test_two_gateway_instances_both_deliver_the_same_update(stack):
+    settings = stack.gateway_settings()
+    await add_agent(settings, "two@example.com", ["alpha"])
+    async with gateway(stack) as gw1, gateway(stack) as gw2:
+        async with open_ws(gw1, await session_cookie(gw1.url, "two@example.com")) as ws1, \
+                open_ws(gw2, await session_cookie(gw2.url, "two@example.com")) as ws2:
+            await subscribe(ws1, "alpha")
+            await subscribe(ws2, "alpha")
+            await publish_dashboard(stack, update("alpha", 42, epoch="e2"))
+            for ws in (ws1, ws2):
+                frame, _ = await recv_until(ws, lambda f: f["type"] == "update")
+                assert (frame["chatbot_id"], frame["epoch"], frame["seq"]) == ("alpha", "e2", 42)
