@@ -138,14 +138,21 @@ export class LiveConnection {
       return;
     }
     this.socket = socket;
+    let answered = false;
     socket.addEventListener("open", () => {
-      this.attempt = 0;
-      this.onStatus("live");
       for (const id of this.subscriptions) this.send({ type: "subscribe", chatbot_id: id });
+      if (!this.subscriptions.size) this.send({ type: "ping" });
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.send({ type: "ping" }), 25000);
     });
     socket.addEventListener("message", (event) => {
+      // Live only once the server answered: an open socket nobody serves is not live, and
+      // the backoff keeps growing until a server really answers.
+      if (!answered) {
+        answered = true;
+        this.attempt = 0;
+        this.onStatus("live");
+      }
       let frame;
       try { frame = JSON.parse(event.data); } catch { return; }
       this.onFrame(frame);

@@ -1,0 +1,147 @@
+"""The real queue and gateway served in-process for the browser tests, and helpers that act
+as the other services do: seed a chatbot the queue's way, create agents with the gateway's
+store, publish what intake publishes (a visitor asking for a human) and what the summarizer
+publishes (a summary)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from services.gateway.app import create_app as create_gateway
+from services.gateway.domain import hash_password
+from services.gateway.settings import GatewaySettings
+from services.gateway.store import AgentStore
+from services.queue.app import create_app as create_queue
+from services.queue.settings import QueueSettings
+from shared.bus import Bus, ensure_topics
+from shared.chatbots import ChatbotSettings, HumanHandoffSettings
+from shared.events import (
+    ContactCaptured,
+    ContactDetails,
+    HandoffRequested,
+    HandoffSummaryReady,
+    MessageAppended,
+    VisitorIdentity,
+)
+from shared.ids import conversation_id_for
+from shared.settings import ServiceSettings
+from shared.stores import open_mongo
+from shared.topics import CONVERSATION_EVENTS, HANDOFF_SUMMARIES
+from tests.conftest import Isolated
+from tests.harness import RunningService, run_in_process, settings_from_env
+from tests.support import eventually
+
+PASSWORD = "a good long password"
+
+
+@dataclass
+class Visitor:
+    chatbot_id: str
+    external_id: str
+    channel: str
+    name: str | None
+
+    @property
+    def conversation_id(self) -> str:
+        return conversation_id_for(self.chatbot_id, self.channel, self.external_id)
+
+    @property
+    def identity(self) -> VisitorIdentity:
+        return VisitorIdentity(external_id=self.external_id, name=self.name)
+
+
+@dataclass
+class Stack:
+    iso: Isolated
+    queue: RunningService
+    gateway: RunningService
+    agents: AgentStore
+    bus: Bus
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.iso.topic_prefix
+
+    async def seed_chatbot(self, chatbot_id: str, name: str, *, handoff: bool = True, timezone: str = "UTC") -> None:
+        """The queue's own seeding path (what its CLI does): Mongo, then `chatbot.settings`."""
+        settings = ChatbotSettings(chatbot_id=chatbot_id, name=name, timezone=timezone,
+                                   human_handoff=HumanHandoffSettings(enabled=handoff))
+        await self.queue.app.state.queue.seed_chatbot(settings)
+        # The gateway learns chatbots from `chatbot.settings`: wait until it knows this one.
+        directory = self.gateway.app.state.gateway.directory
+        await eventually(lambda: _known(directory, chatbot_id), timeout=20)
+
+    async def create_agent(self, email: str, first_name: str | None, chatbots: list[str]) -> None:
+        await self.agents.upsert_agent(email, hash_password(PASSWORD), first_name, chatbots)
+
+    def visitor(self, chatbot_id: str, name: str | None, channel: str = "web") -> Visitor:
+        return Visitor(chatbot_id, f"v-{uuid.uuid4().hex[:10]}", channel, name)
+
+    async def visitor_writes(self, v: Visitor, text: str) -> None:
+        await self.conversation_events.publish(MessageAppended(
+            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, sender="visitor", text=text,
+            channel=v.channel, visitor=v.identity))
+
+    async def ai_writes(self, v: Visitor, text: str) -> None:
+        await self.conversation_events.publish(MessageAppended(
+            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, sender="ai", text=text,
+            channel=v.channel, visitor=v.identity))
+
+    async def handoff(self, v: Visitor, reason: str) -> str:
+        """Intake's handoff request; its event id becomes the handoff id (returned)."""
+        event = HandoffRequested(chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, reason=reason,
+                                 source="ai_tool", channel=v.channel, visitor=v.identity)
+        await self.conversation_events.publish(event)
+        return event.event_id
+
+    async def contact(self, v: Visitor, **fields: str) -> None:
+        await self.conversation_events.publish(ContactCaptured(
+            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, contact=ContactDetails(**fields),
+            channel=v.channel, visitor=v.identity))
+
+    async def summary(self, v: Visitor, handoff_id: str, text: str) -> None:
+        await self.summaries.publish(HandoffSummaryReady(
+            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, handoff_id=handoff_id,
+            status="ready", text=text, mode="extractive"))
+
+    async def snapshot(self, chatbot_id: str) -> dict:
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(f"{self.queue.url}/internal/chatbots/{chatbot_id}/snapshot")
+            r.raise_for_status()
+            return r.json()
+
+
+async def _known(directory, chatbot_id: str) -> bool:
+    return chatbot_id in directory.chatbots
+
+
+@contextlib.asynccontextmanager
+async def running_stack(iso: Isolated) -> AsyncIterator[Stack]:
+    await ensure_topics(iso.infra.kafka_bootstrap, prefix=iso.topic_prefix)
+    queue_settings = settings_from_env(QueueSettings, iso.env("queue"))
+    async with run_in_process("queue", create_queue, queue_settings) as queue:
+        gateway_settings = settings_from_env(GatewaySettings, iso.env("gateway", QUEUE_URL=queue.url, COMMAND_TIMEOUT_S="10"))
+        async with run_in_process("gateway", create_gateway, gateway_settings) as gateway:
+            client, db = open_mongo(gateway_settings)
+            agents = AgentStore(db)
+            await agents.create_indexes()
+            # Stand-ins for intake and the summarizer: a plain bus that only publishes.
+            bus = Bus(settings_from_env(ServiceSettings, iso.env("visitors")), client_id="dashboard-test")
+            stack = Stack(iso, queue, gateway, agents, bus)
+            stack.conversation_events = bus.publisher(CONVERSATION_EVENTS)
+            stack.summaries = bus.publisher(HANDOFF_SUMMARIES)
+            await bus.broker.start()
+            try:
+                yield stack
+            finally:
+                await bus.broker.stop()
+                await client.close()
