@@ -1,0 +1,49 @@
+"""The summarizer's composition root: handoffs in (conversation.state), summaries out
+(handoff.summaries)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from services.summarizer.handlers import Summarizer
+from services.summarizer.jobs import SummaryWorker
+from services.summarizer.model import LLMSummarizer
+from services.summarizer.settings import SummarizerSettings
+from services.summarizer.store import SummaryJobs
+from shared.events import STATE_EVENT
+from shared.service import ServiceRuntime
+from shared.topics import CONVERSATION_STATE, HANDOFF_SUMMARIES
+
+log = logging.getLogger("handoff.summarizer")
+
+GROUP = "summarizer"
+
+
+def create_app(settings: SummarizerSettings) -> FastAPI:
+    runtime = ServiceRuntime(settings, name="summarizer")
+    jobs = SummaryJobs(runtime.db)
+    model = LLMSummarizer(settings) if settings.llm_configured else None
+    worker = SummaryWorker(jobs=jobs, publisher=runtime.bus.publisher(HANDOFF_SUMMARIES), model=model,
+                           concurrency=settings.summary_concurrency,
+                           sweep_interval_s=settings.summary_sweep_interval_s)
+    summarizer = Summarizer(worker)
+    runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, summarizer.on_state_changed, group_id=GROUP)
+
+    async def announce_mode() -> None:
+        if model is None:
+            log.warning("AI mode: offline (no OPENAI_API_KEY / OPENAI_BASE_URL): summaries are extractive")
+        else:
+            log.info("AI mode: llm (model %s at %s)", settings.openai_model, settings.openai_base_url or "api.openai.com")
+
+    async def close_model() -> None:
+        if model is not None:
+            await model.close()
+
+    runtime.startup_hooks += [announce_mode, jobs.create_indexes]
+    runtime.started_hooks.append(worker.start)  # publishing needs the broker
+    runtime.shutdown_hooks += [close_model, worker.stop]  # run in reverse: stop jobs first
+    runtime.health_details["ai_mode"] = lambda: "llm" if model is not None else "offline"
+    runtime.app.state.summarizer_worker = worker
+    return runtime.app

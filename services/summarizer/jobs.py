@@ -1,0 +1,134 @@
+"""Background summary jobs: bounded concurrency, persisted in Mongo, resumed on restart.
+
+The consumer only records the job and schedules it, so a slow or failing model never holds
+up the partition (nor the next handoff). A job writes the summary (model, else extractive),
+publishes `HandoffSummaryReady` with a deterministic event id, then marks itself done. A job
+that fails before it is marked done stays pending and is picked up by the sweep or at the
+next start; republishing is harmless (same event id)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from services.summarizer import domain
+from services.summarizer.model import LLMSummarizer
+from services.summarizer.store import SummaryJobs, event_of
+from shared.bus import EventPublisher
+from shared.events import ConversationStateChanged, HandoffSummaryReady
+from shared.logging import bind_event
+
+log = logging.getLogger("handoff.summarizer")
+
+
+class SummaryWorker:
+    def __init__(self, *, jobs: SummaryJobs, publisher: EventPublisher, model: LLMSummarizer | None,
+                 concurrency: int, sweep_interval_s: float) -> None:
+        self.jobs = jobs
+        self.publisher = publisher
+        self.model = model
+        self.sweep_interval_s = sweep_interval_s
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._running: dict[str, asyncio.Task] = {}
+        self._sweeper: asyncio.Task | None = None
+
+    @property
+    def mode(self) -> str:
+        return "llm" if self.model is not None else "extractive"
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Resume what a previous process left pending, then keep sweeping."""
+        await self.resume_pending()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="summary-sweep")
+
+    async def stop(self) -> None:
+        # Unfinished jobs stay pending in Mongo and are resumed by the next process.
+        tasks = [t for t in [self._sweeper, *self._running.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def resume_pending(self) -> int:
+        ids = await self.jobs.pending_ids()
+        for handoff_id in ids:
+            self.schedule(handoff_id)
+        if ids:
+            log.info("resumed %d pending summary job(s)", len(ids))
+        return len(ids)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.resume_pending()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("sweeping pending summaries failed")
+
+    # ------------------------------------------------------------ the consumer's entry
+    async def accept(self, event: ConversationStateChanged) -> None:
+        """Record a handoff (idempotent per handoff id) and schedule its summary."""
+        assert event.handoff_id is not None
+        if await self.jobs.add(event):
+            self.schedule(event.handoff_id)
+            return
+        job = await self.jobs.get(event.handoff_id)
+        if job is not None and job.get("state") == "pending":
+            self.schedule(event.handoff_id)  # a no-op while it runs
+        else:
+            log.info("handoff %s already summarized; redelivery ignored", event.handoff_id)
+
+    def schedule(self, handoff_id: str) -> None:
+        if handoff_id in self._running:
+            return
+        task = asyncio.create_task(self._run(handoff_id), name=f"summary-{handoff_id}")
+        self._running[handoff_id] = task
+        task.add_done_callback(lambda _t: self._running.pop(handoff_id, None))
+
+    async def wait_idle(self) -> None:
+        """For tests and shutdown: wait for the jobs running now."""
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+    # ------------------------------------------------------------ one job
+    async def _run(self, handoff_id: str) -> None:
+        async with self._slots:
+            job = await self.jobs.get(handoff_id)
+            if job is None or job.get("state") != "pending":
+                return
+            event = event_of(job)
+            with bind_event(event):
+                try:
+                    summary = await self._write(event)
+                    await self.publisher.publish(summary)
+                    await self.jobs.mark_done(handoff_id, status=summary.status, text=summary.text, mode=summary.mode)
+                    log.info("summary of handoff %s published (%s, %s)", handoff_id, summary.status, summary.mode)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - stays pending; the sweep retries
+                    log.exception("summary of handoff %s not published; will retry", handoff_id)
+                    with contextlib.suppress(Exception):
+                        await self.jobs.record_failure(handoff_id, repr(exc))
+
+    async def _write(self, event: ConversationStateChanged) -> HandoffSummaryReady:
+        assert event.handoff_id is not None
+        text: str | None = None
+        mode = "extractive"
+        if self.model is not None:
+            try:
+                text, mode = await self.model.summarize(event), "llm"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the documented fallback
+                log.warning("the model could not summarize handoff %s (%r); using the extractive summary",
+                            event.handoff_id, exc)
+        if text is None:
+            text = domain.extractive_summary(event)
+        return HandoffSummaryReady(
+            event_id=domain.summary_event_id(event.handoff_id), chatbot_id=event.chatbot_id,
+            conversation_id=event.conversation_id, handoff_id=event.handoff_id,
+            status="ready" if text else "unavailable", text=text, mode=mode if text else None,  # type: ignore[arg-type]
+        )

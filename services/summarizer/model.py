@@ -1,0 +1,39 @@
+"""The model call: one chat completion with capped tokens, a timeout and the openai
+client's retries with backoff (429 honouring Retry-After, 5xx, timeouts)."""
+
+from __future__ import annotations
+
+from openai import AsyncOpenAI
+
+from services.summarizer.domain import clean_summary, prompt_messages
+from services.summarizer.settings import SummarizerSettings
+from shared.events import ConversationStateChanged
+
+
+class LLMSummarizer:
+    def __init__(self, settings: SummarizerSettings) -> None:
+        self.model = settings.openai_model
+        self.max_tokens = settings.summary_max_tokens
+        self.transcript_chars = settings.summary_transcript_chars
+        self.client = AsyncOpenAI(
+            api_key=settings.openai_api_key or "not-needed",
+            base_url=settings.openai_base_url or None,
+            timeout=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def summarize(self, event: ConversationStateChanged) -> str:
+        """The recap; raises (openai errors, or ValueError on an empty answer) on failure."""
+        completion = await self.client.chat.completions.create(
+            model=self.model,
+            messages=prompt_messages(event, self.transcript_chars),  # type: ignore[arg-type]
+            max_tokens=self.max_tokens,
+            temperature=0.2,
+        )
+        text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
+        if not text:
+            raise ValueError("the model returned an empty summary")
+        return clean_summary(text)
