@@ -1,0 +1,64 @@
+"""The live hub: fan-out never waits for a client; a client that falls behind is dropped
+while the others keep receiving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from services.gateway.live import CLOSE_TOO_SLOW, LiveClient, LiveHub
+
+
+class FakeSocket:
+    """Stands in for a Starlette WebSocket; `stuck` never finishes a send (a slow reader)."""
+
+    def __init__(self, stuck: bool = False) -> None:
+        self.stuck = stuck
+        self.sent: list[dict] = []
+        self.closed_with: int | None = None
+        self._never = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        if self.stuck:
+            await self._never.wait()
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = code
+
+
+async def test_slow_client_is_dropped_and_others_keep_receiving():
+    hub = LiveHub()
+    fast_ws, slow_ws = FakeSocket(), FakeSocket(stuck=True)
+    fast = LiveClient(fast_ws, "a1", {"demo"}, queue_size=3)
+    slow = LiveClient(slow_ws, "a2", {"demo"}, queue_size=3)
+    writers = [asyncio.create_task(c.run_writer()) for c in (fast, slow)]
+    for c in (fast, slow):
+        hub.add(c)
+        hub.subscribe(c, "demo")
+    for seq in range(1, 11):
+        hub.broadcast("demo", {"type": "update", "chatbot_id": "demo", "seq": seq})
+        await asyncio.sleep(0)  # let the fast writer drain
+    await asyncio.sleep(0.01)
+    assert [f["seq"] for f in fast_ws.sent] == list(range(1, 11))
+    assert slow.dropped and slow not in hub.clients and hub.dropped_slow == 1
+    assert slow_ws.closed_with == CLOSE_TOO_SLOW
+    assert hub.by_chatbot["demo"] == {fast}
+    fast.stop_writer()
+    await asyncio.wait_for(writers[0], 1)
+    writers[1].cancel()
+
+
+async def test_broadcast_reaches_only_subscribers_of_that_chatbot():
+    hub = LiveHub()
+    a_ws, b_ws = FakeSocket(), FakeSocket()
+    a = LiveClient(a_ws, "a", {"alpha"}, queue_size=10)
+    b = LiveClient(b_ws, "b", {"beta"}, queue_size=10)
+    for c, bot in ((a, "alpha"), (b, "beta")):
+        hub.add(c)
+        hub.subscribe(c, bot)
+    assert hub.broadcast("alpha", {"type": "update", "chatbot_id": "alpha"}) == 1
+    assert hub.broadcast("gamma", {"type": "update", "chatbot_id": "gamma"}) == 0
+    hub.remove(a)
+    assert hub.broadcast("alpha", {"type": "update"}) == 0
+    assert a.outbox.qsize() == 1 and b.outbox.qsize() == 0
