@@ -29,8 +29,9 @@ from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, OUTBOUND_MESSAGES, 
 
 def _quiet_secret_bearing_loggers() -> None:
     # httpx logs every request URL at INFO, and PTB logs its API URL at DEBUG: for Telegram
-    # that URL contains the bot token. Neither may reach the logs.
-    for name in ("httpx", "telegram", "httpcore"):
+    # that URL contains the bot token. aiokafka's DEBUG lines carry raw records, and
+    # chatbot.settings records carry the channel credentials. None of them may reach the logs.
+    for name in ("httpx", "telegram", "httpcore", "aiokafka"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.WARNING or logger.level < logging.WARNING:
             logger.setLevel(logging.WARNING)

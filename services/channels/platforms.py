@@ -5,6 +5,7 @@ with texts that never contain a token."""
 from __future__ import annotations
 
 import asyncio
+import warnings
 from datetime import timedelta
 
 import httpx
@@ -24,7 +25,10 @@ from telegram.request import HTTPXRequest
 from services.channels.domain import PermanentDeliveryError, TransientDeliveryError, redact
 
 
-def _seconds(value: int | float | timedelta) -> float:
+def _retry_after_s(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB 22 warns that the int form becomes a timedelta
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
@@ -72,7 +76,7 @@ class TelegramClient:
 def _classify(exc: TelegramError, token: str) -> Exception:
     text = redact(f"Telegram: {exc}", [token])
     if isinstance(exc, RetryAfter):
-        return TransientDeliveryError(text, retry_after=_seconds(exc.retry_after))
+        return TransientDeliveryError(text, retry_after=_retry_after_s(exc))
     # BadRequest is a NetworkError subclass in PTB: the permanent kinds are checked first.
     if isinstance(exc, (BadRequest, Forbidden, InvalidToken, ChatMigrated, Conflict)):
         return PermanentDeliveryError(text)

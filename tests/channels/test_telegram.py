@@ -1,0 +1,140 @@
+"""Telegram, both directions, against the fake Bot API through python-telegram-bot, with
+the service on the real broker, Redis and Mongo-wire server."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import httpx
+
+from shared.events import OutboundMessage, VisitorIdentity
+from shared.ids import conversation_id_for, new_id
+from tests.channels.conftest import PUBLIC_URL
+from tests.fakes.telegram_api import Answer
+from tests.support import eventually
+
+TOKEN_SEQ = itertools.count(1)
+
+
+def _creds() -> dict:
+    n = next(TOKEN_SEQ)
+    return {"telegram_bot_token": f"{700000 + n}:AAFakeTokenSecretPart{n:04d}xyz",
+            "telegram_webhook_secret": f"hook-secret-{n}-{new_id()[:8]}"}
+
+
+def _update(update_id: int, chat_id: int, text: str) -> dict:
+    return {"update_id": update_id, "message": {
+        "message_id": update_id, "date": 1764000000, "text": text,
+        "chat": {"id": chat_id, "type": "private", "first_name": "Ada"},
+        "from": {"id": chat_id, "is_bot": False, "first_name": "Ada", "last_name": "Lovelace"}}}
+
+
+def _outbound(chatbot_id: str, chat_id: str, text: str, message_id: str | None = None) -> OutboundMessage:
+    return OutboundMessage(chatbot_id=chatbot_id, conversation_id=conversation_id_for(chatbot_id, "telegram", chat_id),
+                           message_id=message_id or new_id(), channel="telegram",
+                           visitor=VisitorIdentity(external_id=chat_id), text=text, sender="agent", sender_name="Maria")
+
+
+async def test_set_webhook_called_with_url_and_secret(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    calls = await eventually(lambda: _async([c for c in stack.telegram.calls_to("setWebhook")
+                                              if c.token == creds["telegram_bot_token"]]))
+    assert calls[0].params["url"] == f"{PUBLIC_URL}/telegram/{bot.chatbot_id}/webhook"
+    assert calls[0].params["secret_token"] == creds["telegram_webhook_secret"]
+
+    # A new secret registers again; the same settings again do not.
+    new_secret = "rotated-" + new_id()[:10]
+    await stack.add_chatbot(bot.chatbot_id, **{**creds, "telegram_webhook_secret": new_secret})
+    calls = await eventually(lambda: _async([c for c in stack.telegram.calls_to("setWebhook")
+                                              if c.params.get("secret_token") == new_secret]))
+    assert len(calls) == 1
+
+
+async def test_inbound_message_published_once_with_name(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    url = f"{stack.url}/telegram/{bot.chatbot_id}/webhook"
+    headers = {"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"]}
+    async with httpx.AsyncClient() as client:
+        r1 = await client.post(url, json=_update(5001, 99001, "Hello there"), headers=headers)
+        r2 = await client.post(url, json=_update(5001, 99001, "Hello there"), headers=headers)  # Telegram retry
+        r3 = await client.post(url, json=_update(5002, 99001, "Second"), headers=headers)
+    assert (r1.status_code, r2.status_code, r3.status_code) == (200, 200, 200)
+    assert r2.json()["duplicate"] is True
+
+    mine = lambda r: r["chatbot_id"] == bot.chatbot_id  # noqa: E731
+    await stack.visitor_messages.wait_for(lambda r: mine(r) and r["text"] == "Second")
+    records = stack.visitor_messages.matching(mine)
+    assert [r["text"] for r in records] == ["Hello there", "Second"]
+    first = records[0]
+    assert first["type"] == "visitor.message_received" and first["channel"] == "telegram"
+    assert first["visitor"] == {"external_id": "99001", "name": "Ada Lovelace"}
+    assert first["channel_message_id"] == "5001"
+    assert first["conversation_id"] == conversation_id_for(bot.chatbot_id, "telegram", "99001")
+
+
+async def test_bad_or_missing_secret_refused_and_nothing_published(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    url = f"{stack.url}/telegram/{bot.chatbot_id}/webhook"
+    async with httpx.AsyncClient() as client:
+        missing = await client.post(url, json=_update(1, 5, "forged 1"))
+        wrong = await client.post(url, json=_update(2, 5, "forged 2"),
+                                  headers={"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"] + "x"})
+        ok = await client.post(url, json=_update(3, 5, "genuine"),
+                               headers={"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"]})
+    assert (missing.status_code, wrong.status_code, ok.status_code) == (401, 401, 200)
+    await stack.visitor_messages.wait_for(lambda r: r["chatbot_id"] == bot.chatbot_id and r["text"] == "genuine")
+    assert [r["text"] for r in stack.visitor_messages.matching(lambda r: r["chatbot_id"] == bot.chatbot_id)] == ["genuine"]
+
+
+async def test_outbound_reply_sent_and_status_recorded(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    event = _outbound(bot.chatbot_id, "424242", "Hi, this is Maria")
+    await stack.outbound(event)
+    await stack.outbound(event)  # the same message id again: never sent twice
+    sent = await stack.delivery_status.wait_for(lambda r: r["message_id"] == event.message_id)
+    assert sent[0]["status"] == "sent" and sent[0]["permanent"] is False
+    assert sent[0]["conversation_id"] == event.conversation_id
+    calls = [c for c in stack.telegram.calls_to("sendMessage") if c.token == creds["telegram_bot_token"]]
+    assert len(calls) == 1
+    assert calls[0].params["chat_id"] in (424242, "424242") and calls[0].params["text"] == "Hi, this is Maria"
+    assert sent[0]["channel_message_id"] is not None
+
+
+async def test_429_retry_after_is_honoured(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    stack.telegram.script("sendMessage", Answer(429, retry_after=1))
+    event = _outbound(bot.chatbot_id, "5151", "after the flood")
+    await stack.outbound(event)
+    sent = await stack.delivery_status.wait_for(lambda r: r["message_id"] == event.message_id, timeout=20)
+    assert sent[0]["status"] == "sent"
+    calls = [c for c in stack.telegram.calls_to("sendMessage") if c.token == creds["telegram_bot_token"]]
+    assert len(calls) == 2
+    assert calls[1].at - calls[0].at >= 0.95  # waited retry_after (1 s), not the 0.05 s backoff
+
+
+async def test_transient_5xx_retried_permanent_4xx_reported_without_token(stack, caplog):
+    caplog.set_level(logging.DEBUG)
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    stack.telegram.script("sendMessage", Answer(500), Answer(502), Answer(400, description="Bad Request: chat not found"))
+    event = _outbound(bot.chatbot_id, "6161", "will fail")
+    await stack.outbound(event)
+    failed = await stack.delivery_status.wait_for(lambda r: r["message_id"] == event.message_id, timeout=20)
+    assert failed[0]["status"] == "failed" and failed[0]["permanent"] is True
+    assert "chat not found" in failed[0]["error"].lower()
+    assert len([c for c in stack.telegram.calls_to("sendMessage") if c.token == creds["telegram_bot_token"]]) == 3
+    # The token never reaches a log line or an error text.
+    assert creds["telegram_bot_token"] not in failed[0]["error"]
+    assert "will fail" in caplog.text or "not delivered" in caplog.text
+    assert creds["telegram_bot_token"] not in caplog.text
+    assert creds["telegram_webhook_secret"] not in caplog.text
+
+
+async def _async(value):
+    return value
