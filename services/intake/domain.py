@@ -191,8 +191,19 @@ _NAME_INTRO = re.compile(
     re.IGNORECASE,
 )
 _BARE_NAME = re.compile(r"^\s*([^\W\d_][^\W\d_'\-]*(?:[ '\-][^\W\d_][^\W\d_'\-]*){0,3})\s*[.!]?\s*$")
-_NOT_NAMES = {"yes", "no", "ok", "okay", "thanks", "thank you", "hello", "hi", "hey", "sure", "please", "ja", "nein",
-              "oui", "non", "si", "sí", "no thanks", "merci", "gracias", "danke", "grazie", "obrigado", "bedankt"}
+_NOT_NAME_WORDS = {
+    "yes", "no", "ok", "okay", "thanks", "thank", "you", "hello", "hi", "hey", "sure", "please", "ja", "nein",
+    "oui", "non", "si", "sí", "merci", "gracias", "danke", "grazie", "obrigado", "bedankt", "i", "is", "my", "the",
+    "a", "what", "where", "how", "why", "when", "who", "can", "could", "do", "does", "not", "help", "order", "bye",
+}
+
+
+def _looks_like_a_name(candidate: str) -> bool:
+    """One to three capitalised words, none of them an everyday word ("Where is my order"
+    and "Thanks" are not names; "Jane Doe" and "Amélie" are)."""
+    words = re.split(r"[ \-]", candidate.strip())
+    return (1 <= len(words) <= 3 and all(w[:1].isupper() for w in words)
+            and not any(w.casefold() in _NOT_NAME_WORDS for w in words))
 
 
 def extract_contact(text: str, wanted: list[ContactField]) -> ContactDetails:
@@ -210,8 +221,8 @@ def extract_contact(text: str, wanted: list[ContactField]) -> ContactDetails:
     if "name" in wanted:
         if m := _NAME_INTRO.search(rest):
             found["name"] = m.group(1).strip()
-        elif not found and (m := _BARE_NAME.match(rest)) and m.group(1).strip().casefold() not in _NOT_NAMES:
-            # A message that is only one to four words, when a name is what we asked for.
+        elif not found and (m := _BARE_NAME.match(rest)) and _looks_like_a_name(m.group(1)):
+            # A message that is only a name, when a name is what we asked for.
             found["name"] = m.group(1).strip()
     return ContactDetails(**found)
 

@@ -86,6 +86,11 @@ def test_reason_is_cleaned():
     ("Jane Doe", ["name"], {"name": "Jane Doe"}),
     ("Je m'appelle Amélie", ["name", "email"], {"name": "Amélie"}),
     ("thanks", ["name"], {}),
+    ("Thank You", ["name"], {}),
+    ("Where is my order", ["name"], {}),
+    ("jane doe", ["name"], {}),
+    ("Mary-Jane O'Neil", ["name"], {"name": "Mary-Jane O'Neil"}),
+    ("my name is jane", ["name"], {"name": "jane"}),
     ("I have no idea what you mean?", ["email", "phone"], {}),
     ("jane@example.com", ["phone"], {}),
 ])
