@@ -1,0 +1,66 @@
+"""Intake's handlers on the in-memory broker (TestKafkaBroker) with the real Redis: a
+replayed visitor message yields the same ids (so the queue and channels drop the copy),
+and a contact form becomes ContactCaptured. The real-broker flows are in test_integration."""
+
+from __future__ import annotations
+
+import uuid
+
+import redis.asyncio as aioredis
+from faststream.kafka import TestKafkaBroker
+
+from services.intake.handlers import Intake
+from services.intake.store import ChatbotTable, ConversationMemory
+from shared.bus import Bus
+from shared.events import (
+    CONVERSATION_EVENT,
+    OUTBOUND_EVENT,
+    VISITOR_EVENT,
+    ContactDetails,
+    VisitorContactSubmitted,
+    VisitorIdentity,
+    VisitorMessageReceived,
+)
+from shared.settings import ServiceSettings
+from shared.topics import CONVERSATION_EVENTS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
+
+
+async def test_replay_gives_the_same_ids_and_contact_form_is_captured(infra):
+    redis = aioredis.from_url(infra.redis_url, decode_responses=True)
+    bus = Bus(ServiceSettings(), client_id="intake-test")
+    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60),
+                    chatbots=ChatbotTable(), conversation_events=bus.publisher(CONVERSATION_EVENTS),
+                    outbound=bus.publisher(OUTBOUND_MESSAGES), responder=None)
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)
+    appended: list = []
+    sent: list = []
+
+    async def on_appended(event) -> None:
+        appended.append(event)
+
+    async def on_sent(event) -> None:
+        sent.append(event)
+
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_appended, group_id="t1", dedupe=False)
+    bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, on_sent, group_id="t2", dedupe=False)
+    visitor_pub = bus.publisher(VISITOR_MESSAGES)
+    message = VisitorMessageReceived(chatbot_id="b", conversation_id="cv_x", channel="web",
+                                     visitor=VisitorIdentity(external_id="v"), text="hello", channel_message_id="c1")
+    try:
+        async with TestKafkaBroker(bus.broker):
+            await visitor_pub.publish(message)
+            await visitor_pub.publish(message)  # redelivered
+            await visitor_pub.publish(VisitorContactSubmitted(
+                chatbot_id="b", conversation_id="cv_x", channel="web", visitor=VisitorIdentity(external_id="v"),
+                contact=ContactDetails(phone="+1 555 0100")))
+    finally:
+        await redis.aclose()
+
+    visitor_msgs = [e for e in appended if e.type == "conversation.message_appended" and e.sender == "visitor"]
+    ai_msgs = [e for e in appended if e.type == "conversation.message_appended" and e.sender == "ai"]
+    assert len(visitor_msgs) == 2 and visitor_msgs[0].message_id == visitor_msgs[1].message_id
+    assert visitor_msgs[0].event_id == visitor_msgs[1].event_id
+    assert len(ai_msgs) == 2 and ai_msgs[0].message_id == ai_msgs[1].message_id
+    assert [s.message_id for s in sent] == [ai_msgs[0].message_id] * 2
+    [captured] = [e for e in appended if e.type == "conversation.contact_captured"]
+    assert captured.contact.phone == "+1 555 0100"
