@@ -113,6 +113,8 @@ class QueueUnderTest:
 
 @contextlib.asynccontextmanager
 async def queue_under_test(isolated, **env: str) -> AsyncIterator[QueueUnderTest]:
+    # A group per test: Tansu makes a new member wait out the previous test's departed ones.
+    env = {"QUEUE_CONSUMER_GROUP": f"queue-{isolated.tag}", **env}
     settings = settings_from_env(QueueSettings, isolated.env("queue", **env))
     seen = Collector(isolated.topic_prefix)
     ready = asyncio.Event()

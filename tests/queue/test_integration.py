@@ -100,3 +100,121 @@ async def test_every_transition_over_the_bus(isolated):
         assert h2["closed_at"] is None and h2["status"] == "open"
         conv = await record.get_conversation(cid)
         assert conv["status"] == "handed_off" and conv["message_count"] == 4
+
+
+async def test_commands_are_idempotent_and_exact_under_concurrency(isolated):
+    async with queue_under_test(isolated) as q:
+        await seed(q, BOT)
+        cid = conv_id(BOT, "v-bo")
+        await q.send(CONVERSATION_EVENTS, message(BOT, "v-bo", "Need help"))
+        h = handoff(BOT, "v-bo")
+        await q.send(CONVERSATION_EVENTS, h)
+        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == h.event_id)
+
+        # The same command id twice: applied and sent once, answered twice alike.
+        reply = command(BOT, cid, "reply", "Hello from us", agent="alice")
+        await q.send(AGENT_COMMANDS, reply)
+        await q.send(AGENT_COMMANDS, reply.model_copy(update={"event_id": "retry-" + reply.event_id}))
+        results = await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("command_id") == reply.command_id, count=2)
+        assert [r["status_code"] for r in results] == [200, 200]
+        assert results[0] == results[1]
+        await asyncio.sleep(0.5)  # give a wrongly applied duplicate the time to show up
+        sent = [r for r in q.seen.of(OUTBOUND_MESSAGES) if r["message_id"] == agent_message_id(reply.command_id)]
+        assert len(sent) == 1
+        assert await q.queue.record.messages.count_documents({"conversation_id": cid, "sender": "agent"}) == 1
+        assert (await q.queue.record.get_conversation(cid))["message_count"] == 2
+
+        # Two agents close at once: exactly one wins, the other gets 409.
+        close_a, close_b = command(BOT, cid, "close", agent="alice"), command(BOT, cid, "close", agent="bob")
+        await asyncio.gather(q.send(AGENT_COMMANDS, close_a), q.send(AGENT_COMMANDS, close_b))
+        ra, rb = await q.seen.result(close_a.command_id), await q.seen.result(close_b.command_id)
+        assert sorted([ra["status_code"], rb["status_code"]]) == [200, 409]
+        handoff_doc = await q.queue.record.get_handoff(h.event_id)
+        assert [e["transition"] for e in handoff_doc["history"]].count("close") == 1
+
+        # Two queue instances racing on one conversation (a rebalance overlap): the
+        # conditional update in Mongo lets exactly one reopen through.
+        from services.queue.workflow import HandoffQueue
+
+        twin = HandoffQueue(q.queue.record, q.queue.index, state_out=q.queue.state_out,
+                            dashboard_out=q.queue.dashboard_out, outbound_out=q.queue.outbound_out,
+                            settings_out=q.queue.settings_out)
+        await twin.load_chatbots()
+        ro_a, ro_b = command(BOT, cid, "reopen", agent="alice"), command(BOT, cid, "reopen", agent="bob")
+        await asyncio.gather(q.queue.on_agent_command(ro_a), twin.on_agent_command(ro_b))
+        codes = sorted([(await q.seen.result(ro_a.command_id))["status_code"],
+                        (await q.seen.result(ro_b.command_id))["status_code"]])
+        assert codes == [200, 409]
+        handoff_doc = await q.queue.record.get_handoff(h.event_id)
+        assert [e["transition"] for e in handoff_doc["history"]] == ["handoff", "close", "reopen"]
+
+        # Unknown conversation, and another chatbot's conversation: 404.
+        ghost = command(BOT, "cv_nope", "close")
+        await q.send(AGENT_COMMANDS, ghost)
+        assert (await q.seen.result(ghost.command_id))["status_code"] == 404
+        foreign = command("other-bot", cid, "close")
+        await q.send(AGENT_COMMANDS, foreign)
+        assert (await q.seen.result(foreign.command_id))["status_code"] == 404
+
+
+async def test_whatsapp_window_settings_summary_and_delivery(isolated):
+    from datetime import timedelta
+
+    from shared.events import AgentRef, ChatbotSettingsUpdate, DeliveryStatusChanged, HandoffSummaryReady
+    from shared.ids import utcnow
+    from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, HANDOFF_SUMMARIES
+
+    async with queue_under_test(isolated) as q:
+        bot = await seed(q, BOT)
+        old = utcnow() - timedelta(hours=25)
+        wa = conv_id(BOT, "31611111111", "whatsapp")
+        await q.send(CONVERSATION_EVENTS, message(BOT, "31611111111", "hello?", channel="whatsapp", occurred_at=old))
+        h = handoff(BOT, "31611111111", channel="whatsapp", occurred_at=old)
+        await q.send(CONVERSATION_EVENTS, h)
+        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == h.event_id)
+        late = command(BOT, wa, "reply", "Sorry for the wait")
+        await q.send(AGENT_COMMANDS, late)
+        res = await q.seen.result(late.command_id)
+        assert res["status_code"] == 409
+        assert res["error"] == "The WhatsApp 24-hour window has closed: the visitor has to write first."
+        assert res["conversation"]["reply_window_ends_at"].startswith((old + timedelta(hours=24)).isoformat()[:19])
+        # The visitor writes again: the window is open, the reply goes out.
+        await q.send(CONVERSATION_EVENTS, message(BOT, "31611111111", "still there?", channel="whatsapp"))
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "still there?")
+        ok = command(BOT, wa, "reply", "Yes!")
+        await q.send(AGENT_COMMANDS, ok)
+        assert (await q.seen.result(ok.command_id))["status_code"] == 200
+        out = (await q.seen.wait_for(OUTBOUND_MESSAGES, lambda r: r["message_id"] == agent_message_id(ok.command_id)))[0]
+        assert out["channel"] == "whatsapp" and out["visitor"]["external_id"] == "31611111111"
+
+        # Delivery status lands on the message; a late "sent" after "delivered" does not regress it.
+        mid = out["message_id"]
+        for status in ("delivered", "sent"):
+            await q.send(DELIVERY_STATUS, DeliveryStatusChanged(chatbot_id=BOT, conversation_id=wa, message_id=mid, status=status))
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("message_id") == mid, count=3)
+        assert (await q.queue.record.get_message(mid))["delivery"] == "delivered"
+        await q.send(DELIVERY_STATUS, DeliveryStatusChanged(chatbot_id=BOT, conversation_id=wa, message_id="nope", status="sent"))
+
+        # The summary lands on the handoff and the conversation header.
+        await q.send(HANDOFF_SUMMARIES, HandoffSummaryReady(chatbot_id=BOT, conversation_id=wa, handoff_id=h.event_id,
+                                                            status="ready", text="Visitor waits for a refund.", mode="llm"))
+        shown = (await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("summary") is not None))[0]
+        assert shown["summary"]["text"] == "Visitor waits for a refund."
+        assert shown["conversation"]["summary"]["status"] == "ready"
+        assert (await q.queue.record.get_handoff(h.event_id))["summary"]["mode"] == "llm"
+
+        # Settings: stored, published, announced; a mismatched chatbot id is refused.
+        new = bot.model_copy(update={"name": "Renamed shop", "timezone": "Europe/Berlin"})
+        upd = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000001", settings=new,
+                                    agent=AgentRef(agent_id="a1", display_name="Alice"))
+        await q.send(AGENT_COMMANDS, upd)
+        assert (await q.seen.result(upd.command_id))["status_code"] == 200
+        await q.seen.wait_for(CHATBOT_SETTINGS, lambda r: r["settings"]["name"] == "Renamed shop")
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("settings_changed") is True)
+        assert (await q.queue.record.get_chatbot(BOT)).timezone == "Europe/Berlin"
+        wrong = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000002",
+                                      settings=new.model_copy(update={"chatbot_id": "other"}),
+                                      agent=AgentRef(agent_id="a1", display_name="Alice"))
+        await q.send(AGENT_COMMANDS, wrong)
+        assert (await q.seen.result(wrong.command_id))["status_code"] == 422
+        assert (await q.queue.record.get_chatbot("other")) is None
