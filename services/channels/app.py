@@ -76,8 +76,9 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     origins = [o.strip() for o in settings.widget_allowed_origins.split(",") if o.strip()]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                        allow_headers=["Content-Type"], allow_credentials=False, max_age=600)
-    app.include_router(build_router(ChannelsApi(chatbots, InboundPublisher(
-        InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s), visitor_pub),
-        status_pub, outbox, hub, window, records)))
-    app.state.channels = handlers  # tests and health look at the table through this
+    api = ChannelsApi(chatbots, InboundPublisher(InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s),
+                                                 visitor_pub), status_pub, outbox, hub, window, records)
+    app.include_router(build_router(api))
+    app.state.channels = handlers
+    app.state.channels_api = api
     return app

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.channels.chatbots import ChatbotTable
 from services.channels.domain import (
@@ -25,6 +25,8 @@ from shared.bus import EventPublisher
 from shared.events import OutboundMessage
 
 log = logging.getLogger("handoff.channels.outbound")
+
+STATUS_REPUBLISH_AFTER = timedelta(seconds=60)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -69,9 +71,13 @@ class OutboundDelivery:
             await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
 
     async def _settle_duplicate(self, event: OutboundMessage, record: dict) -> None:
-        """Never send twice. If the earlier attempt finished but its status was not
-        published (crash in between), publish it now."""
-        if record.get("state") in ("sent", "failed") and not record.get("status_published"):
+        """Never send twice. If the earlier attempt finished long ago but its status was not
+        published (it crashed in between), publish it now. A recent one is probably still
+        publishing (another instance, another group): leave it be. Status events have stable
+        ids, so even a rare double is applied once downstream."""
+        finished_at = record.get("finished_at")
+        stale = finished_at is not None and datetime.now(UTC) - finished_at > STATUS_REPUBLISH_AFTER
+        if record.get("state") in ("sent", "failed") and not record.get("status_published") and stale:
             await self._publish_status(event.chatbot_id, event.conversation_id, event.message_id, record["state"],
                                        record.get("channel_message_id"), record.get("error"))
         else:

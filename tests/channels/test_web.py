@@ -1,0 +1,212 @@
+"""The web widget's HTTP and websocket surface against the real broker and Redis: messages
+and contact details published, replies pushed live with history replay, delivery statuses
+recorded once, several instances, and nothing lost when the bus refuses a publish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import httpx
+from websockets.asyncio.client import connect
+
+from services.channels.app import create_app
+from services.channels.settings import ChannelsSettings
+from shared.events import OutboundMessage, VisitorIdentity
+from shared.ids import conversation_id_for, new_id, new_visitor_id
+from tests.harness import run_in_process, settings_from_env
+
+
+def _reply(chatbot_id: str, visitor_id: str, text: str, **kw) -> OutboundMessage:
+    return OutboundMessage(chatbot_id=chatbot_id, conversation_id=conversation_id_for(chatbot_id, "web", visitor_id),
+                           message_id=new_id(), channel="web", visitor=VisitorIdentity(external_id=visitor_id),
+                           text=text, **{"sender": "agent", "sender_name": "Maria", **kw})
+
+
+async def _frames_until(ws, pred, timeout: float = 15.0) -> list[dict]:
+    frames: list[dict] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frames.append(json.loads(await ws.recv()))
+            if pred(frames[-1]):
+                return frames
+
+
+async def test_visitor_message_published_once(stack):
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    url = f"{stack.url}/web/{bot.chatbot_id}/messages"
+    body = {"visitor_id": visitor, "client_message_id": "c1", "text": "Hi, I need help"}
+    async with httpx.AsyncClient() as client:
+        r1 = await client.post(url, json=body)
+        r2 = await client.post(url, json=body)  # the widget retried
+        r3 = await client.post(url, json={**body, "client_message_id": "c2", "text": "Anyone?", "name": "Lin"})
+    assert (r1.status_code, r2.status_code, r3.status_code) == (202, 202, 202)
+    assert r2.json()["duplicate"] is True
+    conv = conversation_id_for(bot.chatbot_id, "web", visitor)
+    await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv and r["text"] == "Anyone?")
+    records = stack.visitor_messages.matching(lambda r: r["conversation_id"] == conv)
+    assert [(r["text"], r["channel_message_id"]) for r in records] == [("Hi, I need help", "c1"), ("Anyone?", "c2")]
+    assert records[0]["visitor"] == {"external_id": visitor, "name": None}
+    assert records[1]["visitor"] == {"external_id": visitor, "name": "Lin"}
+    assert records[0]["channel"] == "web" and records[0]["chatbot_id"] == bot.chatbot_id
+
+
+async def test_bad_input_gets_clear_errors(stack):
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    async with httpx.AsyncClient() as client:
+        blank = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
+                                  json={"visitor_id": visitor, "client_message_id": "c1", "text": "   "})
+        bad_visitor = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
+                                        json={"visitor_id": "robert'); drop", "client_message_id": "c1", "text": "x"})
+        unknown = await client.post(f"{stack.url}/web/no_such_bot/messages",
+                                    json={"visitor_id": visitor, "client_message_id": "c1", "text": "x"})
+        no_fields = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact", json={"visitor_id": visitor})
+        bad_email = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact",
+                                      json={"visitor_id": visitor, "email": "not-an-address"})
+    assert blank.status_code == 422 and "The message is empty." in blank.text
+    assert bad_visitor.status_code == 422
+    assert unknown.status_code == 404 and unknown.json() == {"detail": "Unknown chatbot."}
+    assert no_fields.status_code == 422 and no_fields.json() == {"detail": "Please fill in at least one field."}
+    assert bad_email.status_code == 422 and "Please enter a valid e-mail address." in bad_email.text
+
+
+async def test_cors_lets_any_site_embed_the_widget(stack):
+    bot = await stack.add_chatbot()
+    async with httpx.AsyncClient() as client:
+        pre = await client.options(f"{stack.url}/web/{bot.chatbot_id}/messages", headers={
+            "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        js = await client.get(f"{stack.url}/widget.js")
+        page = await client.get(f"{stack.url}/widget/test", params={"chatbot": bot.chatbot_id})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] in ("*", "https://shop.example.com")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("application/javascript")
+    assert "attachShadow" in js.text
+    assert f'data-chatbot="{bot.chatbot_id}"' in page.text and 'src="/widget.js"' in page.text
+
+
+async def test_contact_submission_published(stack):
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact",
+                              json={"visitor_id": visitor, "name": "Lin Chen", "email": "lin@example.com"})
+    assert r.status_code == 202
+    conv = conversation_id_for(bot.chatbot_id, "web", visitor)
+    got = await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv)
+    assert got[0]["type"] == "visitor.contact_submitted"
+    assert got[0]["contact"] == {"name": "Lin Chen", "email": "lin@example.com", "phone": None}
+    assert got[0]["visitor"] == {"external_id": visitor, "name": "Lin Chen"}
+
+
+async def test_reply_live_with_history_replay_and_statuses_once(stack):
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    async with httpx.AsyncClient() as client:
+        await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
+                          json={"visitor_id": visitor, "client_message_id": "first", "text": "Hello?"})
+    ws_url = f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws?visitor_id={visitor}"
+    async with connect(ws_url) as ws:
+        history = await _frames_until(ws, lambda f: f["type"] == "ready")
+        assert [(f["sender"], f["text"]) for f in history[:-1]] == [("visitor", "Hello?")]
+        reply = _reply(bot.chatbot_id, visitor, "Hi, I'm Maria. How can I help?", request_contact_fields=["email"])
+        await stack.outbound(reply)
+        frames = await _frames_until(ws, lambda f: f.get("message_id") == reply.message_id)
+        live = frames[-1]
+        assert live["sender"] == "agent" and live["sender_name"] == "Maria"
+        assert live["text"] == "Hi, I'm Maria. How can I help?" and live["request_contact_fields"] == ["email"]
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await _frames_until(ws, lambda f: f["type"] == "pong"))[-1] == {"type": "pong"}
+
+    # A reload replays the conversation; the reply is not reported 'delivered' twice.
+    async with connect(ws_url) as ws:
+        replay = await _frames_until(ws, lambda f: f["type"] == "ready")
+        assert [f["text"] for f in replay[:-1]] == ["Hello?", "Hi, I'm Maria. How can I help?"]
+        sentinel = _reply(bot.chatbot_id, visitor, "Anything else?")
+        await stack.outbound(sentinel)
+        await _frames_until(ws, lambda f: f.get("message_id") == sentinel.message_id)
+    await stack.delivery_status.wait_for(lambda r: r["message_id"] == sentinel.message_id and r["status"] == "delivered")
+    statuses = [r["status"] for r in stack.delivery_status.matching(lambda r: r["message_id"] == reply.message_id)]
+    assert statuses == ["sent", "delivered"]
+
+
+async def test_unknown_visitor_or_chatbot_socket_closed(stack):
+    bot = await stack.add_chatbot()
+    for url, code in ((f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws?visitor_id=bogus", 4400),
+                      (f"{stack.service.ws_url}/web/nobody/ws?visitor_id={new_visitor_id()}", 4404)):
+        try:
+            async with connect(url) as ws:
+                await ws.recv()
+            raise AssertionError("socket should have been refused")
+        except Exception as exc:  # noqa: BLE001 - websockets raises on a refused handshake
+            assert "403" in str(exc) or str(code) in str(exc), exc
+
+
+async def test_publish_failure_answers_503_and_the_retry_is_accepted(stack):
+    """Nothing is lost: a refused publish is answered 5xx and the claim released."""
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    inbound = stack.service.app.state.channels_api.inbound_visitor
+    real = inbound.publisher
+
+    class BrokenBus:
+        async def publish(self, event):
+            raise ConnectionError("broker unreachable")
+
+    body = {"visitor_id": visitor, "client_message_id": "retry-me", "text": "Did this arrive?"}
+    async with httpx.AsyncClient() as client:
+        inbound.publisher = BrokenBus()
+        try:
+            refused = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages", json=body)
+        finally:
+            inbound.publisher = real
+        retried = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages", json=body)
+    assert refused.status_code == 503
+    assert retried.status_code == 202 and retried.json()["duplicate"] is False
+    conv = conversation_id_for(bot.chatbot_id, "web", visitor)
+    got = await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv)
+    assert [r["text"] for r in got] == ["Did this arrive?"]
+
+
+async def test_second_instance_delivers_to_its_own_socket_and_nothing_twice(stack):
+    """Instance B holds the socket and consumes outbound.messages in another group, so both
+    instances handle every message: the claim makes one of them deliver, exactly once."""
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    env = stack.iso.env("channels", OUTBOUND_GROUP_ID=f"other-{uuid.uuid4().hex[:6]}",
+                        TELEGRAM_API_BASE_URL=stack.telegram.base_url, GRAPH_API_BASE_URL=stack.graph.base_url)
+    async with run_in_process("channels-b", create_app, settings_from_env(ChannelsSettings, env)) as b:
+        await _eventually_known(b.app, bot.chatbot_id)
+        async with connect(f"{b.ws_url}/web/{bot.chatbot_id}/ws?visitor_id={visitor}") as ws:
+            await _frames_until(ws, lambda f: f["type"] == "ready")
+            reply = _reply(bot.chatbot_id, visitor, "Delivered wherever you are")
+            await stack.outbound(reply)
+            frames = await _frames_until(ws, lambda f: f.get("message_id") == reply.message_id, timeout=30)
+            assert frames[-1]["text"] == "Delivered wherever you are"
+            await stack.delivery_status.wait_for(lambda r: r["message_id"] == reply.message_id and r["status"] == "delivered")
+            # Let both consumers finish with the message, then: one 'sent', one 'delivered'.
+            sentinel = _reply(bot.chatbot_id, visitor, "sentinel")
+            await stack.outbound(sentinel)
+            await _frames_until(ws, lambda f: f.get("message_id") == sentinel.message_id, timeout=30)
+            await stack.delivery_status.wait_for(lambda r: r["message_id"] == sentinel.message_id and r["status"] == "delivered")
+            extra = [f for f in await _drain(ws) if f.get("message_id") == reply.message_id]
+    statuses = [r["status"] for r in stack.delivery_status.matching(lambda r: r["message_id"] == reply.message_id)]
+    assert sorted(statuses) == ["delivered", "sent"]
+    assert extra == []
+
+
+async def _drain(ws, quiet: float = 0.3) -> list[dict]:
+    frames = []
+    try:
+        while True:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), quiet)))
+    except TimeoutError:
+        return frames
+
+
+async def _eventually_known(app, chatbot_id: str) -> None:
+    async with asyncio.timeout(20):
+        while app.state.channels.chatbots.get(chatbot_id) is None:
+            await asyncio.sleep(0.05)
