@@ -1,0 +1,125 @@
+"""The channels' pure rules: authentication, parsing, the WhatsApp window, retry delays,
+redaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+
+from services.channels.domain import (
+    OUTSIDE_WINDOW_ERROR,
+    parse_telegram_update,
+    parse_whatsapp_payload,
+    redact,
+    retry_delay,
+    stable_event_id,
+    status_event,
+    valid_telegram_secret,
+    valid_whatsapp_signature,
+    valid_whatsapp_verification,
+    whatsapp_window,
+)
+from shared.ids import conversation_id_for
+
+
+def test_telegram_secret_must_match_exactly():
+    assert valid_telegram_secret("s3cret", "s3cret")
+    assert not valid_telegram_secret("s3cret", "s3cret ")
+    assert not valid_telegram_secret("s3cret", None)
+    assert not valid_telegram_secret(None, "anything")  # no secret configured: refuse everything
+    assert not valid_telegram_secret("", "")
+
+
+def test_whatsapp_signature_over_the_raw_body():
+    body = b'{"object":"whatsapp_business_account"}'
+    good = "sha256=" + hmac.new(b"app-secret", body, hashlib.sha256).hexdigest()
+    assert valid_whatsapp_signature("app-secret", body, good)
+    assert valid_whatsapp_signature("app-secret", body, good.upper().replace("SHA256=", "sha256="))
+    assert not valid_whatsapp_signature("app-secret", body + b" ", good)
+    assert not valid_whatsapp_signature("other", body, good)
+    assert not valid_whatsapp_signature("app-secret", body, good[len("sha256="):])  # prefix required
+    assert not valid_whatsapp_signature("app-secret", body, None)
+    assert not valid_whatsapp_signature(None, body, good)
+
+
+def test_whatsapp_verification():
+    assert valid_whatsapp_verification("tok", "subscribe", "tok")
+    assert not valid_whatsapp_verification("tok", "subscribe", "tak")
+    assert not valid_whatsapp_verification("tok", "unsubscribe", "tok")
+    assert not valid_whatsapp_verification(None, "subscribe", "tok")
+
+
+def test_parse_telegram_text_update():
+    event = parse_telegram_update("bot1", {"update_id": 77, "message": {
+        "message_id": 1, "date": 1764000000, "text": "hi", "chat": {"id": -5, "type": "private"},
+        "from": {"id": 5, "is_bot": False, "first_name": "Ada", "username": "ada"}}})
+    assert event is not None
+    assert event.visitor.external_id == "-5" and event.visitor.name == "Ada"
+    assert event.channel_message_id == "77" and event.text == "hi"
+    assert event.conversation_id == conversation_id_for("bot1", "telegram", "-5")
+    assert event.occurred_at == datetime.fromtimestamp(1764000000, UTC)
+    # The same update always gets the same event id (so a duplicate is skipped downstream too).
+    assert event.event_id == parse_telegram_update("bot1", {"update_id": 77, "message": {
+        "message_id": 1, "date": 1764000000, "text": "hi", "chat": {"id": -5}}}).event_id
+
+
+def test_parse_telegram_ignores_what_is_not_text():
+    assert parse_telegram_update("b", {"update_id": 1, "edited_message": {"text": "x", "chat": {"id": 1}}}) is None
+    assert parse_telegram_update("b", {"update_id": 1, "message": {"sticker": {}, "chat": {"id": 1}}}) is None
+    assert parse_telegram_update("b", {"message": {"text": "x", "chat": {"id": 1}}}) is None
+
+
+def test_parse_whatsapp_messages_and_statuses():
+    payload = {"entry": [{"changes": [{"value": {
+        "contacts": [{"profile": {"name": "Grace"}, "wa_id": "155"}],
+        "messages": [
+            {"from": "155", "id": "wamid.A", "timestamp": "1764000000", "type": "text", "text": {"body": "hello"}},
+            {"from": "155", "id": "wamid.B", "timestamp": "1764000100", "type": "image", "image": {"id": "m"}},
+        ],
+        "statuses": [
+            {"id": "wamid.OUT", "status": "delivered"},
+            {"id": "wamid.OUT2", "status": "failed", "errors": [{"code": 131047, "title": "Re-engagement message"}]},
+            {"id": "wamid.OUT3", "status": "deleted"},
+        ]}}]}]}
+    inbound, statuses = parse_whatsapp_payload("bot1", payload)
+    assert [i.wamid for i in inbound] == ["wamid.A", "wamid.B"]
+    assert inbound[0].message is not None and inbound[0].message.visitor.name == "Grace"
+    assert inbound[0].message.text == "hello" and inbound[0].message.channel_message_id == "wamid.A"
+    assert inbound[1].message is None  # not text, but it still opens the window
+    assert inbound[1].sent_at == datetime.fromtimestamp(1764000100, UTC)
+    assert [(s.wamid, s.status) for s in statuses] == [("wamid.OUT", "delivered"), ("wamid.OUT2", "failed")]
+    assert statuses[1].error == "Re-engagement message (code 131047)"
+
+
+def test_parse_whatsapp_tolerates_garbage():
+    assert parse_whatsapp_payload("b", {"entry": [{"changes": [None, {"value": {"messages": [1, {"id": "x"}]}}]}]}) == ([], [])
+    assert parse_whatsapp_payload("b", {}) == ([], [])
+
+
+def test_whatsapp_window():
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert whatsapp_window(None, now).open is False
+    fresh = whatsapp_window(now - timedelta(hours=23, minutes=59), now)
+    assert fresh.open and fresh.ends_at == now + timedelta(minutes=1)
+    assert not whatsapp_window(now - timedelta(hours=24), now).open
+    assert OUTSIDE_WINDOW_ERROR == ("Outside WhatsApp's 24-hour customer service window: "
+                                    "the visitor has to write first.")
+
+
+def test_retry_delay_backs_off_and_honours_retry_after():
+    assert [retry_delay(a, 1.0, 30.0) for a in (1, 2, 3, 4, 6)] == [1.0, 2.0, 4.0, 8.0, 30.0]
+    assert retry_delay(1, 1.0, 30.0, retry_after=7) == 7
+    assert retry_delay(3, 1.0, 30.0, retry_after=0.5) == 4.0
+    assert retry_delay(1, 1.0, 30.0, retry_after=120) == 120  # the platform's wait wins over the cap
+
+
+def test_redact_and_status_events():
+    assert redact("url https://x/bot123:ABCDEF/sendMessage failed", ["123:ABCDEF", None, ""]) == \
+        "url https://x/bot[redacted]/sendMessage failed"
+    a = status_event("b", "cv", "m1", "sent")
+    b = status_event("b", "cv", "m1", "sent")
+    assert a.event_id == b.event_id != status_event("b", "cv", "m1", "delivered").event_id
+    failed = status_event("b", "cv", "m1", "failed", error="x" * 5000, permanent=True)
+    assert failed.permanent and len(failed.error) == 1000
+    assert stable_event_id("a", "b") != stable_event_id("a", "c")
