@@ -1,0 +1,130 @@
+"""The widget in headless Chromium, embedded by a page on another origin (as a customer's site
+would): the visitor writes -> visitor.messages; an agent's reply appears with the agent's
+name above it; the contact form asks for exactly the requested fields and its submission is
+published; a reload replays the conversation."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from playwright.async_api import async_playwright, expect
+
+from shared.events import OutboundMessage, VisitorIdentity
+from shared.ids import conversation_id_for, new_id
+from tests.harness import run_in_process
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _customer_site(channels_url: str, chatbot_id: str):
+    def factory(_settings) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/")
+        async def home() -> HTMLResponse:
+            return HTMLResponse(f"""<!doctype html><html><head><title>Shop</title>
+<style>div {{ color: red !important; font-size: 40px !important; }}</style></head>
+<body><h1>Acme shop</h1>
+<script src="{channels_url}/widget.js" data-chatbot="{chatbot_id}"></script></body></html>""")
+
+        return app
+    return factory
+
+
+@pytest.fixture(scope="module")
+async def browser():
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def test_visitor_writes_agent_replies_contact_form_and_reload(stack, browser):
+    bot = await stack.add_chatbot()
+    async with run_in_process("site", _customer_site(stack.url, bot.chatbot_id), types.SimpleNamespace(http_port=0)) as site:
+        context = await browser.new_context()
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            await page.goto(site.url + "/")
+            host = page.locator("#handoff-widget")
+            await expect(host).to_have_attribute("data-ready", "1", timeout=15000)
+            visitor_id = await host.get_attribute("data-visitor-id")
+            assert visitor_id and visitor_id.startswith("v_") and len(visitor_id) == 18
+            conv = conversation_id_for(bot.chatbot_id, "web", visitor_id)
+
+            # The visitor opens the bubble and writes.
+            await page.locator(".hf-bubble").click()
+            await page.locator(".hf-input").fill("I want a refund")
+            await page.locator(".hf-input").press("Enter")
+            got = await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv)
+            assert got[0]["type"] == "visitor.message_received" and got[0]["text"] == "I want a refund"
+            assert got[0]["visitor"]["external_id"] == visitor_id
+
+            # An agent answers, and the Human Handoff tool asks for name and e-mail.
+            reply = OutboundMessage(chatbot_id=bot.chatbot_id, conversation_id=conv, message_id=new_id(),
+                                    channel="web", visitor=VisitorIdentity(external_id=visitor_id),
+                                    text="Sorry to hear that, let me check.", sender="agent", sender_name="Maria",
+                                    request_contact_fields=["name", "email"])
+            await stack.outbound(reply)
+            agent_msg = page.locator(f'.hf-msg.agent[data-message-id="{reply.message_id}"]')
+            await expect(agent_msg).to_be_visible(timeout=15000)
+            await expect(agent_msg.locator(".hf-sender")).to_have_text("Maria")
+            await expect(agent_msg.locator(".hf-text")).to_have_text("Sorry to hear that, let me check.")
+            # The name is above the message text.
+            name_box = await agent_msg.locator(".hf-sender").bounding_box()
+            text_box = await agent_msg.locator(".hf-text").bounding_box()
+            assert name_box["y"] + name_box["height"] <= text_box["y"] + 1
+            # The host page's aggressive styles do not leak into the shadow DOM.
+            assert await agent_msg.locator(".hf-text").evaluate("e => getComputedStyle(e).fontSize") == "14px"
+
+            form = page.locator(".hf-contact")
+            await expect(form).to_be_visible()
+            fields = await form.locator("input").evaluate_all("els => els.map(e => e.name)")
+            assert fields == ["name", "email"]
+            await form.locator('input[name="name"]').fill("Lin Chen")
+            await form.locator('input[name="email"]').fill("lin@example.com")
+            await form.locator(".hf-contact-send").click()
+            await expect(form).to_be_hidden(timeout=15000)
+            contact = await stack.visitor_messages.wait_for(
+                lambda r: r["conversation_id"] == conv and r["type"] == "visitor.contact_submitted")
+            assert contact[0]["contact"] == {"name": "Lin Chen", "email": "lin@example.com", "phone": None}
+
+            # A reload keeps the identity and replays the conversation; the form stays done.
+            await page.reload()
+            await expect(host).to_have_attribute("data-ready", "1", timeout=15000)
+            assert await host.get_attribute("data-visitor-id") == visitor_id
+            texts = await page.locator(".hf-msg .hf-text").all_inner_texts()
+            assert texts == ["I want a refund", "Sorry to hear that, let me check."]
+            await expect(page.locator(".hf-contact")).to_be_hidden()
+
+            # Later messages carry the name the visitor gave.
+            await page.locator(".hf-bubble").click()
+            await page.locator(".hf-input").fill("Thanks!")
+            await page.locator(".hf-send").click()
+            later = await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv and r.get("text") == "Thanks!")
+            assert later[0]["visitor"]["name"] == "Lin Chen"
+            assert errors == []
+        finally:
+            await context.close()
+
+
+async def test_widget_test_page_embeds_the_widget(stack, browser):
+    bot = await stack.add_chatbot()
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(f"{stack.url}/widget/test?chatbot={bot.chatbot_id}")
+        await expect(page.locator("#handoff-widget")).to_have_attribute("data-ready", "1", timeout=15000)
+        await expect(page.locator(".hf-bubble")).to_be_visible()
+    finally:
+        await context.close()
