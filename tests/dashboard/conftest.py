@@ -4,6 +4,7 @@ one; never `playwright install`) and a plain static server for the page's module
 from __future__ import annotations
 
 import types
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from playwright.async_api import async_playwright
 
+from tests.conftest import Isolated
 from tests.harness import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "services" / "gateway" / "static"
-ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
@@ -60,3 +61,13 @@ async def module_page(browser, static_server):
     yield page
     await context.close()
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+async def stack(infra):
+    """The real queue and gateway, once per test module, on their own topics and databases.
+    Each test seeds its own chatbot and agents, so tests do not see each other's data."""
+    from tests.dashboard.stack import running_stack
+
+    async with running_stack(Isolated(infra, uuid.uuid4().hex[:8])) as running:
+        yield running

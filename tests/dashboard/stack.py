@@ -18,7 +18,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.store import AgentStore
 from services.queue.app import create_app as create_queue
 from services.queue.settings import QueueSettings
-from shared.bus import Bus, ensure_topics
+from shared.bus import Bus, EventPublisher, ensure_topics
 from shared.chatbots import ChatbotSettings, HumanHandoffSettings
 from shared.events import (
     ContactCaptured,
@@ -62,6 +62,8 @@ class Stack:
     gateway: RunningService
     agents: AgentStore
     bus: Bus
+    conversation_events: EventPublisher
+    summaries: EventPublisher
 
     @property
     def url(self) -> str:
@@ -136,9 +138,9 @@ async def running_stack(iso: Isolated) -> AsyncIterator[Stack]:
             await agents.create_indexes()
             # Stand-ins for intake and the summarizer: a plain bus that only publishes.
             bus = Bus(settings_from_env(ServiceSettings, iso.env("visitors")), client_id="dashboard-test")
-            stack = Stack(iso, queue, gateway, agents, bus)
-            stack.conversation_events = bus.publisher(CONVERSATION_EVENTS)
-            stack.summaries = bus.publisher(HANDOFF_SUMMARIES)
+            stack = Stack(iso, queue, gateway, agents, bus,
+                          conversation_events=bus.publisher(CONVERSATION_EVENTS),
+                          summaries=bus.publisher(HANDOFF_SUMMARIES))
             await bus.broker.start()
             try:
                 yield stack

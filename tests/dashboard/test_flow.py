@@ -5,77 +5,14 @@ publishes; summaries by publishing what the summarizer publishes."""
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import expect
 
-from tests.conftest import Isolated
-from tests.dashboard.conftest import ARTIFACTS
-from tests.dashboard.stack import PASSWORD, Stack, running_stack
+from tests.dashboard.pages import ARTIFACTS, XSS, bot_id, row, shot, sign_in, stat
 from tests.support import read_topic
 
 pytestmark = pytest.mark.browser
-
-XSS = "<img src=x onerror=alert(1)>"
-
-# Records desktop notifications and beeps (WebAudio oscillators) the page makes.
-RECORD_ALERTS = """
-  window.__notifications = [];
-  window.__beeps = 0;
-  const RealNotification = window.Notification;
-  class RecordingNotification extends RealNotification {
-    constructor(title, options) { super(title, options); window.__notifications.push({ title, body: options && options.body }); }
-  }
-  Object.defineProperty(RecordingNotification, 'permission', { get: () => RealNotification.permission });
-  RecordingNotification.requestPermission = (...a) => RealNotification.requestPermission(...a);
-  window.Notification = RecordingNotification;
-  const realOsc = AudioContext.prototype.createOscillator;
-  AudioContext.prototype.createOscillator = function () { window.__beeps += 1; return realOsc.call(this); };
-"""
-
-
-@pytest.fixture(scope="module")
-async def stack(infra):
-    async with running_stack(Isolated(infra, uuid.uuid4().hex[:8])) as running:
-        yield running
-
-
-def bot_id() -> str:
-    return f"shop{uuid.uuid4().hex[:6]}"
-
-
-async def sign_in(browser, stack: Stack, email: str, *, notifications: bool = True, viewport=None):
-    context = await browser.new_context(viewport=viewport or {"width": 1366, "height": 860}, base_url=stack.url)
-    if notifications:
-        await context.grant_permissions(["notifications"], origin=stack.url)
-    await context.add_init_script(RECORD_ALERTS)
-    page = await context.new_page()
-    page.dialogs = []
-    page.errors = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    await page.goto("/")
-    await expect(page).to_have_url(re.compile(r"/login"))
-    await page.get_by_label("E-mail").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator("#agent-name")).not_to_be_empty()
-    return context, page
-
-
-def stat(page: Page, key: str):
-    return page.locator(f'[data-stat="{key}"] .stat-value')
-
-
-def row(page: Page, cid: str):
-    return page.locator(f'.handoff-row[data-cid="{cid}"]')
-
-
-async def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
-
 
 async def test_wrong_password_is_refused_with_the_servers_message(browser, stack):
     context = await browser.new_context(base_url=stack.url)
@@ -244,4 +181,179 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
 
     assert page.dialogs == [], "visitor text ran as script"
     assert page.errors == []
+    await context.close()
+
+
+async def test_the_handoff_tab_follows_the_tool_and_the_form_refuses_bad_input(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Tool Shop", handoff=False)
+    email = f"tools-{bot}@example.com"
+    await stack.create_agent(email, "Tess", [bot])
+    context, page = await sign_in(browser, stack, email)
+    # A second dashboard of the same agent learns the change over the websocket only.
+    watcher = await context.new_page()
+    watcher_errors: list[str] = []
+    watcher.on("pageerror", lambda exc: watcher_errors.append(str(exc)))
+    await watcher.goto(f"/#/{bot}/conversations")
+    await expect(watcher.locator("#connection")).to_be_hidden()
+
+    # The tool is off: no Handoff tab, and its URL falls back to Conversations.
+    await expect(page.locator("#tabs [data-tab]")).to_have_text(["Conversations", "Tools"])
+    await page.goto(f"/#/{bot}/handoff")
+    await expect(page).to_have_url(re.compile(rf"#/{bot}/conversations$"))
+
+    await page.locator('#tabs [data-tab="tools"]').click()
+    await expect(page).to_have_url(re.compile(rf"#/{bot}/tools/human-handoff$"))
+    form = page.locator("form.tool-form")
+    # Every setting with its default.
+    await expect(form.get_by_label("Enabled")).not_to_be_checked()
+    await expect(form.get_by_label("Handoff Conditions")).to_have_value(re.compile(r"^Hand the conversation over to a human when:"))
+    await expect(form.get_by_label("Offline Message")).to_have_value(
+        "Our team is currently offline. Please leave your message and we'll get back to you as soon as possible.")
+    await expect(form.get_by_label("Enable Schedule")).not_to_be_checked()
+    await expect(form.get_by_label("Start Time")).to_have_value("09:00")
+    await expect(form.get_by_label("End Time")).to_have_value("17:00")
+    await expect(form.get_by_label("Timezone")).to_have_value("UTC")
+    days = form.locator('input[name="available_days"]')
+    assert [await d.is_checked() for d in await days.all()] == [True] * 5 + [False] * 2
+    assert [await c.is_checked() for c in await form.locator('input[name="contact_fields"]').all()] == [False] * 3
+
+    # Saving without edits works.
+    await form.get_by_role("button", name="Save").click()
+    await expect(form.locator(".form-status")).to_have_text("Saved.")
+
+    # Turning the tool on shows the tab here and in the other dashboard, without a reload.
+    await form.get_by_label("Enabled").check()
+    await form.get_by_role("button", name="Save").click()
+    await expect(form.locator(".form-status")).to_have_text("Saved.")
+    await expect(page.locator("#tabs [data-tab]")).to_have_text(["Conversations", "Handoff", "Tools"])
+    await expect(watcher.locator("#tabs [data-tab]")).to_have_text(["Conversations", "Handoff", "Tools"])
+
+    # Bad input: the server's clear message next to the form; nothing saved.
+    await form.get_by_label("Enable Schedule").check()
+    await form.get_by_label("Start Time").fill("18:00")
+    await form.get_by_label("End Time").fill("09:00")
+    await form.get_by_role("button", name="Save").click()
+    await expect(form.get_by_role("alert")).to_have_text("End Time must be after Start Time.")
+    await form.get_by_label("End Time").fill("20:00")
+    await form.get_by_label("Timezone").fill("Mars/Base")
+    await form.get_by_role("button", name="Save").click()
+    await expect(form.get_by_role("alert")).to_have_text("Unknown timezone: 'Mars/Base'.")
+    await form.get_by_label("Timezone").fill("Europe/Berlin")
+    await form.locator('input[name="contact_fields"][value="email"]').check()
+    await form.get_by_role("button", name="Save").click()
+    await expect(form.locator(".form-status")).to_have_text("Saved.")
+    await expect(form.get_by_role("alert")).to_be_hidden()
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-tools.png"), full_page=True)
+
+    # What was saved is what the form shows after a reload.
+    await page.reload()
+    await expect(form.get_by_label("Timezone")).to_have_value("Europe/Berlin")
+    await expect(form.get_by_label("Start Time")).to_have_value("18:00")
+    await expect(form.get_by_label("Enable Schedule")).to_be_checked()
+    await expect(form.locator('input[name="contact_fields"][value="email"]')).to_be_checked()
+
+    # Turning it off: the tab disappears; a dashboard on the Handoff tab moves to Conversations.
+    await watcher.locator('#tabs [data-tab="handoff"]').click()
+    await expect(watcher).to_have_url(re.compile(rf"#/{bot}/handoff$"))
+    await form.get_by_label("Enabled").uncheck()
+    await form.get_by_role("button", name="Save").click()
+    await expect(form.locator(".form-status")).to_have_text("Saved.")
+    await expect(page.locator("#tabs [data-tab]")).to_have_text(["Conversations", "Tools"])
+    await expect(watcher.locator("#tabs [data-tab]")).to_have_text(["Conversations", "Tools"])
+    await expect(watcher).to_have_url(re.compile(rf"#/{bot}/conversations$"))
+    assert page.errors == [] and watcher_errors == []
+    await context.close()
+
+
+async def test_an_agent_of_another_chatbot_sees_none_of_it(browser, stack):
+    mine, theirs = bot_id(), bot_id()
+    await stack.seed_chatbot(mine, "Mine")
+    await stack.seed_chatbot(theirs, "Theirs")
+    await stack.create_agent(f"a-{mine}@example.com", "Alice", [mine])
+    await stack.create_agent(f"b-{theirs}@example.com", "Bob", [theirs])
+    v = stack.visitor(mine, "Secret Customer")
+    await stack.visitor_writes(v, "my account number is 42")
+    await stack.handoff(v, "User asked for a person")
+
+    ctx_a, alice = await sign_in(browser, stack, f"a-{mine}@example.com")
+    await expect(row(alice, v.conversation_id)).to_have_count(1)
+
+    ctx_b, bob = await sign_in(browser, stack, f"b-{theirs}@example.com")
+    await expect(bob).to_have_url(re.compile(rf"#/{theirs}/handoff$"))
+    await expect(bob.locator("#chatbot-name")).to_have_text("Theirs")
+    await expect(bob.locator(".list-empty")).to_be_visible()
+    # Asking for the other chatbot by URL lands on one's own.
+    await bob.goto(f"/#/{mine}/handoff?c={v.conversation_id}")
+    await expect(bob).to_have_url(re.compile(rf"#/{theirs}/handoff"))
+    await expect(bob.locator(".pane-name")).to_have_count(0)
+    # A new handoff in the other chatbot reaches Alice live, never Bob.
+    w = stack.visitor(mine, "Another Customer")
+    await stack.visitor_writes(w, "hello")
+    await stack.handoff(w, "Topic is billing")
+    await expect(row(alice, w.conversation_id)).to_have_count(1)
+    await expect(stat(alice, "open")).to_have_text("2")
+    await expect(bob.locator(".handoff-row")).to_have_count(0)
+    await expect(stat(bob, "open")).to_have_text("0")
+    assert await bob.evaluate("window.__notifications.length") == 0
+    assert "Secret Customer" not in await bob.content()
+    # And the API refuses Bob outright.
+    response = await bob.request.get(f"/api/chatbots/{mine}/snapshot")
+    assert response.status == 403
+    await ctx_a.close()
+    await ctx_b.close()
+
+
+async def test_alerts_can_be_muted_and_notifications_are_asked_for_politely(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Quiet Shop")
+    email = f"mute-{bot}@example.com"
+    await stack.create_agent(email, None, [bot])
+    context, page = await sign_in(browser, stack, email, notifications=False)
+    # Without a first name the agent is shown by e-mail.
+    await expect(page.locator("#agent-name")).to_have_text(email)
+    # Permission is not asked on load: a button offers it.
+    assert await page.evaluate("Notification.permission") == "default"
+    await expect(page.get_by_role("button", name="Enable desktop notifications")).to_be_visible()
+
+    mute = page.locator("#mute")
+    await expect(mute).to_have_attribute("aria-pressed", "false")
+    await mute.click()
+    await expect(mute).to_have_attribute("aria-pressed", "true")
+    v = stack.visitor(bot, "Muted Visitor")
+    await stack.visitor_writes(v, "hi")
+    await stack.handoff(v, "User asked for a person")
+    await expect(row(page, v.conversation_id)).to_have_count(1)
+    assert await page.evaluate("window.__beeps") == 0
+    # Remembered for the agent: still muted after a reload.
+    await page.reload()
+    await expect(page.locator("#mute")).to_have_attribute("aria-pressed", "true")
+    await page.locator("#mute").click()
+    await expect(page.locator("#mute")).to_have_attribute("aria-pressed", "false")
+    w = stack.visitor(bot, "Loud Visitor")
+    await stack.visitor_writes(w, "hi")
+    await stack.handoff(w, "User asked for a person")
+    await expect(row(page, w.conversation_id)).to_have_count(1)
+    assert await page.evaluate("window.__beeps") == 1
+    await context.close()
+
+
+async def test_phone_width_stacks_list_and_pane(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Pocket Shop")
+    email = f"phone-{bot}@example.com"
+    await stack.create_agent(email, "Pia", [bot])
+    v = stack.visitor(bot, "Small Screen")
+    await stack.visitor_writes(v, "Can someone help me with my order?")
+    await stack.handoff(v, "User asked for a person")
+    context, page = await sign_in(browser, stack, email, viewport={"width": 390, "height": 844})
+    await row(page, v.conversation_id).click()
+    await expect(page.locator(".pane-name")).to_have_text("Small Screen")
+    list_box = await page.locator(".list-panel").bounding_box()
+    pane_box = await page.locator(".pane").bounding_box()
+    assert pane_box["y"] >= list_box["y"] + list_box["height"] - 1, (list_box, pane_box)
+    assert pane_box["x"] + pane_box["width"] <= 390 + 1
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways ({width}px)"
+    await shot(page, "phone")
     await context.close()

@@ -100,6 +100,8 @@ export class LiveConnection {
     this.timer = null;
     this.pinger = null;
     this.stopped = false;
+    this.pingEveryMs = 20000;
+    this.silenceLimitMs = 45000;
   }
 
   start() {
@@ -139,13 +141,25 @@ export class LiveConnection {
     }
     this.socket = socket;
     let answered = false;
+    let lastFrameAt = Date.now();
     socket.addEventListener("open", () => {
+      lastFrameAt = Date.now();
       for (const id of this.subscriptions) this.send({ type: "subscribe", chatbot_id: id });
       if (!this.subscriptions.size) this.send({ type: "ping" });
       clearInterval(this.pinger);
-      this.pinger = setInterval(() => this.send({ type: "ping" }), 25000);
+      // Ping regularly; a socket that stays silent (no pong, no frame) is dead even if the
+      // browser has not noticed: drop it and reconnect.
+      this.pinger = setInterval(() => {
+        if (Date.now() - lastFrameAt > this.silenceLimitMs) {
+          socket.close(4000, "silent");
+          this.onClosed(socket, { code: 4000 });
+          return;
+        }
+        this.send({ type: "ping" });
+      }, this.pingEveryMs);
     });
     socket.addEventListener("message", (event) => {
+      lastFrameAt = Date.now();
       // Live only once the server answered: an open socket nobody serves is not live, and
       // the backoff keeps growing until a server really answers.
       if (!answered) {
@@ -157,17 +171,19 @@ export class LiveConnection {
       try { frame = JSON.parse(event.data); } catch { return; }
       this.onFrame(frame);
     });
-    socket.addEventListener("close", (event) => {
-      clearInterval(this.pinger);
-      if (this.socket !== socket) return;
-      this.socket = null;
-      if (this.stopped) return;
-      if (event.code === 4401) {
-        this.onUnauthorized();
-        return;
-      }
-      this.scheduleReconnect();
-    });
+    socket.addEventListener("close", (event) => this.onClosed(socket, event));
+  }
+
+  onClosed(socket, event) {
+    if (this.socket !== socket) return;
+    clearInterval(this.pinger);
+    this.socket = null;
+    if (this.stopped) return;
+    if (event.code === 4401) {
+      this.onUnauthorized();
+      return;
+    }
+    this.scheduleReconnect();
   }
 
   scheduleReconnect() {

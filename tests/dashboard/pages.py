@@ -1,0 +1,68 @@
+"""What the browser tests do as an agent: sign in, find stats and rows, take screenshots."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from playwright.async_api import Page, expect
+
+from tests.dashboard.stack import PASSWORD, Stack
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+XSS = "<img src=x onerror=alert(1)>"
+
+# Records desktop notifications and beeps (WebAudio oscillators) the page makes.
+RECORD_ALERTS = """
+  window.__notifications = [];
+  window.__beeps = 0;
+  const RealNotification = window.Notification;
+  class RecordingNotification extends RealNotification {
+    constructor(title, options) { super(title, options); window.__notifications.push({ title, body: options && options.body }); }
+  }
+  Object.defineProperty(RecordingNotification, 'permission', { get: () => RealNotification.permission });
+  RecordingNotification.requestPermission = (...a) => RealNotification.requestPermission(...a);
+  window.Notification = RecordingNotification;
+  const realOsc = AudioContext.prototype.createOscillator;
+  AudioContext.prototype.createOscillator = function () { window.__beeps += 1; return realOsc.call(this); };
+"""
+
+
+def bot_id() -> str:
+    return f"shop{uuid.uuid4().hex[:6]}"
+
+
+async def sign_in(browser, stack: Stack, email: str, *, notifications: bool = True, viewport=None, ws_route=None):
+    context = await browser.new_context(viewport=viewport or {"width": 1366, "height": 860}, base_url=stack.url)
+    if ws_route is not None:
+        await context.route_web_socket(re.compile(r"/ws$"), ws_route)
+    if notifications:
+        await context.grant_permissions(["notifications"], origin=stack.url)
+    await context.add_init_script(RECORD_ALERTS)
+    page = await context.new_page()
+    page.dialogs = []
+    page.errors = []
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    await page.goto("/")
+    await expect(page).to_have_url(re.compile(r"/login"))
+    await page.get_by_label("E-mail").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#agent-name")).not_to_be_empty()
+    return context, page
+
+
+def stat(page: Page, key: str):
+    return page.locator(f'[data-stat="{key}"] .stat-value')
+
+
+def row(page: Page, cid: str):
+    return page.locator(f'.handoff-row[data-cid="{cid}"]')
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
