@@ -81,22 +81,30 @@ class Intake:
         await self.memory.remember(conversation_id, msg_id, "user", event.text)
         await self._collect_contact(event, msg_id)
 
+        chatbot = self.chatbots.get(event.chatbot_id)
         status = await self.memory.status(conversation_id)
+        if status == "handed_off":
+            origin = await self.memory.handoff_origin(conversation_id)
+            if origin is not None and origin["message_id"] == msg_id:
+                # This very message asked for the handoff and the handler is being retried:
+                # finish it (same ids, so nothing is duplicated downstream).
+                fields = list(chatbot.human_handoff.contact_fields)
+                await self._complete_handoff(event, msg_id, fields, origin["reason"], origin["source"])
+                return
         if status != "active":
             log.info("conversation is %s: the AI stays silent", status)
             return
 
-        chatbot = self.chatbots.get(event.chatbot_id)
         tool = chatbot.human_handoff
         if tool.enabled and domain.is_explicit_request(event.text):
-            await self._handoff(event, msg_id, chatbot, domain.EXPLICIT_REQUEST_REASON, "explicit_request")
+            await self._request_handoff(event, msg_id, chatbot, domain.EXPLICIT_REQUEST_REASON, "explicit_request")
             return
         if self.responder is None:
             await self._reply(event, msg_id, domain.offline_responder_reply(chatbot))
             return
         outcome = await self.responder.respond(chatbot, await self.memory.context(conversation_id))
         if isinstance(outcome, ModelWantsHandoff) and tool.enabled:
-            await self._handoff(event, msg_id, chatbot, outcome.reason, "ai_tool")
+            await self._request_handoff(event, msg_id, chatbot, outcome.reason, "ai_tool")
         elif isinstance(outcome, ModelReply):
             await self._reply(event, msg_id, outcome.text)
         else:
@@ -122,8 +130,8 @@ class Intake:
         ))
         await self.memory.set_wanted_contact(event.conversation_id, domain.remaining_fields(wanted, found))
 
-    async def _handoff(self, event: VisitorMessageReceived, msg_id: str, chatbot: ChatbotSettings,
-                       reason: str, source: str) -> None:
+    async def _request_handoff(self, event: VisitorMessageReceived, msg_id: str, chatbot: ChatbotSettings,
+                               reason: str, source: str) -> None:
         assert event.conversation_id is not None
         decision = domain.decide_handoff(chatbot.human_handoff, self.clock())
         if not decision.hand_off:
@@ -131,19 +139,25 @@ class Intake:
             await self._reply(event, msg_id, decision.reply)
             return
         # Handed off from this moment on, so the next message does not race the queue's confirmation.
-        await self.memory.set_status(event.conversation_id, "handed_off")
+        await self.memory.mark_handoff(event.conversation_id, msg_id, reason, source)
+        await self._complete_handoff(event, msg_id, decision.ask_contact, reason, source)
+
+    async def _complete_handoff(self, event: VisitorMessageReceived, msg_id: str, fields: list[ContactField],
+                                reason: str, source: str) -> None:
+        """Ask the queue, tell the visitor, ask for the contact fields. Every id is derived
+        from the visitor's message, so running this again for it duplicates nothing."""
+        assert event.conversation_id is not None
         await self.conversation_events.publish(HandoffRequested(
             event_id=domain.handoff_event_id(msg_id), chatbot_id=event.chatbot_id,
             conversation_id=event.conversation_id, reason=reason, source=source,  # type: ignore[arg-type]
             channel=event.channel, visitor=event.visitor,
         ))
         log.info("handoff requested (%s): %s", source, reason)
-        fields = decision.ask_contact
         if fields and event.channel == "web":
             # The widget shows a contact form for these fields with the notice.
-            await self._reply(event, msg_id, decision.reply, request_contact_fields=fields)
+            await self._reply(event, msg_id, domain.HANDOFF_NOTICE, request_contact_fields=fields)
         else:
-            await self._reply(event, msg_id, decision.reply)
+            await self._reply(event, msg_id, domain.HANDOFF_NOTICE)
             if fields:
                 await self._reply(event, msg_id, domain.contact_question(fields), n=1)
         await self.memory.set_wanted_contact(event.conversation_id, fields)

@@ -8,6 +8,7 @@ the caller answers with a short apology."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class LLMResponder:
     def __init__(self, settings: IntakeSettings) -> None:
         self.model = settings.openai_model
         self.max_tokens = settings.openai_max_tokens
+        self.total_timeout_s = settings.openai_total_timeout_s
         self.client = AsyncOpenAI(
             # Local OpenAI-compatible servers often need no key; the client insists on one.
             api_key=settings.openai_api_key or "not-needed",
@@ -65,12 +67,15 @@ class LLMResponder:
         tools = tools_for(chatbot)
         kwargs: dict = {"tools": tools, "tool_choice": "auto"} if tools else {}
         try:
-            completion = await self.client.chat.completions.create(
+            completion = await asyncio.wait_for(self.client.chat.completions.create(
                 model=self.model,
                 messages=build_messages(chatbot, context),  # type: ignore[arg-type]
                 max_tokens=self.max_tokens,
                 **kwargs,
-            )
+            ), self.total_timeout_s)
+        except TimeoutError:
+            log.error("the AI model did not answer within %.0fs", self.total_timeout_s)
+            return ModelFailed("timeout")
         except openai.OpenAIError as exc:
             log.error("the AI model failed: %r", exc)
             return ModelFailed(repr(exc))

@@ -18,9 +18,12 @@ class IntakeSettings(ServiceSettings):
     openai_api_key: str | None = Field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
-    openai_timeout_s: float = 20.0
-    # The openai client's own retries (429 with Retry-After, 5xx, connection errors).
+    # Per HTTP attempt; the client retries 429 (honouring Retry-After), 5xx and timeouts.
+    openai_timeout_s: float = 15.0
     openai_max_retries: int = 2
+    # The whole answer, retries included: the visitor gets an apology after this long, and
+    # the partition the conversation is on is not held up longer.
+    openai_total_timeout_s: float = 30.0
     openai_max_tokens: int = 500
     # How many recent messages of a conversation the model sees.
     context_messages: int = 20

@@ -38,6 +38,19 @@ class ConversationMemory:
     async def set_status(self, conversation_id: str, status: ConversationStatus) -> None:
         await self.redis.set(self._key("status", conversation_id), status, ex=self.ttl_s)
 
+    async def mark_handoff(self, conversation_id: str, message_id: str, reason: str, source: str) -> None:
+        """Handed off from now on, remembering which visitor message asked and why, so a
+        retried handler for that same message finishes the handoff instead of going silent."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("status", conversation_id), "handed_off", ex=self.ttl_s)
+            pipe.set(self._key("handoff_origin", conversation_id),
+                     json.dumps({"message_id": message_id, "reason": reason, "source": source}), ex=self.ttl_s)
+            await pipe.execute()
+
+    async def handoff_origin(self, conversation_id: str) -> dict[str, str] | None:
+        raw = await self.redis.get(self._key("handoff_origin", conversation_id))
+        return json.loads(raw) if raw else None
+
     # ------------------------------------------------------------ context
     async def remember(self, conversation_id: str, message_id: str, role: Role, text: str) -> None:
         key = self._key("context", conversation_id)

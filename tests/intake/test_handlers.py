@@ -64,3 +64,59 @@ async def test_replay_gives_the_same_ids_and_contact_form_is_captured(infra):
     assert [s.message_id for s in sent] == [ai_msgs[0].message_id] * 2
     [captured] = [e for e in appended if e.type == "conversation.contact_captured"]
     assert captured.contact.phone == "+1 555 0100"
+
+
+class FlakyPublisher:
+    """Fails the first publish, then passes through: a broker hiccup mid-handler."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.failures_left = 1
+
+    async def publish(self, event) -> None:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ConnectionError("broker hiccup")
+        await self.inner.publish(event)
+
+
+async def test_a_handoff_interrupted_mid_way_is_finished_by_the_retry(infra):
+    """The handler marks the conversation handed off, publishes HandoffRequested, then fails
+    to send the notice. The bus retries it: the retry must finish the handoff (notice, contact
+    question) rather than stay silent because the conversation is now handed off."""
+    from shared.chatbots import ChatbotSettings, HumanHandoffSettings
+
+    redis = aioredis.from_url(infra.redis_url, decode_responses=True)
+    settings = ServiceSettings(kafka_retry_backoff_s=0.01)
+    bus = Bus(settings, client_id="intake-test")
+    chatbots = ChatbotTable()
+    chatbots.apply(ChatbotSettings(chatbot_id="b", name="B", human_handoff=HumanHandoffSettings(
+        enabled=True, contact_fields=["phone"])))
+    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60),
+                    chatbots=chatbots, conversation_events=bus.publisher(CONVERSATION_EVENTS),
+                    outbound=FlakyPublisher(bus.publisher(OUTBOUND_MESSAGES)), responder=None)
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)
+    appended: list = []
+    sent: list = []
+
+    async def on_appended(event) -> None:
+        appended.append(event)
+
+    async def on_sent(event) -> None:
+        sent.append(event)
+
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_appended, group_id="t1", dedupe=False)
+    bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, on_sent, group_id="t2", dedupe=False)
+    try:
+        async with TestKafkaBroker(bus.broker):
+            await bus.publisher(VISITOR_MESSAGES).publish(VisitorMessageReceived(
+                chatbot_id="b", conversation_id="cv_y", channel="telegram", visitor=VisitorIdentity(external_id="7"),
+                text="Can I talk to a real person?", channel_message_id="u1"))
+    finally:
+        await redis.aclose()
+
+    handoffs = [e for e in appended if e.type == "conversation.handoff_requested"]
+    assert len(handoffs) == 2 and len({h.event_id for h in handoffs}) == 1  # the retry republished the same one
+    assert [s.text for s in sent] == [
+        "I'm connecting you with a member of our team. Someone will reply here shortly.",
+        "So our team can follow up, please share your phone number."]

@@ -18,12 +18,13 @@ from shared.events import (
     ContactDetails,
     ConversationStateChanged,
     Envelope,
+    OutboundMessage,
     VisitorContactSubmitted,
     VisitorIdentity,
     VisitorMessageReceived,
 )
 from shared.ids import conversation_id_for, new_id
-from tests.fakes.openai_server import Error, FakeOpenAI, Reply, ToolCall
+from tests.fakes.openai_server import Error, FakeOpenAI, Reply, Slow, ToolCall
 from tests.harness import run_in_process, settings_from_env
 from tests.intake.watch import TopicWatcher
 
@@ -94,9 +95,10 @@ async def test_llm_mode_end_to_end(isolated):
             fake.when("REFUND-C", ToolCall("request_human_handoff", {"reason": "Angry visitor"}))
             fake.when("BROKEN-E", Error(500))
             fake.when("SPEAK-AGAIN", Reply("Happy to help again."))
+            fake.when("SLOW-F", Slow(30, Reply("too late")))
             settings = settings_from_env(IntakeSettings, isolated.env(
                 "intake", OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test-key", OPENAI_MODEL="fake-model",
-                OPENAI_MAX_RETRIES="0", OPENAI_TIMEOUT_S="5"))
+                OPENAI_MAX_RETRIES="0", OPENAI_TIMEOUT_S="5", OPENAI_TOTAL_TIMEOUT_S="2"))
             async with run_in_process("intake", create_app, settings) as svc:
                 async with httpx.AsyncClient(base_url=svc.url) as http:
                     assert (await http.get("/healthz")).json()["ai_mode"] == "llm"
@@ -108,11 +110,13 @@ async def test_llm_mode_end_to_end(isolated):
                 c = Visitor(producer, prefix, "sched")
                 d = Visitor(producer, prefix, "on", channel="telegram")
                 e = Visitor(producer, prefix, "off")
+                f = Visitor(producer, prefix, "off")
                 await a.says("I want my money back REFUND-A")
                 await b.says("I want my money back REFUND-B")
                 await c.says("This is unacceptable REFUND-C")
                 await d.says("I want to talk to a human")
                 await e.says("Hello BROKEN-E")
+                await f.says("Hello SLOW-F")
 
                 # A: the tool call hands off with its reason; the visitor is told and asked
                 # for the contact fields through the widget's form.
@@ -172,16 +176,30 @@ async def test_llm_mode_end_to_end(isolated):
                 [reply_e] = await w.wait_for("outbound.messages", e.conversation_id)
                 assert reply_e["text"] == domain.LLM_APOLOGY
 
+                # F: the model is too slow: an apology, not silence.
+                [reply_f] = await w.wait_for("outbound.messages", f.conversation_id)
+                assert reply_f["text"] == domain.LLM_APOLOGY
+
+                # D: an agent replies while handed off; it becomes part of the AI's context.
+                await producer.send_and_wait(prefix + "outbound.messages", OutboundMessage(
+                    chatbot_id="on", conversation_id=d.conversation_id, message_id="agent-msg-1", channel="telegram",
+                    visitor=d.identity, text="Your refund is on its way.", sender="agent", sender_name="Alice",
+                ).model_dump_json().encode(), key=d.conversation_id.encode())
+                intake = svc.app.state.intake
+                await w.wait_until_async(lambda: intake.memory.context(d.conversation_id),
+                                         lambda ctx: any("refund is on its way" in m["text"] for m in ctx))
+
                 # D: Return to AI: the AI answers again from the next message, with the context.
                 await d.queue_moves("return_to_ai", "active", "handed_off")
                 await d.says("Are you back? SPEAK-AGAIN")
-                answers = await w.wait_for("outbound.messages", d.conversation_id, count=3)
+                answers = await w.wait_for("outbound.messages", d.conversation_id, count=3, sender="ai")
                 assert answers[-1]["text"] == "Happy to help again."
-                assert len(w.of("outbound.messages", d.conversation_id)) == 3  # nothing while handed off
+                assert len(w.of("outbound.messages", d.conversation_id, sender="ai")) == 3  # nothing while handed off
                 [request_d] = fake.requests_containing("SPEAK-AGAIN")
                 contents = [m["content"] for m in request_d["messages"][1:]]
                 assert contents[0] == "I want to talk to a human" and contents[-1] == "Are you back? SPEAK-AGAIN"
                 assert "Dan Brown" in contents
+                assert "[Reply from Alice, a human team member] Your refund is on its way." in contents
 
                 # Malformed input is parked on the DLQ with the error; the consumer goes on.
                 await producer.send_and_wait(prefix + "visitor.messages", b'{"type": "visitor.message_received"}',
@@ -191,7 +209,7 @@ async def test_llm_mode_end_to_end(isolated):
 
                 # Every visitor message was appended exactly once, under a deterministic id.
                 visitor_msgs = w.of("conversation.events", type="conversation.message_appended", sender="visitor")
-                assert len(visitor_msgs) == len({m["message_id"] for m in visitor_msgs}) == 8
+                assert len(visitor_msgs) == len({m["message_id"] for m in visitor_msgs}) == 9
     finally:
         await producer.stop()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -60,6 +60,13 @@ class TopicWatcher:
             return found if len(found) >= count else None
 
         return await eventually(check, timeout=timeout)
+
+    async def wait_until_async(self, read: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool],
+                               timeout: float = 15.0) -> None:
+        async def check() -> bool:
+            return predicate(await read())
+
+        await eventually(check, timeout=timeout)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
         await eventually(lambda: asyncio.sleep(0, result=predicate()), timeout=timeout)

@@ -146,6 +146,14 @@ async def test_pending_jobs_resume_after_a_restart_and_offline_mode_is_extractiv
                 [offline_summary] = await w.wait_for("handoff.summaries", handoff_id="h_OFFLINE-MARK")
                 assert offline_summary["mode"] == "extractive"
                 assert "offline-mark@example.com" in offline_summary["text"]
+
+                # Nothing to summarize (no reason, no visitor words, no contact): unavailable.
+                empty = handoff("EMPTY-MARK").model_copy(update={
+                    "reason": None, "contact": ContactDetails(),
+                    "transcript": [TranscriptLine(sender="ai", text="Hi!", at=datetime.now(UTC))]})
+                await send(producer, prefix, empty)
+                [unavailable] = await w.wait_for("handoff.summaries", handoff_id="h_EMPTY-MARK")
+                assert unavailable["status"] == "unavailable" and unavailable["text"] is None
             assert len(fake.requests_containing("RESUME-MARK")) == 1
     finally:
         await producer.stop()
