@@ -12,8 +12,10 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -152,6 +154,9 @@ def build_router(gw: Gateway) -> APIRouter:
     # ------------------------------------------------------------ sign-in
     @router.post("/api/login", tags=["session"], summary="Sign in; sets the session cookie")
     async def login(request: Request) -> JSONResponse:
+        # JSON only: a cross-site HTML form cannot send it without a preflight.
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise HTTPException(415, "Send the e-mail and password as JSON.")
         try:
             body = LoginBody.model_validate_json(await request.body())
         except ValidationError:
@@ -177,6 +182,7 @@ def build_router(gw: Gateway) -> APIRouter:
     @router.post("/api/logout", tags=["session"], status_code=204, summary="Sign out; deletes the session")
     async def logout(request: Request, session: Session = Depends(session_with_csrf)) -> Response:
         await gw.store.delete_session(request.cookies.get(SESSION_COOKIE))
+        gw.hub.end_session(session.token_digest, CLOSE_NO_SESSION)
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=settings.cookie_secure)
         return response
@@ -196,20 +202,26 @@ def build_router(gw: Gateway) -> APIRouter:
 
     # ------------------------------------------------------------ reads (proxied to the queue)
     base = "/api/chatbots/{chatbot_id}"
-    internal = "/internal/chatbots/{chatbot_id}"
+
+    def internal_path(chatbot_id: str, *rest: str) -> str:
+        """The queue's path for these ids, each quoted as one segment (no "..", no "/")."""
+        segments = [chatbot_id, *rest]
+        if any(s in (".", "..") for s in segments):
+            raise HTTPException(404, "Not found.")
+        return "/internal/chatbots/" + "/".join(quote(s, safe="") for s in segments)
 
     @router.get(base + "/snapshot", tags=["dashboard"], response_model=Snapshot)
     async def snapshot(chatbot_id: str, limit: int = Query(50, ge=1, le=200), _: Session = Depends(member)) -> Response:
-        return proxied(await gw.queue.get(internal.format(chatbot_id=chatbot_id) + "/snapshot", {"limit": limit}))
+        return proxied(await gw.queue.get(internal_path(chatbot_id, "snapshot"), {"limit": limit}))
 
     @router.get(base + "/stats", tags=["dashboard"], response_model=Stats)
     async def stats(chatbot_id: str, _: Session = Depends(member)) -> Response:
-        return proxied(await gw.queue.get(internal.format(chatbot_id=chatbot_id) + "/stats"))
+        return proxied(await gw.queue.get(internal_path(chatbot_id, "stats")))
 
     @router.get(base + "/handoffs", tags=["dashboard"], response_model=Page[HandoffRow])
     async def handoffs(chatbot_id: str, cursor: str | None = Query(None, max_length=512),
                        limit: int = Query(50, ge=1, le=200), _: Session = Depends(member)) -> Response:
-        return proxied(await gw.queue.get(internal.format(chatbot_id=chatbot_id) + "/handoffs",
+        return proxied(await gw.queue.get(internal_path(chatbot_id, "handoffs"),
                                           {"cursor": cursor, "limit": limit}))
 
     @router.get(base + "/conversations", tags=["conversations"], response_model=Page[ConversationView])
@@ -217,14 +229,14 @@ def build_router(gw: Gateway) -> APIRouter:
                             status: Literal["all", "needs_reply", "active", "closed"] = "all",
                             q: str | None = Query(None, max_length=200), cursor: str | None = Query(None, max_length=512),
                             limit: int = Query(50, ge=1, le=200), _: Session = Depends(member)) -> Response:
-        return proxied(await gw.queue.get(internal.format(chatbot_id=chatbot_id) + "/conversations",
+        return proxied(await gw.queue.get(internal_path(chatbot_id, "conversations"),
                                           {"status": status, "q": q, "cursor": cursor, "limit": limit}))
 
     @router.get(base + "/conversations/{conversation_id}", tags=["conversations"], response_model=ConversationDetail)
     async def conversation(chatbot_id: str, conversation_id: str, before: str | None = Query(None, max_length=512),
                            limit: int = Query(100, ge=1, le=500), _: Session = Depends(member)) -> Response:
         return proxied(await gw.queue.get(
-            internal.format(chatbot_id=chatbot_id) + f"/conversations/{conversation_id}",
+            internal_path(chatbot_id, "conversations", conversation_id),
             {"before": before, "limit": limit}))
 
     # ------------------------------------------------------------ agent actions
@@ -316,13 +328,17 @@ def build_router(gw: Gateway) -> APIRouter:
         if session is None:
             await websocket.close(CLOSE_NO_SESSION, domain.NOT_SIGNED_IN)
             return
-        client = LiveClient(websocket, session.agent.agent_id, session.chatbot_ids, settings.ws_send_queue_size)
+        client = LiveClient(websocket, session.agent.agent_id, session.chatbot_ids, settings.ws_send_queue_size,
+                            session_digest=session.token_digest)
         gw.hub.add(client)
         writer = asyncio.create_task(client.run_writer())
         try:
             while not writer.done():
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    break
+                if session.expires_at <= datetime.now(UTC):
+                    await websocket.close(CLOSE_NO_SESSION, "Session expired.")
                     break
                 frame = parse_client_frame(message.get("text"))
                 if isinstance(frame, str):
@@ -349,7 +365,7 @@ def build_router(gw: Gateway) -> APIRouter:
     async def position(chatbot_id: str) -> tuple[str, int]:
         """Where the chatbot's sequence stands: from the queue, else the last update seen."""
         try:
-            snap = json.loads(await gw.queue.get(internal.format(chatbot_id=chatbot_id) + "/snapshot", {"limit": 1}))
+            snap = json.loads(await gw.queue.get(internal_path(chatbot_id, "snapshot"), {"limit": 1}))
             return str(snap["epoch"]), int(snap["seq"])
         except (QueueError, KeyError, ValueError, TypeError):
             return gw.handlers.positions.get(chatbot_id, ("", 0))

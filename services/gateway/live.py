@@ -21,9 +21,11 @@ CLOSE_TOO_SLOW = 4408
 
 
 class LiveClient:
-    def __init__(self, websocket: WebSocket, agent_id: str, chatbot_ids: set[str], queue_size: int) -> None:
+    def __init__(self, websocket: WebSocket, agent_id: str, chatbot_ids: set[str], queue_size: int,
+                 session_digest: str = "") -> None:
         self.websocket = websocket
         self.agent_id = agent_id
+        self.session_digest = session_digest
         self.member_of = chatbot_ids
         self.subscriptions: set[str] = set()
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
@@ -94,6 +96,14 @@ class LiveHub:
                 self._drop(client)
         return delivered
 
+    def end_session(self, session_digest: str, code: int) -> int:
+        """Close the sockets opened with a session that just ended (logout)."""
+        ended = [c for c in self.clients if c.session_digest == session_digest]
+        for client in ended:
+            self.remove(client)
+            asyncio.get_running_loop().create_task(_close_quietly(client.websocket, code))
+        return len(ended)
+
     def _drop(self, client: LiveClient) -> None:
         log.warning("dropping a websocket client of agent %s that fell behind", client.agent_id)
         self.dropped_slow += 1
@@ -102,5 +112,6 @@ class LiveHub:
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:
+    reason = "Too slow; reconnect and resync." if code == CLOSE_TOO_SLOW else "Signed out."
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(code=code, reason="Too slow; reconnect and resync."), 5)
+        await asyncio.wait_for(websocket.close(code=code, reason=reason), 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -40,7 +41,7 @@ class QueueClient:
         raise QueueError(503, QUEUE_FAILED)
 
     async def chatbot_settings(self, chatbot_id: str) -> ChatbotSettings:
-        return ChatbotSettings.model_validate_json(await self.get(f"/internal/chatbots/{chatbot_id}/settings"))
+        return ChatbotSettings.model_validate_json(await self.get(f"/internal/chatbots/{quote(chatbot_id, safe='')}/settings"))
 
 
 def _detail(response: httpx.Response) -> Any:

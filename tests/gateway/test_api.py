@@ -80,6 +80,8 @@ async def test_bad_logins_get_one_generic_error_then_throttled(stack):
         unknown = await client.post("/api/login", json={"email": "nobody@example.com", "password": PASSWORD})
         wrong = await client.post("/api/login", json={"email": "t@example.com", "password": "wrong password"})
         garbage = await client.post("/api/login", content=b"not json", headers={"content-type": "application/json"})
+        form = await client.post("/api/login", data={"email": "t@example.com", "password": PASSWORD})
+        assert form.status_code == 415  # a cross-site HTML form cannot sign anyone in
         for r in (unknown, wrong, garbage):
             assert r.status_code == 401 and r.json() == {"detail": "Invalid e-mail or password."}
             assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
@@ -149,6 +151,11 @@ async def test_reads_are_proxied_and_queue_errors_mapped(stack):
         missing = await client.get("/api/chatbots/alpha/conversations/cv_nope")
         assert missing.status_code == 404 and missing.json() == {"detail": "Conversation not found."}
         assert (await client.get("/api/chatbots/ghost/settings")).status_code == 404
+        # Ids are passed to the queue as single path segments: no way to walk elsewhere.
+        before = len(stack.queue_seen["requests"])
+        assert (await client.get("/api/chatbots/alpha/conversations/..")).status_code == 404
+        assert (await client.get("/api/chatbots/alpha/conversations/a%3Fx=1")).status_code == 404
+        assert stack.queue_seen["requests"][before:] == ["/internal/chatbots/alpha/conversations/a%3Fx=1?limit=100"]
 
         # Settings: the public view, never a secret.
         s = await client.get("/api/chatbots/alpha/settings")

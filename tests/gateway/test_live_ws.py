@@ -159,3 +159,21 @@ async def test_two_gateway_instances_both_deliver_the_same_update(stack):
             for ws in (ws1, ws2):
                 frame, _ = await recv_until(ws, lambda f: f["type"] == "update")
                 assert (frame["chatbot_id"], frame["epoch"], frame["seq"]) == ("alpha", "e2", 42)
+
+
+async def test_logout_closes_the_sessions_sockets(stack):
+    settings = stack.gateway_settings()
+    await add_agent(settings, "out@example.com", ["alpha"])
+    async with gateway(stack) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        csrf = await login(client, "out@example.com")
+        other = await session_cookie(gw.url, "out@example.com")  # a second session of the same agent
+        async with open_ws(gw, client.cookies[SESSION_COOKIE]) as ws, open_ws(gw, other) as ws_other:
+            assert (await subscribe(ws, "alpha"))["type"] == "subscribed"
+            assert (await subscribe(ws_other, "alpha"))["type"] == "subscribed"
+            assert (await client.post("/api/logout", headers={"X-CSRF-Token": csrf})).status_code == 204
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+            assert closed.value.rcvd.code == 4401
+            # The other session is untouched.
+            await ws_other.send(json.dumps({"type": "ping"}))
+            assert await recv(ws_other) == {"type": "pong"}
