@@ -138,3 +138,43 @@ async def test_transient_5xx_retried_permanent_4xx_reported_without_token(stack,
 
 async def _async(value):
     return value
+
+
+async def test_publish_failure_answers_503_so_telegram_retries(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    inbound = stack.service.app.state.channels_api.inbound_visitor
+    real = inbound.publisher
+
+    class BrokenBus:
+        async def publish(self, event):
+            raise ConnectionError("broker unreachable")
+
+    url = f"{stack.url}/telegram/{bot.chatbot_id}/webhook"
+    headers = {"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"]}
+    async with httpx.AsyncClient() as client:
+        inbound.publisher = BrokenBus()
+        try:
+            refused = await client.post(url, json=_update(8001, 8, "keep me"), headers=headers)
+        finally:
+            inbound.publisher = real
+        retried = await client.post(url, json=_update(8001, 8, "keep me"), headers=headers)
+    assert refused.status_code == 503 and retried.status_code == 200 and retried.json()["duplicate"] is False
+    got = await stack.visitor_messages.wait_for(lambda r: r["chatbot_id"] == bot.chatbot_id)
+    assert [r["text"] for r in got] == ["keep me"]
+
+
+async def test_unknown_chatbot_and_non_text_updates(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    headers = {"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"]}
+    async with httpx.AsyncClient() as client:
+        unknown = await client.post(f"{stack.url}/telegram/nobody/webhook", json=_update(1, 1, "x"), headers=headers)
+        sticker = await client.post(f"{stack.url}/telegram/{bot.chatbot_id}/webhook", headers=headers,
+                                    json={"update_id": 9, "message": {"message_id": 9, "date": 1, "chat": {"id": 9},
+                                                                      "sticker": {"file_id": "x"}}})
+        not_json = await client.post(f"{stack.url}/telegram/{bot.chatbot_id}/webhook", headers=headers,
+                                     content=b"{not json")
+    assert unknown.status_code == 404
+    assert sticker.status_code == 200 and sticker.json()["ignored"] is True
+    assert not_json.status_code == 400 and not_json.json() == {"detail": "The body is not JSON."}

@@ -1,0 +1,66 @@
+"""The channels' stores against the real Redis and Mongo-wire server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.channels.settings import ChannelsSettings
+from services.channels.store import DeliveryRecords, InboundDedupe, WebOutbox, WhatsAppWindowStore
+from shared.stores import open_mongo, open_redis
+from tests.harness import settings_from_env
+
+
+async def test_inbound_dedupe_claim_done_release(isolated):
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    redis = open_redis(settings)
+    try:
+        dedupe = InboundDedupe(redis, settings.redis_prefix, ttl_s=60)
+        assert await dedupe.claim("k1") == "new"
+        assert await dedupe.claim("k1") == "pending"  # being published right now
+        await dedupe.release("k1")  # publishing failed: the retry must be accepted
+        assert await dedupe.claim("k1") == "new"
+        await dedupe.done("k1")
+        assert await dedupe.claim("k1") == "done"
+        assert 0 < await redis.ttl(f"{settings.redis_prefix}:inbound:k1") <= 60
+    finally:
+        await redis.aclose()
+
+
+async def test_window_keeps_latest_inbound_and_outbox_history(isolated):
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    redis = open_redis(settings)
+    try:
+        window = WhatsAppWindowStore(redis, settings.redis_prefix)
+        now = datetime.now(UTC).replace(microsecond=0)
+        assert await window.last_inbound("b", "cv1") is None
+        await window.record_inbound("b", "cv1", now)
+        await window.record_inbound("b", "cv1", now - timedelta(hours=3))  # late, older delivery
+        assert await window.last_inbound("b", "cv1") == now
+        assert await window.last_inbound("other-bot", "cv1") is None
+
+        outbox = WebOutbox(redis, settings.redis_prefix, limit=3, ttl_s=60)
+        for i in range(5):
+            await outbox.store("b", "v_1", {"message_id": f"m{i}"})
+        assert [e["message_id"] for e in await outbox.history("b", "v_1")] == ["m2", "m3", "m4"]
+        assert await outbox.mark_delivered_once("m4") is True
+        assert await outbox.mark_delivered_once("m4") is False
+    finally:
+        await redis.aclose()
+
+
+async def test_delivery_claimed_once(isolated):
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        records = DeliveryRecords(db)
+        assert await records.claim("msg-1", "b", "cv", "telegram") is None
+        again = await records.claim("msg-1", "b", "cv", "telegram")
+        assert again is not None and again["state"] == "sending"
+        await records.finish("msg-1", "sent", "555", None)
+        await records.remember_wamid("wamid.Z", "msg-1", "b", "cv")
+        done = await records.claim("msg-1", "b", "cv", "telegram")
+        assert done["state"] == "sent" and done["channel_message_id"] == "555" and done["status_published"] is False
+        assert (await records.message_for_wamid("wamid.Z"))["message_id"] == "msg-1"
+        assert await records.message_for_wamid("wamid.unknown") is None
+    finally:
+        await client.close()
