@@ -184,6 +184,11 @@ def to_ms(at: datetime) -> int:
     return (at - _EPOCH) // timedelta(milliseconds=1)
 
 
+def to_us(at: datetime) -> int:
+    """Epoch microseconds: the exact order of messages (BSON dates keep only milliseconds)."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
 def from_ms(ms: int | float) -> datetime:
     return _EPOCH + timedelta(milliseconds=int(ms))
 

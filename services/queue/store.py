@@ -25,7 +25,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.queue.domain import StatsCounts, StatsWindow, from_ms, to_ms
+from services.queue.domain import StatsCounts, StatsWindow, from_ms, to_ms, to_us
 from shared.chatbots import ChatbotSettings
 from shared.ids import new_id
 from shared.views import HandoffRow
@@ -68,7 +68,7 @@ class QueueRecord:
         # Secantus has no $text index (checked): search uses case-insensitive regexes.
         await self.conversations.create_index([("chatbot_id", ASCENDING), ("status", ASCENDING), ("updated_at", DESCENDING)])
         await self.conversations.create_index([("chatbot_id", ASCENDING), ("updated_at", DESCENDING)])
-        await self.messages.create_index([("conversation_id", ASCENDING), ("created_at", ASCENDING)])
+        await self.messages.create_index([("conversation_id", ASCENDING), ("at_us", ASCENDING)])
         await self.messages.create_index([("chatbot_id", ASCENDING), ("created_at", DESCENDING)])
         await self.handoffs.create_index([("chatbot_id", ASCENDING), ("closed_at", DESCENDING)])
         await self.handoffs.create_index([("conversation_id", ASCENDING)])
@@ -157,7 +157,7 @@ class QueueRecord:
     async def insert_message(self, doc: dict) -> bool:
         """False when this message id is already stored (a replay)."""
         try:
-            await self.messages.insert_one(doc)
+            await self.messages.insert_one({**doc, "at_us": to_us(doc["created_at"])})
             return True
         except DuplicateKeyError:
             return False
@@ -173,17 +173,19 @@ class QueueRecord:
         return await self.messages.count_documents({"conversation_id": conversation_id})
 
     async def messages_before(self, conversation_id: str, before: str | None, limit: int) -> tuple[list[dict], str | None]:
-        """The `limit` messages before the cursor, oldest first; the cursor pages further back."""
+        """The `limit` messages before the cursor, oldest first; the cursor pages further back.
+
+        Ordered by `at_us` (epoch microseconds, exact) because BSON dates keep only
+        milliseconds and messages often arrive within one."""
         query: dict[str, Any] = {"conversation_id": conversation_id}
         if before:
-            at_raw, last_id = decode_cursor(before)
-            at = datetime.fromisoformat(at_raw)
-            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": last_id}}]
-        docs = await self.messages.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list()
+            at_us, last_id = decode_cursor(before)
+            query["$or"] = [{"at_us": {"$lt": int(at_us)}}, {"at_us": int(at_us), "_id": {"$lt": last_id}}]
+        docs = await self.messages.find(query).sort([("at_us", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list()
         next_cursor = None
         if len(docs) > limit:
             docs = docs[:limit]
-            next_cursor = encode_cursor(docs[-1]["created_at"].isoformat(), docs[-1]["_id"])
+            next_cursor = encode_cursor(docs[-1]["at_us"], docs[-1]["_id"])
         docs.reverse()
         return docs, next_cursor
 

@@ -218,3 +218,147 @@ async def test_whatsapp_window_settings_summary_and_delivery(isolated):
         await q.send(AGENT_COMMANDS, wrong)
         assert (await q.seen.result(wrong.command_id))["status_code"] == 422
         assert (await q.queue.record.get_chatbot("other")) is None
+
+
+async def _hand_off(q, bot: str, visitor_id: str, text: str, *, name: str | None = None, channel: str = "web") -> str:
+    h = handoff(bot, visitor_id, channel=channel)
+    await q.send(CONVERSATION_EVENTS, message(bot, visitor_id, text, name=name, channel=channel))
+    await q.send(CONVERSATION_EVENTS, h)
+    return h.event_id
+
+
+async def test_redis_wiped_mid_run_is_rebuilt_with_exact_counts(isolated):
+    async with queue_under_test(isolated) as q:
+        await seed(q, BOT, timezone="Europe/Berlin")
+        ids = [await _hand_off(q, BOT, f"v{i}", f"message {i}") for i in range(4)]
+        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff", count=4)
+        close = command(BOT, conv_id(BOT, "v0"), "close")
+        await q.send(AGENT_COMMANDS, close)
+        assert (await q.seen.result(close.command_id))["ok"]
+        before = (await q.api(f"/internal/chatbots/{BOT}/snapshot")).json()
+        assert (before["stats"]["open"], before["stats"]["resolved_this_week"], before["stats"]["today"]) == (3, 1, 3)
+
+        # Wipe every key of this queue's index.
+        keys = [k async for k in q.queue.index.redis.scan_iter(match=q.settings.redis_prefix + ":*")]
+        assert keys
+        await q.queue.index.redis.delete(*keys)
+
+        # The next event finds the index gone, rebuilds it from Mongo and numbers anew.
+        await q.send(CONVERSATION_EVENTS, message(BOT, "v1", "are you there?"))
+        up = (await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "are you there?"))[0]
+        assert up["epoch"] != before["epoch"] and up["seq"] == 1
+        assert (up["stats"]["open"], up["stats"]["resolved_this_week"], up["stats"]["today"]) == (3, 1, 3)
+        assert up["row_upserted"]["message_count"] == 2
+        after = (await q.api(f"/internal/chatbots/{BOT}/snapshot")).json()
+        assert after["epoch"] == up["epoch"] and after["seq"] == 1
+        assert [r["conversation_id"] for r in after["handoffs"]["items"]] == [conv_id(BOT, f"v{i}") for i in (1, 2, 3)]
+        assert after["stats"]["oldest_waiting_since"] == after["handoffs"]["items"][0]["waiting_since"]
+        assert after["stats"]["today_ends_at"].endswith("+01:00") or after["stats"]["today_ends_at"].endswith("Z") \
+            or after["stats"]["today_ends_at"].endswith("+00:00")
+
+        # A query alone also rebuilds (wiped again, no event this time).
+        await q.queue.index.redis.delete(*[k async for k in q.queue.index.redis.scan_iter(match=q.settings.redis_prefix + ":*")])
+        stats = (await q.api(f"/internal/chatbots/{BOT}/stats")).json()
+        assert (stats["open"], stats["resolved_this_week"]) == (3, 1)
+        assert len(ids) == 4
+
+        # Startup check: an index that disagrees with Mongo is rebuilt under a new epoch.
+        epoch = await q.queue.index.epoch(BOT)
+        await q.queue.index.redis.zrem(q.queue.index.key(BOT, "open"), conv_id(BOT, "v3"))
+        assert await q.queue.check_index() == [BOT]
+        assert await q.queue.index.epoch(BOT) != epoch
+        assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["open"] == 3
+        assert await q.queue.check_index() == []
+
+
+async def test_internal_api(isolated):
+    async with queue_under_test(isolated) as q:
+        await seed(q, BOT)
+        await seed(q, "other")
+        for i in range(5):
+            await _hand_off(q, BOT, f"h{i}", f"handoff visitor {i}")
+        await q.send(CONVERSATION_EVENTS, message(BOT, "act", "just browsing the blue shoes", name="Carla"))
+        from shared.events import ContactCaptured, ContactDetails
+        from tests.queue.support import visitor
+
+        await q.send(CONVERSATION_EVENTS, ContactCaptured(
+            chatbot_id=BOT, conversation_id=conv_id(BOT, "h2"), channel="web", visitor=visitor("h2"),
+            contact=ContactDetails(name="Dana Doe", email="dana@example.com", phone="+49 170 1234567")))
+        await q.send(CONVERSATION_EVENTS, message("other", "x", "other bot's visitor"))
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r["chatbot_id"] == "other")
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("conversation") or {}).get("display_name") == "Dana Doe")
+        # Partitions are consumed in no fixed order: wait until all five are handed off.
+        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff", count=5)
+        close = command(BOT, conv_id(BOT, "h4"), "close")
+        await q.send(AGENT_COMMANDS, close)
+        assert (await q.seen.result(close.command_id))["ok"]
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "just browsing the blue shoes")
+
+        # Open handoffs, oldest first, paged with a cursor.
+        page1 = (await q.api(f"/internal/chatbots/{BOT}/handoffs", limit=2)).json()
+        page2 = (await q.api(f"/internal/chatbots/{BOT}/handoffs", limit=2, cursor=page1["next_cursor"])).json()
+        assert page1["total"] == 4 and page2["next_cursor"] is None
+        names = [r["conversation_id"] for r in page1["items"] + page2["items"]]
+        assert names == [conv_id(BOT, f"h{i}") for i in range(4)]
+        assert page1["items"][0]["reason"] == "User asked for a person" and page1["items"][0]["channel"] == "web"
+        snap = (await q.api(f"/internal/chatbots/{BOT}/snapshot", limit=3)).json()
+        assert len(snap["handoffs"]["items"]) == 3 and snap["handoffs"]["next_cursor"] and snap["stats"]["open"] == 4
+        assert snap["seq"] == max(u["seq"] for u in q.seen.updates(BOT))
+
+        # Conversations table: filters, most recent first, search, paging.
+        async def table(**params) -> list[str]:
+            body = (await q.api(f"/internal/chatbots/{BOT}/conversations", **params)).json()
+            return [c["conversation_id"] for c in body["items"]]
+
+        everything = await table(status="all")
+        assert set(everything) == {conv_id(BOT, v) for v in ("h0", "h1", "h2", "h3", "h4", "act")}
+        assert everything[0] == conv_id(BOT, "h4")  # the close was the latest activity
+        assert set(await table(status="needs_reply")) == {conv_id(BOT, f"h{i}") for i in range(4)}
+        assert await table(status="active") == [conv_id(BOT, "act")]
+        assert await table(status="closed") == [conv_id(BOT, "h4")]
+        assert await table(q="BLUE SHOES") == [conv_id(BOT, "act")]  # message text
+        assert await table(q="carla") == [conv_id(BOT, "act")]  # name
+        assert await table(q="dana@example") == [conv_id(BOT, "h2")]  # e-mail
+        assert await table(q="170 1234") == [conv_id(BOT, "h2")]  # phone
+        assert await table(q="nothing like this") == []
+        first = (await q.api(f"/internal/chatbots/{BOT}/conversations", limit=4)).json()
+        rest = (await q.api(f"/internal/chatbots/{BOT}/conversations", limit=4, cursor=first["next_cursor"])).json()
+        assert [c["conversation_id"] for c in first["items"] + rest["items"]] == everything and rest["next_cursor"] is None
+        assert (await q.api(f"/internal/chatbots/{BOT}/conversations", status="bogus")).status_code == 422
+        assert (await q.api(f"/internal/chatbots/{BOT}/handoffs", cursor="%%%")).status_code == 422
+
+        # One conversation, messages oldest first, paged backwards.
+        detail = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h2')}")).json()
+        assert detail["conversation"]["contact"] == {"name": "Dana Doe", "email": "dana@example.com", "phone": "+49 170 1234567"}
+        assert [m["text"] for m in detail["messages"]["items"]] == ["handoff visitor 2"]
+        assert (await q.api(f"/internal/chatbots/other/conversations/{conv_id(BOT, 'h2')}")).status_code == 404
+        assert (await q.api(f"/internal/chatbots/{BOT}/conversations/cv_missing")).status_code == 404
+        for i in range(3):
+            await q.send(CONVERSATION_EVENTS, message(BOT, "h0", f"more {i}"))
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "more 2")
+        last2 = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h0')}", limit=2)).json()
+        assert [m["text"] for m in last2["messages"]["items"]] == ["more 1", "more 2"]
+        older = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h0')}", limit=2,
+                             before=last2["messages"]["next_cursor"])).json()
+        assert [m["text"] for m in older["messages"]["items"]] == ["handoff visitor 0", "more 0"]
+
+        # Settings (with secrets: internal only) and the chatbot list.
+        assert (await q.api(f"/internal/chatbots/{BOT}/settings")).json()["chatbot_id"] == BOT
+        assert (await q.api("/internal/chatbots/nobody/settings")).status_code == 404
+        assert (await q.api("/internal/chatbots/nobody/stats")).status_code == 404
+        assert [c["chatbot_id"] for c in (await q.api("/internal/chatbots")).json()] == ["other", BOT]
+
+
+async def test_malformed_events_go_to_the_dlq_and_the_consumer_keeps_going(isolated):
+    async with queue_under_test(isolated) as q:
+        await seed(q, BOT)
+        await q.send(CONVERSATION_EVENTS, b'{"type": "conversation.message_appended", "chatbot_id": "shop"}', key=b"x")
+        await q.send(CONVERSATION_EVENTS, b"\x00not json", key=b"x")
+        await q.send(AGENT_COMMANDS, b'{"type": "agent.command", "command_id": "short"}', key=b"x")
+        await q.send(CONVERSATION_EVENTS, message(BOT, "v-after", "still working"))
+        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "still working")
+        parked = await q.seen.wait_for(CONVERSATION_EVENTS.dlq, lambda r: True, count=2)
+        assert [p["error_kind"] for p in parked] == ["invalid", "invalid"]
+        assert parked[0]["consumer"].startswith("queue-")
+        cmd_parked = await q.seen.wait_for(AGENT_COMMANDS.dlq, lambda r: True)
+        assert "command_id" in cmd_parked[0]["error"]
