@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,22 +67,7 @@ def update(chatbot_id: str, seq: int, epoch: str = "e1") -> DashboardUpdate:
                                                    message_count=seq))
 
 
-@dataclass
-class FakeQueue:
-    """What the fake queue saw, so tests can assert what reached it (and what did not)."""
-
-    service: RunningService
-    runtime: ServiceRuntime
-    requests: list[str] = field(default_factory=list)
-    commands: list[Any] = field(default_factory=list)
-    seq: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.service.url
-
-
-def fake_queue_app(settings: ServiceSettings, seen: FakeQueue | None = None):
+def fake_queue_app(settings: ServiceSettings):
     runtime = ServiceRuntime(settings, name="fakequeue")
     app = runtime.app
     app.state.seen = {"requests": [], "commands": []}
@@ -101,7 +86,7 @@ def fake_queue_app(settings: ServiceSettings, seen: FakeQueue | None = None):
     @app.get("/internal/chatbots/{chatbot_id}/snapshot")
     async def snapshot(chatbot_id: str, limit: int = Query(50, ge=1)) -> Snapshot:
         check(chatbot_id)
-        return Snapshot(chatbot_id=chatbot_id, epoch="e1", seq=app.state.seen.get("seq", 7), stats=stats(chatbot_id),
+        return Snapshot(chatbot_id=chatbot_id, epoch="e1", seq=7, stats=stats(chatbot_id),
                         handoffs=Page(items=[]))
 
     @app.get("/internal/chatbots/{chatbot_id}/stats")
@@ -159,7 +144,6 @@ def fake_queue_app(settings: ServiceSettings, seen: FakeQueue | None = None):
 class Stack:
     isolated: Any
     queue: RunningService
-    settings_publisher: Any = None
 
     def gateway_settings(self, **extra: str) -> GatewaySettings:
         defaults = {"QUEUE_URL": self.queue.url, "COMMAND_TIMEOUT_S": "3",

@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
 
 from services.gateway.api import SESSION_COOKIE
 from services.gateway.domain import token_digest

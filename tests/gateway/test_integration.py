@@ -5,8 +5,6 @@ with the queue's 409, and settings changes round-trip."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
 
 import httpx
