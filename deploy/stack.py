@@ -32,7 +32,8 @@ from deploy.infra import Infra, Server, start_kafka, start_mongo, start_redis, w
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("HANDOFF_DATA_DIR", ROOT / ".data"))
-RUN_DIR = ROOT / ".run"
+# Where the runner records its PIDs and logs; separate runs (e.g. tests) use their own.
+RUN_DIR = Path(os.environ.get("HANDOFF_RUN_DIR", ROOT / ".run"))
 STATE_FILE = RUN_DIR / "stack.json"
 LOG_DIR = RUN_DIR / "logs"
 

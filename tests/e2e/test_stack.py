@@ -57,13 +57,12 @@ def stack(tmp_path_factory):
         "HANDOFF_REDIS_PORT": str(free_port()),
         "HANDOFF_MONGO_PORT": str(free_port()),
         "HANDOFF_DATA_DIR": str(data),
+        "HANDOFF_RUN_DIR": str(data / "run"),
         # no LLM: intake runs its offline responder and explicit-request detection
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "",
     }
-    run_dir = ROOT / ".run"
-    if (run_dir / "stack.json").exists():
-        pytest.skip("a local stack is running from this checkout (.run/stack.json); stop it first")
+    run_dir = data / "run"
     log = data / "runner.log"
     out = open(log, "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "deploy.stack", "up"], cwd=ROOT, env=env,
