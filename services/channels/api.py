@@ -24,6 +24,7 @@ from services.channels.domain import (
     parse_telegram_update,
     parse_whatsapp_payload,
     status_event,
+    telegram_webhook_secret,
     valid_telegram_secret,
     valid_whatsapp_signature,
     valid_whatsapp_verification,
@@ -167,8 +168,9 @@ def build_router(api: ChannelsApi) -> APIRouter:
     @router.post("/telegram/{chatbot_id}/webhook")
     async def telegram_webhook(chatbot_id: str, request: Request) -> Any:
         chatbot = api.chatbot_or_404(chatbot_id)
-        if not valid_telegram_secret(chatbot.channels.telegram_webhook_secret,
-                                     request.headers.get("x-telegram-bot-api-secret-token")):
+        creds = chatbot.channels
+        expected = telegram_webhook_secret(chatbot_id, creds.telegram_bot_token, creds.telegram_webhook_secret)
+        if not valid_telegram_secret(expected, request.headers.get("x-telegram-bot-api-secret-token")):
             raise HTTPException(401, "Invalid secret token.")
         update = _json_object(await request.body())
         event = parse_telegram_update(chatbot_id, update)

@@ -8,7 +8,13 @@ import contextlib
 import hashlib
 import logging
 
-from services.channels.domain import PermanentDeliveryError, TransientDeliveryError, redact, retry_delay
+from services.channels.domain import (
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    redact,
+    retry_delay,
+    telegram_webhook_secret,
+)
 from services.channels.platforms import TelegramClient
 from services.channels.store import TelegramWebhookRegistry
 from shared.chatbots import ChatbotSettings
@@ -61,8 +67,9 @@ class TelegramWebhooks:
         running = self._tasks.pop(settings.chatbot_id, None)
         if running and not running.done():
             running.cancel()  # a newer token/secret replaces the pending registration
+        secret = telegram_webhook_secret(settings.chatbot_id, creds.telegram_bot_token, creds.telegram_webhook_secret)
         self._tasks[settings.chatbot_id] = asyncio.create_task(
-            self._register(settings.chatbot_id, creds.telegram_bot_token, creds.telegram_webhook_secret))
+            self._register(settings.chatbot_id, creds.telegram_bot_token, secret))
 
     async def _register(self, chatbot_id: str, token: str, secret: str | None) -> None:
         url = self.url_for(chatbot_id)

@@ -33,6 +33,17 @@ def inbound_dedupe_key(chatbot_id: str, channel: str, channel_message_id: str) -
 
 
 # ---------------------------------------------------------------- authentication
+def telegram_webhook_secret(chatbot_id: str, bot_token: str | None, configured: str | None) -> str | None:
+    """The secret_token given to setWebhook and checked on every update: the configured one,
+    or (when the chatbot has a token but no secret) one derived from the token, so a webhook
+    is never left unauthenticated. Telegram allows 1-256 characters of A-Z a-z 0-9 _ -."""
+    if configured:
+        return configured
+    if not bot_token:
+        return None
+    return hmac.new(bot_token.encode(), f"handoff-telegram-webhook:{chatbot_id}".encode(), hashlib.sha256).hexdigest()
+
+
 def valid_telegram_secret(expected: str | None, given: str | None) -> bool:
     """Telegram echoes the webhook's secret_token in X-Telegram-Bot-Api-Secret-Token."""
     if not expected or given is None:

@@ -23,6 +23,7 @@ from services.channels.platforms import TelegramClient, WhatsAppClient
 from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
 from shared.bus import EventPublisher
 from shared.events import OutboundMessage
+from shared.ids import conversation_id_for, new_id
 
 log = logging.getLogger("handoff.channels.outbound")
 
@@ -50,9 +51,12 @@ class OutboundDelivery:
         self.telegram, self.whatsapp, self.window, self.outbox = telegram, whatsapp, window, outbox
         self.attempts, self.backoff_s, self.max_backoff_s = max(1, attempts), backoff_s, max_backoff_s
         self.sleep = sleep
+        # Tells this instance's own bus retry (republish a missing status now) from another
+        # instance that is still busy with the same message (leave it be).
+        self.owner = new_id()
 
     async def deliver(self, event: OutboundMessage) -> None:
-        existing = await self.records.claim(event.message_id, event.chatbot_id, event.conversation_id, event.channel)
+        existing = await self.records.claim(event.message_id, event.chatbot_id, event.conversation_id, event.channel, self.owner)
         if existing is not None:
             await self._settle_duplicate(event, existing)
             return
@@ -71,15 +75,18 @@ class OutboundDelivery:
             await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
 
     async def _settle_duplicate(self, event: OutboundMessage, record: dict) -> None:
-        """Never send twice. If the earlier attempt finished long ago but its status was not
-        published (it crashed in between), publish it now. A recent one is probably still
-        publishing (another instance, another group): leave it be. Status events have stable
-        ids, so even a rare double is applied once downstream."""
+        """Never send twice. If the earlier attempt finished but its status was not published
+        — this instance's publish failed and the bus retries, or another instance crashed long
+        ago — publish it now. A recent one of another instance is probably still publishing:
+        leave it be. Status events have stable ids, so a rare double is applied once downstream."""
         finished_at = record.get("finished_at")
         stale = finished_at is not None and datetime.now(UTC) - finished_at > STATUS_REPUBLISH_AFTER
-        if record.get("state") in ("sent", "failed") and not record.get("status_published") and stale:
+        ours = record.get("owner") == self.owner
+        if record.get("state") in ("sent", "failed") and not record.get("status_published") and (ours or stale):
             await self._publish_status(event.chatbot_id, event.conversation_id, event.message_id, record["state"],
                                        record.get("channel_message_id"), record.get("error"))
+            if record["state"] == "sent" and event.channel == "web":
+                await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
         else:
             log.info("message %s already handled (%s); not sent again", event.message_id, record.get("state"))
 
@@ -126,7 +133,9 @@ class OutboundDelivery:
         # WhatsApp
         if not (creds.whatsapp_connected and creds.whatsapp_access_token and creds.whatsapp_phone_number_id):
             raise PermanentDeliveryError("WhatsApp is not connected for this chatbot.")
-        last = await self.window.last_inbound(event.chatbot_id, event.conversation_id or "")
+        # The window is tracked per conversation, keyed as the inbound side keys it.
+        conversation_id = conversation_id_for(event.chatbot_id, "whatsapp", event.visitor.external_id)
+        last = await self.window.last_inbound(event.chatbot_id, conversation_id)
         if not whatsapp_window(last, datetime.now(UTC)).open:
             raise PermanentDeliveryError(OUTSIDE_WINDOW_ERROR)
         return await self.whatsapp.send_text(creds.whatsapp_phone_number_id, creds.whatsapp_access_token,

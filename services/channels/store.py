@@ -124,11 +124,13 @@ class DeliveryRecords:
         self.deliveries = db["deliveries"]
         self.wamids = db["whatsapp_wamids"]
 
-    async def claim(self, message_id: str, chatbot_id: str, conversation_id: str | None, channel: str) -> dict[str, Any] | None:
+    async def claim(self, message_id: str, chatbot_id: str, conversation_id: str | None, channel: str,
+                    owner: str = "") -> dict[str, Any] | None:
         """None when this call claimed the message; otherwise the existing record."""
         try:
             await self.deliveries.insert_one({
                 "_id": message_id, "chatbot_id": chatbot_id, "conversation_id": conversation_id, "channel": channel,
+                "owner": owner,
                 "state": "sending", "status_published": False, "claimed_at": datetime.now(UTC),
             })
             return None

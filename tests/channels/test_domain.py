@@ -123,3 +123,14 @@ def test_redact_and_status_events():
     failed = status_event("b", "cv", "m1", "failed", error="x" * 5000, permanent=True)
     assert failed.permanent and len(failed.error) == 1000
     assert stable_event_id("a", "b") != stable_event_id("a", "c")
+
+
+def test_telegram_webhook_secret_configured_or_derived():
+    from services.channels.domain import telegram_webhook_secret
+
+    assert telegram_webhook_secret("b", "1:tok", "mine") == "mine"
+    assert telegram_webhook_secret("b", None, None) is None
+    derived = telegram_webhook_secret("b", "1:tok", None)
+    assert derived == telegram_webhook_secret("b", "1:tok", "") and len(derived) == 64
+    assert derived != telegram_webhook_secret("c", "1:tok", None) != telegram_webhook_secret("b", "2:tok", None)
+    assert "1:tok" not in derived

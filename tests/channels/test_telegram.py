@@ -178,3 +178,16 @@ async def test_unknown_chatbot_and_non_text_updates(stack):
     assert unknown.status_code == 404
     assert sticker.status_code == 200 and sticker.json()["ignored"] is True
     assert not_json.status_code == 400 and not_json.json() == {"detail": "The body is not JSON."}
+
+
+async def test_token_without_configured_secret_gets_a_derived_one(stack):
+    token = f"{800000 + next(TOKEN_SEQ)}:AAOnlyTokenNoSecret"
+    bot = await stack.add_chatbot(telegram_bot_token=token)
+    calls = await eventually(lambda: _async([c for c in stack.telegram.calls_to("setWebhook") if c.token == token]))
+    secret = calls[0].params["secret_token"]
+    assert secret and token not in secret
+    url = f"{stack.url}/telegram/{bot.chatbot_id}/webhook"
+    async with httpx.AsyncClient() as client:
+        none = await client.post(url, json=_update(1, 3, "no header"))
+        ok = await client.post(url, json=_update(2, 3, "with it"), headers={"X-Telegram-Bot-Api-Secret-Token": secret})
+    assert (none.status_code, ok.status_code) == (401, 200)
