@@ -27,7 +27,8 @@ def create_app(settings: SummarizerSettings) -> FastAPI:
     model = LLMSummarizer(settings) if settings.llm_configured else None
     worker = SummaryWorker(jobs=jobs, publisher=runtime.bus.publisher(HANDOFF_SUMMARIES), model=model,
                            concurrency=settings.summary_concurrency,
-                           sweep_interval_s=settings.summary_sweep_interval_s)
+                           sweep_interval_s=settings.summary_sweep_interval_s,
+                           lease_s=settings.summary_lease_s)
     summarizer = Summarizer(worker)
     runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, summarizer.on_state_changed, group_id=GROUP)
 

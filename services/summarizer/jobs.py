@@ -24,11 +24,12 @@ log = logging.getLogger("handoff.summarizer")
 
 class SummaryWorker:
     def __init__(self, *, jobs: SummaryJobs, publisher: EventPublisher, model: LLMSummarizer | None,
-                 concurrency: int, sweep_interval_s: float) -> None:
+                 concurrency: int, sweep_interval_s: float, lease_s: float) -> None:
         self.jobs = jobs
         self.publisher = publisher
         self.model = model
         self.sweep_interval_s = sweep_interval_s
+        self.lease_s = lease_s
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._running: dict[str, asyncio.Task] = {}
         self._sweeper: asyncio.Task | None = None
@@ -96,8 +97,10 @@ class SummaryWorker:
     # ------------------------------------------------------------ one job
     async def _run(self, handoff_id: str) -> None:
         async with self._slots:
+            if not await self.jobs.claim(handoff_id, self.lease_s):
+                return  # done already, or another instance is on it
             job = await self.jobs.get(handoff_id)
-            if job is None or job.get("state") != "pending":
+            if job is None:
                 return
             event = event_of(job)
             with bind_event(event):
@@ -107,6 +110,9 @@ class SummaryWorker:
                     await self.jobs.mark_done(handoff_id, status=summary.status, text=summary.text, mode=summary.mode)
                     log.info("summary of handoff %s published (%s, %s)", handoff_id, summary.status, summary.mode)
                 except asyncio.CancelledError:
+                    # Shutting down: hand the job back at once, so the next process takes it.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self.jobs.release(handoff_id))
                     raise
                 except Exception as exc:  # noqa: BLE001 - stays pending; the sweep retries
                     log.exception("summary of handoff %s not published; will retry", handoff_id)

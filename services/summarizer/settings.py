@@ -29,6 +29,9 @@ class SummarizerSettings(ServiceSettings):
     summary_transcript_chars: int = 12000
     # How often pending jobs that are not running (e.g. a publish failed) are picked up again.
     summary_sweep_interval_s: float = 30.0
+    # A job is held by one worker this long at most (longer than a model call with all its
+    # retries); a worker that died without finishing lets it go after this.
+    summary_lease_s: float = 300.0
 
     @property
     def llm_configured(self) -> bool:

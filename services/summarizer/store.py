@@ -6,7 +6,7 @@ summary is published. The _id makes a redelivered handoff a no-op."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,7 +27,7 @@ class SummaryJobs:
         try:
             await self.collection.insert_one({
                 "_id": event.handoff_id, "state": "pending", "event": event.model_dump(mode="json"),
-                "attempts": 0, "created_at": datetime.now(UTC),
+                "attempts": 0, "created_at": datetime.now(UTC), "lease_until": None,
             })
             return True
         except DuplicateKeyError:
@@ -39,9 +39,25 @@ class SummaryJobs:
     async def pending_ids(self) -> list[str]:
         return [d["_id"] async for d in self.collection.find({"state": "pending"}, {"_id": 1}).sort("created_at", 1)]
 
+    async def claim(self, handoff_id: str, lease_s: float) -> bool:
+        """Take a pending job for `lease_s` (several summarizer instances may sweep the same
+        pending jobs); False when it is done or another worker holds a live lease. A worker
+        that dies without releasing it lets the lease run out, then the job is taken again."""
+        now = datetime.now(UTC)
+        result = await self.collection.update_one(
+            {"_id": handoff_id, "state": "pending",
+             "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]},
+            {"$set": {"lease_until": now + timedelta(seconds=lease_s)}},
+        )
+        return result.modified_count == 1
+
+    async def release(self, handoff_id: str) -> None:
+        await self.collection.update_one({"_id": handoff_id}, {"$set": {"lease_until": None}})
+
     async def record_failure(self, handoff_id: str, error: str) -> None:
         await self.collection.update_one({"_id": handoff_id},
-                                         {"$inc": {"attempts": 1}, "$set": {"last_error": error[:1000]}})
+                                         {"$inc": {"attempts": 1},
+                                          "$set": {"last_error": error[:1000], "lease_until": None}})
 
     async def mark_done(self, handoff_id: str, *, status: str, text: str | None, mode: str | None) -> None:
         await self.collection.update_one({"_id": handoff_id}, {"$set": {

@@ -33,11 +33,18 @@ async def test_jobs_are_idempotent_per_handoff_and_survive_as_pending(infra):
 
         job = await jobs.get("h1")
         assert event_of(job) == first  # the whole event comes back, to resume the job
-        await jobs.record_failure("h1", "boom")
+        assert await jobs.claim("h1", lease_s=60) is True
+        assert await jobs.claim("h1", lease_s=60) is False  # held by the first worker
+        await jobs.release("h1")
+        assert await jobs.claim("h1", lease_s=-1) is True  # a lease that has already run out
+        assert await jobs.claim("h1", lease_s=60) is True  # ... is taken again
+        await jobs.record_failure("h1", "boom")  # also lets go of the lease
+        assert await jobs.claim("h1", lease_s=60) is True
         await jobs.mark_done("h2", status="ready", text="recap", mode="extractive")
         assert await jobs.pending_ids() == ["h1"]
         done = await jobs.get("h2")
         assert (done["state"], done["text"], done["mode"]) == ("done", "recap", "extractive")
+        assert await jobs.claim("h2", lease_s=60) is False  # done: never taken again
         assert (await jobs.get("h1"))["attempts"] == 1
     finally:
         await client.drop_database(settings.mongodb_db)
