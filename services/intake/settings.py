@@ -27,7 +27,8 @@ class IntakeSettings(ServiceSettings):
     openai_max_tokens: int = 500
     # How many recent messages of a conversation the model sees.
     context_messages: int = 20
-    # How long intake remembers a conversation's status, context and pending contact question.
+    # How long intake remembers a conversation's AI context and pending contact question
+    # (its status is kept for good).
     memory_ttl_s: int = 60 * 60 * 24 * 30
     # Startup waits this long at most to load the chatbot settings table before consuming.
     settings_preload_timeout_s: float = 10.0

@@ -36,13 +36,15 @@ class ConversationMemory:
         return value if value in ("active", "handed_off", "closed") else "active"  # type: ignore[return-value]
 
     async def set_status(self, conversation_id: str, status: ConversationStatus) -> None:
-        await self.redis.set(self._key("status", conversation_id), status, ex=self.ttl_s)
+        # No expiry: a closed conversation must stay closed to the AI however long the
+        # visitor waits before writing again.
+        await self.redis.set(self._key("status", conversation_id), status)
 
     async def mark_handoff(self, conversation_id: str, message_id: str, reason: str, source: str) -> None:
         """Handed off from now on, remembering which visitor message asked and why, so a
         retried handler for that same message finishes the handoff instead of going silent."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._key("status", conversation_id), "handed_off", ex=self.ttl_s)
+            pipe.set(self._key("status", conversation_id), "handed_off")
             pipe.set(self._key("handoff_origin", conversation_id),
                      json.dumps({"message_id": message_id, "reason": reason, "source": source}), ex=self.ttl_s)
             await pipe.execute()

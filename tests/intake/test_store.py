@@ -37,8 +37,9 @@ async def test_status_context_and_contact_question(infra):
 
         keys = await redis.keys(prefix + ":*")
         assert keys and all(k.startswith(prefix + ":") for k in keys)
-        ttls = [await redis.ttl(k) for k in keys]
-        assert all(0 < t <= 60 for t in ttls)
+        ttls = {k.rsplit(":", 2)[-2]: await redis.ttl(k) for k in keys}
+        assert ttls["status"] == -1  # never forgotten: closed stays closed
+        assert 0 < ttls["context"] <= 60
     finally:
         await redis.aclose()
 
