@@ -209,6 +209,8 @@ def build_router(api: ChannelsApi) -> APIRouter:
                     await api.inbound_visitor.publish_once(
                         inbound_dedupe_key(chatbot_id, "whatsapp", item.wamid), item.message)
             for st in statuses:
+                if st.status == "sent":
+                    continue  # already recorded when the Graph API accepted the message
                 known = await api.records.message_for_wamid(st.wamid)
                 if known is None or known.get("chatbot_id") != chatbot_id:
                     log.info("status %s for a message we did not send; ignored", st.status)

@@ -7,12 +7,16 @@ import itertools
 import logging
 
 import httpx
+import pytest
 
 from shared.events import OutboundMessage, VisitorIdentity
 from shared.ids import conversation_id_for, new_id
 from tests.channels.conftest import PUBLIC_URL
 from tests.fakes.telegram_api import Answer
 from tests.support import eventually
+
+# PTB 22 warns (inside RetryAfter itself) that retry_after becomes a timedelta; we read both.
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 
 TOKEN_SEQ = itertools.count(1)
 
