@@ -217,13 +217,15 @@ async def test_llm_mode_end_to_end(isolated):
 async def test_offline_mode_detects_explicit_requests_in_several_languages(isolated):
     prefix = isolated.topic_prefix
     bot = ChatbotSettings(chatbot_id="shop", name="Shop", human_handoff=HumanHandoffSettings(enabled=True))
+    closed = ChatbotSettings(chatbot_id="closed", name="Closed", human_handoff=_closed_today())
+    no_tool = ChatbotSettings(chatbot_id="notool", name="No tool")
     requests = ["Ich möchte mit einem Menschen sprechen", "Je veux parler à un humain",
                 "Quiero hablar con una persona", "Vorrei parlare con un operatore",
                 "Quero falar com um atendente", "Ik wil met een medewerker praten", "Can I talk to a real person?"]
     producer = AIOKafkaProducer(bootstrap_servers=isolated.infra.kafka_bootstrap)
     await producer.start()
     try:
-        await publish_settings(producer, prefix, bot)
+        await publish_settings(producer, prefix, bot, closed, no_tool)
         settings = settings_from_env(IntakeSettings, isolated.env("intake"))
         assert not settings.llm_configured
         async with TopicWatcher(isolated.infra.kafka_bootstrap, prefix, *OUT_TOPICS) as w, \
@@ -235,12 +237,23 @@ async def test_offline_mode_detects_explicit_requests_in_several_languages(isola
                 await v.says(text)
             plain = Visitor(producer, prefix, "shop")
             await plain.says("What are your opening hours?")
+            after_hours = Visitor(producer, prefix, "closed", channel="whatsapp")
+            await after_hours.says("I want to talk to a human")
+            tool_off = Visitor(producer, prefix, "notool")
+            await tool_off.says("I want to talk to a human")
 
             for v in visitors:
                 [h] = await w.wait_for("conversation.events", v.conversation_id, type="conversation.handoff_requested")
                 assert h["reason"] == domain.EXPLICIT_REQUEST_REASON and h["source"] == "explicit_request"
             [answer] = await w.wait_for("outbound.messages", plain.conversation_id)
             assert answer["text"] == domain.OFFLINE_RESPONDER_WITH_HANDOFF
-            assert w.of("conversation.events", plain.conversation_id, type="conversation.handoff_requested") == []
+            # The same schedule rule as for the AI's tool: outside hours, the offline message.
+            [offline] = await w.wait_for("outbound.messages", after_hours.conversation_id)
+            assert offline["text"] == "We are closed today, leave a message."
+            # With the tool off no handoff ever happens; the responder says so.
+            [no] = await w.wait_for("outbound.messages", tool_off.conversation_id)
+            assert no["text"] == domain.OFFLINE_RESPONDER_NO_HANDOFF
+            for v in (plain, after_hours, tool_off):
+                assert w.of("conversation.events", v.conversation_id, type="conversation.handoff_requested") == []
     finally:
         await producer.stop()
