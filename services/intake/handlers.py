@@ -56,6 +56,8 @@ class Intake:
             await self.on_visitor_message(event)
 
     async def on_contact_submitted(self, event: VisitorContactSubmitted) -> None:
+        if event.conversation_id is None:  # channels always set it; an event without one is malformed
+            raise ValueError("contact form without a conversation id")
         if domain.contact_is_empty(event.contact):
             log.info("empty contact form ignored")
             return
@@ -64,7 +66,6 @@ class Intake:
             chatbot_id=event.chatbot_id, conversation_id=event.conversation_id,
             contact=event.contact, channel=event.channel, visitor=event.visitor,
         ))
-        assert event.conversation_id is not None
         wanted = await self.memory.wanted_contact(event.conversation_id)
         await self.memory.set_wanted_contact(event.conversation_id, domain.remaining_fields(wanted, event.contact))
 
