@@ -165,14 +165,16 @@ def build_router(gw: Gateway) -> APIRouter:
             raise HTTPException(429, domain.TOO_MANY_ATTEMPTS)
         found = await gw.store.find_login(body.email)
         # Verify even for an unknown e-mail so that both failures look (and take) the same.
-        ok = domain.verify_password(found[1] if found else None, body.password)
+        # Argon2 is deliberately slow: off the event loop, so live sockets never stall on it.
+        ok = await asyncio.to_thread(domain.verify_password, found[1] if found else None, body.password)
         if found is None or not ok:
             await gw.throttle.failed(body.email)
             raise HTTPException(401, domain.INVALID_LOGIN)
         agent, password_hash = found
         await gw.throttle.succeeded(body.email)
         if domain.needs_rehash(password_hash):
-            await gw.store.set_password_hash(agent.agent_id, domain.hash_password(body.password))
+            await gw.store.set_password_hash(agent.agent_id, await asyncio.to_thread(domain.hash_password,
+                                                                                      body.password))
         new = await gw.store.create_session(agent.agent_id, timedelta(seconds=settings.session_ttl_s))
         response = JSONResponse({"agent": agent.model_dump(), "csrf_token": new.csrf_token})
         response.set_cookie(SESSION_COOKIE, new.token, max_age=settings.session_ttl_s, path="/", httponly=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -115,10 +116,10 @@ class AgentStore:
         # The TTL sweeper runs only now and then: an expired session is refused on read.
         if doc is None or doc["expires_at"] <= datetime.now(UTC):
             return None
-        agent = await self.agents.find_one({"_id": doc["agent_id"]})
+        agent, chatbots = await asyncio.gather(self.agents.find_one({"_id": doc["agent_id"]}),
+                                               self.chatbots_of(doc["agent_id"]))
         if agent is None:
             return None
-        chatbots = await self.chatbots_of(agent["_id"])
         return Session(_agent_view(agent), set(chatbots), doc["csrf_token"], doc["expires_at"], digest)
 
     async def delete_session(self, token: str | None) -> None:
