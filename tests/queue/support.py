@@ -39,9 +39,16 @@ WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SET
 class Collector:
     prefix: str
     records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    chatbot_id: str | None = None  # a view that only sees this chatbot's records
+
+    def for_chatbot(self, chatbot_id: str) -> Collector:
+        return Collector(self.prefix, self.records, chatbot_id)
 
     def of(self, topic: Topic | str) -> list[dict[str, Any]]:
-        return self.records[topic if isinstance(topic, str) else topic.name]
+        found = self.records[topic if isinstance(topic, str) else topic.name]
+        if self.chatbot_id is None:
+            return list(found)
+        return [r for r in found if r.get("chatbot_id") == self.chatbot_id]
 
     async def wait_for(self, topic: Topic | str, pred: Callable[[dict], bool], count: int = 1,
                        timeout: float = 15.0) -> list[dict[str, Any]]:
@@ -61,7 +68,7 @@ class Collector:
         return found[0]
 
     def updates(self, chatbot_id: str) -> list[dict[str, Any]]:
-        return [r for r in self.of(DASHBOARD_UPDATES) if r.get("type") == "dashboard.update" and r["chatbot_id"] == chatbot_id]
+        return [r for r in self.for_chatbot(chatbot_id).of(DASHBOARD_UPDATES) if r.get("type") == "dashboard.update"]
 
 
 async def _collect(bootstrap: str, prefix: str, topics: list[str], sink: Collector, ready: asyncio.Event) -> None:

@@ -1,5 +1,8 @@
 """The queue against the real broker, Redis and Mongo-wire server, served in-process:
-events and commands go in over the bus, results come out on the bus and the internal API."""
+events and commands go in over the bus, results come out on the bus and the internal API.
+
+One queue serves the whole module (starting one costs seconds of consumer-group joins);
+each test works on its own chatbot and only looks at that chatbot's records."""
 
 from __future__ import annotations
 
@@ -7,217 +10,222 @@ import asyncio
 
 from services.queue.domain import REPLY_NOT_ALLOWED, agent_message_id
 from shared.topics import AGENT_COMMANDS, CONVERSATION_EVENTS, CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES
-from tests.queue.support import command, conv_id, handoff, message, queue_under_test, seed
+from tests.queue.support import command, conv_id, handoff, message, seed
 
-BOT = "shop"
 
 
 def _is_update_for(cid: str):
     return lambda r: r.get("type") == "dashboard.update" and r.get("conversation_id") == cid
 
 
-async def test_every_transition_over_the_bus(isolated):
-    async with queue_under_test(isolated) as q:
-        await seed(q, BOT)
-        cid = conv_id(BOT, "v-ann")
-        await q.send(CONVERSATION_EVENTS, message(BOT, "v-ann", "Hi, my order is late", name="Ann"))
-        await q.send(CONVERSATION_EVENTS, message(BOT, "v-ann", "Let me check that for you.", sender="ai"))
-        first = handoff(BOT, "v-ann", "Topic is a refund")
-        await q.send(CONVERSATION_EVENTS, first)
+async def test_every_transition_over_the_bus(queue):
+    q = queue
+    BOT = "life"  # each test its own chatbot on the shared queue
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    cid = conv_id(BOT, "v-ann")
+    await q.send(CONVERSATION_EVENTS, message(BOT, "v-ann", "Hi, my order is late", name="Ann"))
+    await q.send(CONVERSATION_EVENTS, message(BOT, "v-ann", "Let me check that for you.", sender="ai"))
+    first = handoff(BOT, "v-ann", "Topic is a refund")
+    await q.send(CONVERSATION_EVENTS, first)
 
-        state = (await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff"))[0]
-        assert state["status"] == "handed_off" and state["previous_status"] == "active"
-        assert state["handoff_id"] == first.event_id and state["reason"] == "Topic is a refund" and state["by"] == "ai"
-        assert [line["text"] for line in state["transcript"]] == ["Hi, my order is late", "Let me check that for you."]
-        up = (await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: _is_update_for(cid)(r) and r.get("row_upserted") is not None
-                                    and r["conversation"]["status"] == "handed_off"))[0]
-        assert up["row_upserted"]["display_name"] == "Ann" and up["row_upserted"]["message_count"] == 2
-        assert up["stats"]["open"] == 1 and up["stats"]["today"] == 1
+    state = (await seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff"))[0]
+    assert state["status"] == "handed_off" and state["previous_status"] == "active"
+    assert state["handoff_id"] == first.event_id and state["reason"] == "Topic is a refund" and state["by"] == "ai"
+    assert [line["text"] for line in state["transcript"]] == ["Hi, my order is late", "Let me check that for you."]
+    up = (await seen.wait_for(DASHBOARD_UPDATES, lambda r: _is_update_for(cid)(r) and r.get("row_upserted") is not None
+                                and r["conversation"]["status"] == "handed_off"))[0]
+    assert up["row_upserted"]["display_name"] == "Ann" and up["row_upserted"]["message_count"] == 2
+    assert up["stats"]["open"] == 1 and up["stats"]["today"] == 1
 
-        # A second HandoffRequested while handed off changes nothing.
-        await q.send(CONVERSATION_EVENTS, handoff(BOT, "v-ann", "again"))
+    # A second HandoffRequested while handed off changes nothing.
+    await q.send(CONVERSATION_EVENTS, handoff(BOT, "v-ann", "again"))
 
-        # Reply: stored, sent once, shown.
-        reply = command(BOT, cid, "reply", "  We are on it.  ", agent="alice")
-        await q.send(AGENT_COMMANDS, reply)
-        result = await q.seen.result(reply.command_id)
-        assert result["ok"] and result["status_code"] == 200 and result["conversation"]["message_count"] == 3
-        out = await q.seen.wait_for(OUTBOUND_MESSAGES, lambda r: r["message_id"] == agent_message_id(reply.command_id))
-        assert out[0]["text"] == "We are on it." and out[0]["sender"] == "agent" and out[0]["sender_name"] == "Alice"
-        shown = await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("sender") == "agent")
-        assert shown[0]["message"]["delivery"] == "pending" and shown[0]["message"]["sender_name"] == "Alice"
+    # Reply: stored, sent once, shown.
+    reply = command(BOT, cid, "reply", "  We are on it.  ", agent="alice")
+    await q.send(AGENT_COMMANDS, reply)
+    result = await seen.result(reply.command_id)
+    assert result["ok"] and result["status_code"] == 200 and result["conversation"]["message_count"] == 3
+    out = await seen.wait_for(OUTBOUND_MESSAGES, lambda r: r["message_id"] == agent_message_id(reply.command_id))
+    assert out[0]["text"] == "We are on it." and out[0]["sender"] == "agent" and out[0]["sender_name"] == "Alice"
+    shown = await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("sender") == "agent")
+    assert shown[0]["message"]["delivery"] == "pending" and shown[0]["message"]["sender_name"] == "Alice"
 
-        async def act(action: str, text: str | None = None, agent: str = "alice") -> dict:
-            cmd = command(BOT, cid, action, text, agent=agent)
-            await q.send(AGENT_COMMANDS, cmd)
-            return await q.seen.result(cmd.command_id)
+    async def act(action: str, text: str | None = None, agent: str = "alice") -> dict:
+        cmd = command(BOT, cid, action, text, agent=agent)
+        await q.send(AGENT_COMMANDS, cmd)
+        return await seen.result(cmd.command_id)
 
-        refused = await act("reopen")
-        assert (refused["status_code"], refused["ok"]) == (409, False)
-        assert refused["error"] == "Cannot reopen a conversation that is handed off."
-        assert (await act("return_to_ai"))["conversation"]["status"] == "active"
-        assert (await act("close"))["status_code"] == 409
-        not_allowed = await act("reply", "hello?")
-        assert (not_allowed["status_code"], not_allowed["error"]) == (409, REPLY_NOT_ALLOWED)
-        empty = await act("reply", "   ")
-        assert empty["status_code"] == 422
+    refused = await act("reopen")
+    assert (refused["status_code"], refused["ok"]) == (409, False)
+    assert refused["error"] == "Cannot reopen a conversation that is handed off."
+    assert (await act("return_to_ai"))["conversation"]["status"] == "active"
+    assert (await act("close"))["status_code"] == 409
+    not_allowed = await act("reply", "hello?")
+    assert (not_allowed["status_code"], not_allowed["error"]) == (409, REPLY_NOT_ALLOWED)
+    empty = await act("reply", "   ")
+    assert empty["status_code"] == 422
 
-        second = handoff(BOT, "v-ann", "User asked for a person")
-        await q.send(CONVERSATION_EVENTS, second)
-        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == second.event_id)
-        closed = await act("close", agent="bob")
-        assert closed["ok"] and closed["conversation"]["status"] == "closed"
+    second = handoff(BOT, "v-ann", "User asked for a person")
+    await q.send(CONVERSATION_EVENTS, second)
+    await seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == second.event_id)
+    closed = await act("close", agent="bob")
+    assert closed["ok"] and closed["conversation"]["status"] == "closed"
 
-        # The visitor writes to the closed conversation: stored and shown, it stays closed.
-        await q.send(CONVERSATION_EVENTS, message(BOT, "v-ann", "Thanks! One more thing"))
-        late = await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "Thanks! One more thing")
-        assert late[0]["conversation"]["status"] == "closed"
-        assert late[0]["stats"]["open"] == 0 and late[0]["stats"]["resolved_this_week"] == 1
-        # A handoff request on a closed conversation is refused: it stays closed.
-        await q.send(CONVERSATION_EVENTS, handoff(BOT, "v-ann", "third"))
+    # The visitor writes to the closed conversation: stored and shown, it stays closed.
+    await q.send(CONVERSATION_EVENTS, message(BOT, "v-ann", "Thanks! One more thing"))
+    late = await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "Thanks! One more thing")
+    assert late[0]["conversation"]["status"] == "closed"
+    assert late[0]["stats"]["open"] == 0 and late[0]["stats"]["resolved_this_week"] == 1
+    # A handoff request on a closed conversation is refused: it stays closed.
+    await q.send(CONVERSATION_EVENTS, handoff(BOT, "v-ann", "third"))
 
-        reopened = await act("reopen", agent="bob")
-        assert reopened["ok"] and reopened["conversation"]["status"] == "handed_off"
-        assert reopened["conversation"]["handoff_id"] == second.event_id
-        assert reopened["conversation"]["waiting_since"] > closed["conversation"]["updated_at"][:19]
+    reopened = await act("reopen", agent="bob")
+    assert reopened["ok"] and reopened["conversation"]["status"] == "handed_off"
+    assert reopened["conversation"]["handoff_id"] == second.event_id
+    assert reopened["conversation"]["waiting_since"] > closed["conversation"]["updated_at"][:19]
 
-        transitions = [r["transition"] for r in q.seen.of(CONVERSATION_STATE)]
-        assert transitions == ["handoff", "return_to_ai", "handoff", "close", "reopen"]
-        # Every update of this chatbot numbered one by one within the epoch.
-        updates = q.seen.updates(BOT)
-        assert [u["seq"] for u in updates] == list(range(1, len(updates) + 1))
-        assert len({u["epoch"] for u in updates}) == 1
-        final = updates[-1]["stats"]
-        assert (final["open"], final["resolved_this_week"]) == (1, 0)  # reopened: no longer resolved
+    transitions = [r["transition"] for r in seen.of(CONVERSATION_STATE)]
+    assert transitions == ["handoff", "return_to_ai", "handoff", "close", "reopen"]
+    # Every update of this chatbot numbered one by one within the epoch.
+    updates = seen.updates(BOT)
+    assert [u["seq"] for u in updates] == list(range(1, len(updates) + 1))
+    assert len({u["epoch"] for u in updates}) == 1
+    final = updates[-1]["stats"]
+    assert (final["open"], final["resolved_this_week"]) == (1, 0)  # reopened: no longer resolved
 
-        # History in Mongo, with who and when.
-        record = q.queue.record
-        h1, h2 = await record.get_handoff(first.event_id), await record.get_handoff(second.event_id)
-        assert [e["transition"] for e in h1["history"]] == ["handoff", "return_to_ai"]
-        assert h1["status"] == "returned_to_ai" and h1["reason"] == "Topic is a refund"
-        assert [(e["transition"], e["by"]) for e in h2["history"]] == [
-            ("handoff", "ai"), ("close", "agent:bob"), ("reopen", "agent:bob")]
-        assert h2["closed_at"] is None and h2["status"] == "open"
-        conv = await record.get_conversation(cid)
-        assert conv["status"] == "handed_off" and conv["message_count"] == 4
-
-
-async def test_commands_are_idempotent_and_exact_under_concurrency(isolated):
-    async with queue_under_test(isolated) as q:
-        await seed(q, BOT)
-        cid = conv_id(BOT, "v-bo")
-        await q.send(CONVERSATION_EVENTS, message(BOT, "v-bo", "Need help"))
-        h = handoff(BOT, "v-bo")
-        await q.send(CONVERSATION_EVENTS, h)
-        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == h.event_id)
-
-        # The same command id twice: applied and sent once, answered twice alike.
-        reply = command(BOT, cid, "reply", "Hello from us", agent="alice")
-        await q.send(AGENT_COMMANDS, reply)
-        await q.send(AGENT_COMMANDS, reply.model_copy(update={"event_id": "retry-" + reply.event_id}))
-        results = await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("command_id") == reply.command_id, count=2)
-        assert [r["status_code"] for r in results] == [200, 200]
-        assert results[0] == results[1]
-        await asyncio.sleep(0.5)  # give a wrongly applied duplicate the time to show up
-        sent = [r for r in q.seen.of(OUTBOUND_MESSAGES) if r["message_id"] == agent_message_id(reply.command_id)]
-        assert len(sent) == 1
-        assert await q.queue.record.messages.count_documents({"conversation_id": cid, "sender": "agent"}) == 1
-        assert (await q.queue.record.get_conversation(cid))["message_count"] == 2
-
-        # Two agents close at once: exactly one wins, the other gets 409.
-        close_a, close_b = command(BOT, cid, "close", agent="alice"), command(BOT, cid, "close", agent="bob")
-        await asyncio.gather(q.send(AGENT_COMMANDS, close_a), q.send(AGENT_COMMANDS, close_b))
-        ra, rb = await q.seen.result(close_a.command_id), await q.seen.result(close_b.command_id)
-        assert sorted([ra["status_code"], rb["status_code"]]) == [200, 409]
-        handoff_doc = await q.queue.record.get_handoff(h.event_id)
-        assert [e["transition"] for e in handoff_doc["history"]].count("close") == 1
-
-        # Two queue instances racing on one conversation (a rebalance overlap): the
-        # conditional update in Mongo lets exactly one reopen through.
-        from services.queue.workflow import HandoffQueue
-
-        twin = HandoffQueue(q.queue.record, q.queue.index, state_out=q.queue.state_out,
-                            dashboard_out=q.queue.dashboard_out, outbound_out=q.queue.outbound_out,
-                            settings_out=q.queue.settings_out)
-        await twin.load_chatbots()
-        ro_a, ro_b = command(BOT, cid, "reopen", agent="alice"), command(BOT, cid, "reopen", agent="bob")
-        await asyncio.gather(q.queue.on_agent_command(ro_a), twin.on_agent_command(ro_b))
-        codes = sorted([(await q.seen.result(ro_a.command_id))["status_code"],
-                        (await q.seen.result(ro_b.command_id))["status_code"]])
-        assert codes == [200, 409]
-        handoff_doc = await q.queue.record.get_handoff(h.event_id)
-        assert [e["transition"] for e in handoff_doc["history"]] == ["handoff", "close", "reopen"]
-
-        # Unknown conversation, and another chatbot's conversation: 404.
-        ghost = command(BOT, "cv_nope", "close")
-        await q.send(AGENT_COMMANDS, ghost)
-        assert (await q.seen.result(ghost.command_id))["status_code"] == 404
-        foreign = command("other-bot", cid, "close")
-        await q.send(AGENT_COMMANDS, foreign)
-        assert (await q.seen.result(foreign.command_id))["status_code"] == 404
+    # History in Mongo, with who and when.
+    record = q.queue.record
+    h1, h2 = await record.get_handoff(first.event_id), await record.get_handoff(second.event_id)
+    assert [e["transition"] for e in h1["history"]] == ["handoff", "return_to_ai"]
+    assert h1["status"] == "returned_to_ai" and h1["reason"] == "Topic is a refund"
+    assert [(e["transition"], e["by"]) for e in h2["history"]] == [
+        ("handoff", "ai"), ("close", "agent:bob"), ("reopen", "agent:bob")]
+    assert h2["closed_at"] is None and h2["status"] == "open"
+    conv = await record.get_conversation(cid)
+    assert conv["status"] == "handed_off" and conv["message_count"] == 4
 
 
-async def test_whatsapp_window_settings_summary_and_delivery(isolated):
+async def test_commands_are_idempotent_and_exact_under_concurrency(queue):
+    q = queue
+    BOT = "cmds"  # each test its own chatbot on the shared queue
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    cid = conv_id(BOT, "v-bo")
+    await q.send(CONVERSATION_EVENTS, message(BOT, "v-bo", "Need help"))
+    h = handoff(BOT, "v-bo")
+    await q.send(CONVERSATION_EVENTS, h)
+    await seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == h.event_id)
+
+    # The same command id twice: applied and sent once, answered twice alike.
+    reply = command(BOT, cid, "reply", "Hello from us", agent="alice")
+    await q.send(AGENT_COMMANDS, reply)
+    await q.send(AGENT_COMMANDS, reply.model_copy(update={"event_id": "retry-" + reply.event_id}))
+    results = await seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("command_id") == reply.command_id, count=2)
+    assert [r["status_code"] for r in results] == [200, 200]
+    assert results[0] == results[1]
+    await asyncio.sleep(0.5)  # give a wrongly applied duplicate the time to show up
+    sent = [r for r in seen.of(OUTBOUND_MESSAGES) if r["message_id"] == agent_message_id(reply.command_id)]
+    assert len(sent) == 1
+    assert await q.queue.record.messages.count_documents({"conversation_id": cid, "sender": "agent"}) == 1
+    assert (await q.queue.record.get_conversation(cid))["message_count"] == 2
+
+    # Two agents close at once: exactly one wins, the other gets 409.
+    close_a, close_b = command(BOT, cid, "close", agent="alice"), command(BOT, cid, "close", agent="bob")
+    await asyncio.gather(q.send(AGENT_COMMANDS, close_a), q.send(AGENT_COMMANDS, close_b))
+    ra, rb = await seen.result(close_a.command_id), await seen.result(close_b.command_id)
+    assert sorted([ra["status_code"], rb["status_code"]]) == [200, 409]
+    handoff_doc = await q.queue.record.get_handoff(h.event_id)
+    assert [e["transition"] for e in handoff_doc["history"]].count("close") == 1
+
+    # Two queue instances racing on one conversation (a rebalance overlap): the
+    # conditional update in Mongo lets exactly one reopen through.
+    from services.queue.workflow import HandoffQueue
+
+    twin = HandoffQueue(q.queue.record, q.queue.index, state_out=q.queue.state_out,
+                        dashboard_out=q.queue.dashboard_out, outbound_out=q.queue.outbound_out,
+                        settings_out=q.queue.settings_out)
+    await twin.load_chatbots()
+    ro_a, ro_b = command(BOT, cid, "reopen", agent="alice"), command(BOT, cid, "reopen", agent="bob")
+    await asyncio.gather(q.queue.on_agent_command(ro_a), twin.on_agent_command(ro_b))
+    codes = sorted([(await seen.result(ro_a.command_id))["status_code"],
+                    (await seen.result(ro_b.command_id))["status_code"]])
+    assert codes == [200, 409]
+    handoff_doc = await q.queue.record.get_handoff(h.event_id)
+    assert [e["transition"] for e in handoff_doc["history"]] == ["handoff", "close", "reopen"]
+
+    # Unknown conversation, and another chatbot's conversation: 404.
+    ghost = command(BOT, "cv_nope", "close")
+    await q.send(AGENT_COMMANDS, ghost)
+    assert (await seen.result(ghost.command_id))["status_code"] == 404
+    foreign = command("other-bot", cid, "close")
+    await q.send(AGENT_COMMANDS, foreign)
+    assert (await q.seen.result(foreign.command_id))["status_code"] == 404
+
+
+async def test_whatsapp_window_settings_summary_and_delivery(queue):
     from datetime import timedelta
 
     from shared.events import AgentRef, ChatbotSettingsUpdate, DeliveryStatusChanged, HandoffSummaryReady
     from shared.ids import utcnow
     from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, HANDOFF_SUMMARIES
 
-    async with queue_under_test(isolated) as q:
-        bot = await seed(q, BOT)
-        old = utcnow() - timedelta(hours=25)
-        wa = conv_id(BOT, "31611111111", "whatsapp")
-        await q.send(CONVERSATION_EVENTS, message(BOT, "31611111111", "hello?", channel="whatsapp", occurred_at=old))
-        h = handoff(BOT, "31611111111", channel="whatsapp", occurred_at=old)
-        await q.send(CONVERSATION_EVENTS, h)
-        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == h.event_id)
-        late = command(BOT, wa, "reply", "Sorry for the wait")
-        await q.send(AGENT_COMMANDS, late)
-        res = await q.seen.result(late.command_id)
-        assert res["status_code"] == 409
-        assert res["error"] == "The WhatsApp 24-hour window has closed: the visitor has to write first."
-        assert res["conversation"]["reply_window_ends_at"].startswith((old + timedelta(hours=24)).isoformat()[:19])
-        # The visitor writes again: the window is open, the reply goes out.
-        await q.send(CONVERSATION_EVENTS, message(BOT, "31611111111", "still there?", channel="whatsapp"))
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "still there?")
-        ok = command(BOT, wa, "reply", "Yes!")
-        await q.send(AGENT_COMMANDS, ok)
-        assert (await q.seen.result(ok.command_id))["status_code"] == 200
-        out = (await q.seen.wait_for(OUTBOUND_MESSAGES, lambda r: r["message_id"] == agent_message_id(ok.command_id)))[0]
-        assert out["channel"] == "whatsapp" and out["visitor"]["external_id"] == "31611111111"
+    q = queue
+    BOT = "wa"  # each test its own chatbot on the shared queue
+    seen = q.seen.for_chatbot(BOT)
+    bot = await seed(q, BOT)
+    old = utcnow() - timedelta(hours=25)
+    wa = conv_id(BOT, "31611111111", "whatsapp")
+    await q.send(CONVERSATION_EVENTS, message(BOT, "31611111111", "hello?", channel="whatsapp", occurred_at=old))
+    h = handoff(BOT, "31611111111", channel="whatsapp", occurred_at=old)
+    await q.send(CONVERSATION_EVENTS, h)
+    await seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == h.event_id)
+    late = command(BOT, wa, "reply", "Sorry for the wait")
+    await q.send(AGENT_COMMANDS, late)
+    res = await seen.result(late.command_id)
+    assert res["status_code"] == 409
+    assert res["error"] == "The WhatsApp 24-hour window has closed: the visitor has to write first."
+    assert res["conversation"]["reply_window_ends_at"].startswith((old + timedelta(hours=24)).isoformat()[:19])
+    # The visitor writes again: the window is open, the reply goes out.
+    await q.send(CONVERSATION_EVENTS, message(BOT, "31611111111", "still there?", channel="whatsapp"))
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "still there?")
+    ok = command(BOT, wa, "reply", "Yes!")
+    await q.send(AGENT_COMMANDS, ok)
+    assert (await seen.result(ok.command_id))["status_code"] == 200
+    out = (await seen.wait_for(OUTBOUND_MESSAGES, lambda r: r["message_id"] == agent_message_id(ok.command_id)))[0]
+    assert out["channel"] == "whatsapp" and out["visitor"]["external_id"] == "31611111111"
 
-        # Delivery status lands on the message; a late "sent" after "delivered" does not regress it.
-        mid = out["message_id"]
-        for status in ("delivered", "sent"):
-            await q.send(DELIVERY_STATUS, DeliveryStatusChanged(chatbot_id=BOT, conversation_id=wa, message_id=mid, status=status))
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("message_id") == mid, count=3)
-        assert (await q.queue.record.get_message(mid))["delivery"] == "delivered"
-        await q.send(DELIVERY_STATUS, DeliveryStatusChanged(chatbot_id=BOT, conversation_id=wa, message_id="nope", status="sent"))
+    # Delivery status lands on the message; a late "sent" after "delivered" does not regress it.
+    mid = out["message_id"]
+    for status in ("delivered", "sent"):
+        await q.send(DELIVERY_STATUS, DeliveryStatusChanged(chatbot_id=BOT, conversation_id=wa, message_id=mid, status=status))
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("message_id") == mid, count=3)
+    assert (await q.queue.record.get_message(mid))["delivery"] == "delivered"
+    await q.send(DELIVERY_STATUS, DeliveryStatusChanged(chatbot_id=BOT, conversation_id=wa, message_id="nope", status="sent"))
 
-        # The summary lands on the handoff and the conversation header.
-        await q.send(HANDOFF_SUMMARIES, HandoffSummaryReady(chatbot_id=BOT, conversation_id=wa, handoff_id=h.event_id,
-                                                            status="ready", text="Visitor waits for a refund.", mode="llm"))
-        shown = (await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("summary") is not None))[0]
-        assert shown["summary"]["text"] == "Visitor waits for a refund."
-        assert shown["conversation"]["summary"]["status"] == "ready"
-        assert (await q.queue.record.get_handoff(h.event_id))["summary"]["mode"] == "llm"
+    # The summary lands on the handoff and the conversation header.
+    await q.send(HANDOFF_SUMMARIES, HandoffSummaryReady(chatbot_id=BOT, conversation_id=wa, handoff_id=h.event_id,
+                                                        status="ready", text="Visitor waits for a refund.", mode="llm"))
+    shown = (await seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("summary") is not None))[0]
+    assert shown["summary"]["text"] == "Visitor waits for a refund."
+    assert shown["conversation"]["summary"]["status"] == "ready"
+    assert (await q.queue.record.get_handoff(h.event_id))["summary"]["mode"] == "llm"
 
-        # Settings: stored, published, announced; a mismatched chatbot id is refused.
-        new = bot.model_copy(update={"name": "Renamed shop", "timezone": "Europe/Berlin"})
-        upd = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000001", settings=new,
-                                    agent=AgentRef(agent_id="a1", display_name="Alice"))
-        await q.send(AGENT_COMMANDS, upd)
-        assert (await q.seen.result(upd.command_id))["status_code"] == 200
-        await q.seen.wait_for(CHATBOT_SETTINGS, lambda r: r["settings"]["name"] == "Renamed shop")
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("settings_changed") is True)
-        assert (await q.queue.record.get_chatbot(BOT)).timezone == "Europe/Berlin"
-        wrong = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000002",
-                                      settings=new.model_copy(update={"chatbot_id": "other"}),
-                                      agent=AgentRef(agent_id="a1", display_name="Alice"))
-        await q.send(AGENT_COMMANDS, wrong)
-        assert (await q.seen.result(wrong.command_id))["status_code"] == 422
-        assert (await q.queue.record.get_chatbot("other")) is None
+    # Settings: stored, published, announced; a mismatched chatbot id is refused.
+    new = bot.model_copy(update={"name": "Renamed shop", "timezone": "Europe/Berlin"})
+    upd = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000001", settings=new,
+                                agent=AgentRef(agent_id="a1", display_name="Alice"))
+    await q.send(AGENT_COMMANDS, upd)
+    assert (await seen.result(upd.command_id))["status_code"] == 200
+    await seen.wait_for(CHATBOT_SETTINGS, lambda r: r["settings"]["name"] == "Renamed shop")
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("settings_changed") is True)
+    assert (await q.queue.record.get_chatbot(BOT)).timezone == "Europe/Berlin"
+    wrong = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000002",
+                                  settings=new.model_copy(update={"chatbot_id": "other"}),
+                                  agent=AgentRef(agent_id="a1", display_name="Alice"))
+    await q.send(AGENT_COMMANDS, wrong)
+    assert (await seen.result(wrong.command_id))["status_code"] == 422
+    assert (await q.queue.record.get_chatbot("other")) is None
 
 
 async def _hand_off(q, bot: str, visitor_id: str, text: str, *, name: str | None = None, channel: str = "web") -> str:
@@ -227,138 +235,145 @@ async def _hand_off(q, bot: str, visitor_id: str, text: str, *, name: str | None
     return h.event_id
 
 
-async def test_redis_wiped_mid_run_is_rebuilt_with_exact_counts(isolated):
-    async with queue_under_test(isolated) as q:
-        await seed(q, BOT, timezone="Europe/Berlin")
-        ids = [await _hand_off(q, BOT, f"v{i}", f"message {i}") for i in range(4)]
-        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff", count=4)
-        close = command(BOT, conv_id(BOT, "v0"), "close")
-        await q.send(AGENT_COMMANDS, close)
-        assert (await q.seen.result(close.command_id))["ok"]
-        before = (await q.api(f"/internal/chatbots/{BOT}/snapshot")).json()
-        assert (before["stats"]["open"], before["stats"]["resolved_this_week"], before["stats"]["today"]) == (3, 1, 3)
+async def test_redis_wiped_mid_run_is_rebuilt_with_exact_counts(queue):
+    q = queue
+    BOT = "wipe"  # each test its own chatbot on the shared queue
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT, timezone="Europe/Berlin")
+    ids = [await _hand_off(q, BOT, f"v{i}", f"message {i}") for i in range(4)]
+    await seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff", count=4)
+    close = command(BOT, conv_id(BOT, "v0"), "close")
+    await q.send(AGENT_COMMANDS, close)
+    assert (await seen.result(close.command_id))["ok"]
+    before = (await q.api(f"/internal/chatbots/{BOT}/snapshot")).json()
+    assert (before["stats"]["open"], before["stats"]["resolved_this_week"], before["stats"]["today"]) == (3, 1, 3)
 
-        # Wipe every key of this queue's index.
-        keys = [k async for k in q.queue.index.redis.scan_iter(match=q.settings.redis_prefix + ":*")]
-        assert keys
-        await q.queue.index.redis.delete(*keys)
+    # Wipe every index key of this chatbot.
+    keys = [k async for k in q.queue.index.redis.scan_iter(match=q.queue.index.key(BOT, "*"))]
+    assert keys
+    await q.queue.index.redis.delete(*keys)
 
-        # The next event finds the index gone, rebuilds it from Mongo and numbers anew.
-        await q.send(CONVERSATION_EVENTS, message(BOT, "v1", "are you there?"))
-        up = (await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "are you there?"))[0]
-        assert up["epoch"] != before["epoch"] and up["seq"] == 1
-        assert (up["stats"]["open"], up["stats"]["resolved_this_week"], up["stats"]["today"]) == (3, 1, 3)
-        assert up["row_upserted"]["message_count"] == 2
-        after = (await q.api(f"/internal/chatbots/{BOT}/snapshot")).json()
-        assert after["epoch"] == up["epoch"] and after["seq"] == 1
-        assert [r["conversation_id"] for r in after["handoffs"]["items"]] == [conv_id(BOT, f"v{i}") for i in (1, 2, 3)]
-        assert after["stats"]["oldest_waiting_since"] == after["handoffs"]["items"][0]["waiting_since"]
-        assert after["stats"]["today_ends_at"].endswith("+01:00") or after["stats"]["today_ends_at"].endswith("Z") \
-            or after["stats"]["today_ends_at"].endswith("+00:00")
+    # The next event finds the index gone, rebuilds it from Mongo and numbers anew.
+    await q.send(CONVERSATION_EVENTS, message(BOT, "v1", "are you there?"))
+    up = (await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "are you there?"))[0]
+    assert up["epoch"] != before["epoch"] and up["seq"] == 1
+    assert (up["stats"]["open"], up["stats"]["resolved_this_week"], up["stats"]["today"]) == (3, 1, 3)
+    assert up["row_upserted"]["message_count"] == 2
+    after = (await q.api(f"/internal/chatbots/{BOT}/snapshot")).json()
+    assert after["epoch"] == up["epoch"] and after["seq"] == 1
+    assert [r["conversation_id"] for r in after["handoffs"]["items"]] == [conv_id(BOT, f"v{i}") for i in (1, 2, 3)]
+    assert after["stats"]["oldest_waiting_since"] == after["handoffs"]["items"][0]["waiting_since"]
+    assert after["stats"]["today_ends_at"].endswith("+01:00") or after["stats"]["today_ends_at"].endswith("Z") \
+        or after["stats"]["today_ends_at"].endswith("+00:00")
 
-        # A query alone also rebuilds (wiped again, no event this time).
-        await q.queue.index.redis.delete(*[k async for k in q.queue.index.redis.scan_iter(match=q.settings.redis_prefix + ":*")])
-        stats = (await q.api(f"/internal/chatbots/{BOT}/stats")).json()
-        assert (stats["open"], stats["resolved_this_week"]) == (3, 1)
-        assert len(ids) == 4
+    # A query alone also rebuilds (wiped again, no event this time).
+    await q.queue.index.redis.delete(*[k async for k in q.queue.index.redis.scan_iter(match=q.queue.index.key(BOT, "*"))])
+    stats = (await q.api(f"/internal/chatbots/{BOT}/stats")).json()
+    assert (stats["open"], stats["resolved_this_week"]) == (3, 1)
+    assert len(ids) == 4
 
-        # Startup check: an index that disagrees with Mongo is rebuilt under a new epoch.
-        epoch = await q.queue.index.epoch(BOT)
-        await q.queue.index.redis.zrem(q.queue.index.key(BOT, "open"), conv_id(BOT, "v3"))
-        assert await q.queue.check_index() == [BOT]
-        assert await q.queue.index.epoch(BOT) != epoch
-        assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["open"] == 3
-        assert await q.queue.check_index() == []
-
-
-async def test_internal_api(isolated):
-    async with queue_under_test(isolated) as q:
-        await seed(q, BOT)
-        await seed(q, "other")
-        for i in range(5):
-            await _hand_off(q, BOT, f"h{i}", f"handoff visitor {i}")
-        await q.send(CONVERSATION_EVENTS, message(BOT, "act", "just browsing the blue shoes", name="Carla"))
-        from shared.events import ContactCaptured, ContactDetails
-        from tests.queue.support import visitor
-
-        await q.send(CONVERSATION_EVENTS, ContactCaptured(
-            chatbot_id=BOT, conversation_id=conv_id(BOT, "h2"), channel="web", visitor=visitor("h2"),
-            contact=ContactDetails(name="Dana Doe", email="dana@example.com", phone="+49 170 1234567")))
-        await q.send(CONVERSATION_EVENTS, message("other", "x", "other bot's visitor"))
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r["chatbot_id"] == "other")
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("conversation") or {}).get("display_name") == "Dana Doe")
-        # Partitions are consumed in no fixed order: wait until all five are handed off.
-        await q.seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff", count=5)
-        close = command(BOT, conv_id(BOT, "h4"), "close")
-        await q.send(AGENT_COMMANDS, close)
-        assert (await q.seen.result(close.command_id))["ok"]
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "just browsing the blue shoes")
-
-        # Open handoffs, oldest first, paged with a cursor.
-        page1 = (await q.api(f"/internal/chatbots/{BOT}/handoffs", limit=2)).json()
-        page2 = (await q.api(f"/internal/chatbots/{BOT}/handoffs", limit=2, cursor=page1["next_cursor"])).json()
-        assert page1["total"] == 4 and page2["next_cursor"] is None
-        names = [r["conversation_id"] for r in page1["items"] + page2["items"]]
-        assert names == [conv_id(BOT, f"h{i}") for i in range(4)]
-        assert page1["items"][0]["reason"] == "User asked for a person" and page1["items"][0]["channel"] == "web"
-        snap = (await q.api(f"/internal/chatbots/{BOT}/snapshot", limit=3)).json()
-        assert len(snap["handoffs"]["items"]) == 3 and snap["handoffs"]["next_cursor"] and snap["stats"]["open"] == 4
-        assert snap["seq"] == max(u["seq"] for u in q.seen.updates(BOT))
-
-        # Conversations table: filters, most recent first, search, paging.
-        async def table(**params) -> list[str]:
-            body = (await q.api(f"/internal/chatbots/{BOT}/conversations", **params)).json()
-            return [c["conversation_id"] for c in body["items"]]
-
-        everything = await table(status="all")
-        assert set(everything) == {conv_id(BOT, v) for v in ("h0", "h1", "h2", "h3", "h4", "act")}
-        assert everything[0] == conv_id(BOT, "h4")  # the close was the latest activity
-        assert set(await table(status="needs_reply")) == {conv_id(BOT, f"h{i}") for i in range(4)}
-        assert await table(status="active") == [conv_id(BOT, "act")]
-        assert await table(status="closed") == [conv_id(BOT, "h4")]
-        assert await table(q="BLUE SHOES") == [conv_id(BOT, "act")]  # message text
-        assert await table(q="carla") == [conv_id(BOT, "act")]  # name
-        assert await table(q="dana@example") == [conv_id(BOT, "h2")]  # e-mail
-        assert await table(q="170 1234") == [conv_id(BOT, "h2")]  # phone
-        assert await table(q="nothing like this") == []
-        first = (await q.api(f"/internal/chatbots/{BOT}/conversations", limit=4)).json()
-        rest = (await q.api(f"/internal/chatbots/{BOT}/conversations", limit=4, cursor=first["next_cursor"])).json()
-        assert [c["conversation_id"] for c in first["items"] + rest["items"]] == everything and rest["next_cursor"] is None
-        assert (await q.api(f"/internal/chatbots/{BOT}/conversations", status="bogus")).status_code == 422
-        assert (await q.api(f"/internal/chatbots/{BOT}/handoffs", cursor="%%%")).status_code == 422
-
-        # One conversation, messages oldest first, paged backwards.
-        detail = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h2')}")).json()
-        assert detail["conversation"]["contact"] == {"name": "Dana Doe", "email": "dana@example.com", "phone": "+49 170 1234567"}
-        assert [m["text"] for m in detail["messages"]["items"]] == ["handoff visitor 2"]
-        assert (await q.api(f"/internal/chatbots/other/conversations/{conv_id(BOT, 'h2')}")).status_code == 404
-        assert (await q.api(f"/internal/chatbots/{BOT}/conversations/cv_missing")).status_code == 404
-        for i in range(3):
-            await q.send(CONVERSATION_EVENTS, message(BOT, "h0", f"more {i}"))
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "more 2")
-        last2 = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h0')}", limit=2)).json()
-        assert [m["text"] for m in last2["messages"]["items"]] == ["more 1", "more 2"]
-        older = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h0')}", limit=2,
-                             before=last2["messages"]["next_cursor"])).json()
-        assert [m["text"] for m in older["messages"]["items"]] == ["handoff visitor 0", "more 0"]
-
-        # Settings (with secrets: internal only) and the chatbot list.
-        assert (await q.api(f"/internal/chatbots/{BOT}/settings")).json()["chatbot_id"] == BOT
-        assert (await q.api("/internal/chatbots/nobody/settings")).status_code == 404
-        assert (await q.api("/internal/chatbots/nobody/stats")).status_code == 404
-        assert [c["chatbot_id"] for c in (await q.api("/internal/chatbots")).json()] == ["other", BOT]
+    # Startup check: an index that disagrees with Mongo is rebuilt under a new epoch.
+    epoch = await q.queue.index.epoch(BOT)
+    await q.queue.index.redis.zrem(q.queue.index.key(BOT, "open"), conv_id(BOT, "v3"))
+    assert BOT in await q.queue.check_index()
+    assert await q.queue.index.epoch(BOT) != epoch
+    assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["open"] == 3
+    assert BOT not in await q.queue.check_index()
 
 
-async def test_malformed_events_go_to_the_dlq_and_the_consumer_keeps_going(isolated):
-    async with queue_under_test(isolated) as q:
-        await seed(q, BOT)
-        await q.send(CONVERSATION_EVENTS, b'{"type": "conversation.message_appended", "chatbot_id": "shop"}', key=b"x")
-        await q.send(CONVERSATION_EVENTS, b"\x00not json", key=b"x")
-        await q.send(AGENT_COMMANDS, b'{"type": "agent.command", "command_id": "short"}', key=b"x")
-        await q.send(CONVERSATION_EVENTS, message(BOT, "v-after", "still working"))
-        await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "still working")
-        parked = await q.seen.wait_for(CONVERSATION_EVENTS.dlq, lambda r: True, count=2)
-        assert [p["error_kind"] for p in parked] == ["invalid", "invalid"]
-        assert parked[0]["consumer"].startswith("queue-")
-        cmd_parked = await q.seen.wait_for(AGENT_COMMANDS.dlq, lambda r: True)
-        assert "command_id" in cmd_parked[0]["error"]
+async def test_internal_api(queue):
+    q = queue
+    BOT = "api"  # each test its own chatbot on the shared queue
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    await seed(q, "api-other")
+    for i in range(5):
+        await _hand_off(q, BOT, f"h{i}", f"handoff visitor {i}")
+    await q.send(CONVERSATION_EVENTS, message(BOT, "act", "just browsing the blue shoes", name="Carla"))
+    from shared.events import ContactCaptured, ContactDetails
+    from tests.queue.support import visitor
+
+    await q.send(CONVERSATION_EVENTS, ContactCaptured(
+        chatbot_id=BOT, conversation_id=conv_id(BOT, "h2"), channel="web", visitor=visitor("h2"),
+        contact=ContactDetails(name="Dana Doe", email="dana@example.com", phone="+49 170 1234567")))
+    await q.send(CONVERSATION_EVENTS, message("api-other", "x", "other bot's visitor"))
+    await q.seen.wait_for(DASHBOARD_UPDATES, lambda r: r["chatbot_id"] == "api-other")
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("conversation") or {}).get("display_name") == "Dana Doe")
+    # Partitions are consumed in no fixed order: wait until all five are handed off.
+    await seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff", count=5)
+    close = command(BOT, conv_id(BOT, "h4"), "close")
+    await q.send(AGENT_COMMANDS, close)
+    assert (await seen.result(close.command_id))["ok"]
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "just browsing the blue shoes")
+
+    # Open handoffs, oldest first, paged with a cursor.
+    page1 = (await q.api(f"/internal/chatbots/{BOT}/handoffs", limit=2)).json()
+    page2 = (await q.api(f"/internal/chatbots/{BOT}/handoffs", limit=2, cursor=page1["next_cursor"])).json()
+    assert page1["total"] == 4 and page2["next_cursor"] is None
+    names = [r["conversation_id"] for r in page1["items"] + page2["items"]]
+    assert names == [conv_id(BOT, f"h{i}") for i in range(4)]
+    assert page1["items"][0]["reason"] == "User asked for a person" and page1["items"][0]["channel"] == "web"
+    snap = (await q.api(f"/internal/chatbots/{BOT}/snapshot", limit=3)).json()
+    assert len(snap["handoffs"]["items"]) == 3 and snap["handoffs"]["next_cursor"] and snap["stats"]["open"] == 4
+    assert snap["seq"] == max(u["seq"] for u in seen.updates(BOT))
+
+    # Conversations table: filters, most recent first, search, paging.
+    async def table(**params) -> list[str]:
+        body = (await q.api(f"/internal/chatbots/{BOT}/conversations", **params)).json()
+        return [c["conversation_id"] for c in body["items"]]
+
+    everything = await table(status="all")
+    assert set(everything) == {conv_id(BOT, v) for v in ("h0", "h1", "h2", "h3", "h4", "act")}
+    assert everything[0] == conv_id(BOT, "h4")  # the close was the latest activity
+    assert set(await table(status="needs_reply")) == {conv_id(BOT, f"h{i}") for i in range(4)}
+    assert await table(status="active") == [conv_id(BOT, "act")]
+    assert await table(status="closed") == [conv_id(BOT, "h4")]
+    assert await table(q="BLUE SHOES") == [conv_id(BOT, "act")]  # message text
+    assert await table(q="carla") == [conv_id(BOT, "act")]  # name
+    assert await table(q="dana@example") == [conv_id(BOT, "h2")]  # e-mail
+    assert await table(q="170 1234") == [conv_id(BOT, "h2")]  # phone
+    assert await table(q="nothing like this") == []
+    first = (await q.api(f"/internal/chatbots/{BOT}/conversations", limit=4)).json()
+    rest = (await q.api(f"/internal/chatbots/{BOT}/conversations", limit=4, cursor=first["next_cursor"])).json()
+    assert [c["conversation_id"] for c in first["items"] + rest["items"]] == everything and rest["next_cursor"] is None
+    assert (await q.api(f"/internal/chatbots/{BOT}/conversations", status="bogus")).status_code == 422
+    assert (await q.api(f"/internal/chatbots/{BOT}/handoffs", cursor="%%%")).status_code == 422
+
+    # One conversation, messages oldest first, paged backwards.
+    detail = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h2')}")).json()
+    assert detail["conversation"]["contact"] == {"name": "Dana Doe", "email": "dana@example.com", "phone": "+49 170 1234567"}
+    assert [m["text"] for m in detail["messages"]["items"]] == ["handoff visitor 2"]
+    assert (await q.api(f"/internal/chatbots/api-other/conversations/{conv_id(BOT, 'h2')}")).status_code == 404
+    assert (await q.api(f"/internal/chatbots/{BOT}/conversations/cv_missing")).status_code == 404
+    for i in range(3):
+        await q.send(CONVERSATION_EVENTS, message(BOT, "h0", f"more {i}"))
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "more 2")
+    last2 = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h0')}", limit=2)).json()
+    assert [m["text"] for m in last2["messages"]["items"]] == ["more 1", "more 2"]
+    older = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h0')}", limit=2,
+                         before=last2["messages"]["next_cursor"])).json()
+    assert [m["text"] for m in older["messages"]["items"]] == ["handoff visitor 0", "more 0"]
+
+    # Settings (with secrets: internal only) and the chatbot list.
+    assert (await q.api(f"/internal/chatbots/{BOT}/settings")).json()["chatbot_id"] == BOT
+    assert (await q.api("/internal/chatbots/nobody/settings")).status_code == 404
+    assert (await q.api("/internal/chatbots/nobody/stats")).status_code == 404
+    listed = [c["chatbot_id"] for c in (await q.api("/internal/chatbots")).json()]
+    assert {"api-other", BOT} <= set(listed) and listed == sorted(listed)
+
+
+async def test_malformed_events_go_to_the_dlq_and_the_consumer_keeps_going(queue):
+    q = queue
+    BOT = "dlq"  # each test its own chatbot on the shared queue
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    await q.send(CONVERSATION_EVENTS, b'{"type": "conversation.message_appended", "chatbot_id": "dlq"}', key=b"x")
+    await q.send(CONVERSATION_EVENTS, b"\x00not json", key=b"x")
+    await q.send(AGENT_COMMANDS, b'{"type": "agent.command", "command_id": "short"}', key=b"x")
+    await q.send(CONVERSATION_EVENTS, message(BOT, "v-after", "still working"))
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "still working")
+    parked = await q.seen.wait_for(CONVERSATION_EVENTS.dlq, lambda r: True, count=2)
+    assert [p["error_kind"] for p in parked] == ["invalid", "invalid"]
+    assert parked[0]["consumer"].startswith("queue-")
+    cmd_parked = await q.seen.wait_for(AGENT_COMMANDS.dlq, lambda r: True)
+    assert "command_id" in cmd_parked[0]["error"]
