@@ -1,0 +1,95 @@
+"""The stores against the real Redis and Mongo-wire server: the index's paging is exact
+with equal scores and removals between pages; seq/epoch behave; the record's conditional
+transition lets exactly one of two racers through."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.queue.domain import stats_window
+from services.queue.store import HandoffIndex, IndexChange, QueueRecord
+from shared.settings import ServiceSettings
+from shared.stores import open_mongo, open_redis
+from shared.views import HandoffRow
+
+NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+
+
+def _row(i: int, waiting: datetime) -> HandoffRow:
+    return HandoffRow(conversation_id=f"c{i:03d}", chatbot_id="b", display_name=f"V{i}", waiting_since=waiting,
+                      channel="web", message_count=i)
+
+
+@pytest.fixture
+async def stores(infra):
+    tag = uuid.uuid4().hex[:8]
+    settings = ServiceSettings(redis_url=infra.redis_url, mongodb_uri=infra.mongodb_uri, mongodb_db=f"t{tag}_store",
+                               redis_prefix=f"t{tag}:queue")
+    client, db = open_mongo(settings)
+    redis = open_redis(settings)
+    try:
+        yield QueueRecord(db), HandoffIndex(redis, settings.redis_prefix)
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_paging_is_exact_with_ties_and_removals(stores):
+    _, index = stores
+    # Ten rows, pairs share a waiting_since: order is (waiting_since, conversation id).
+    rows = [_row(i, NOW - timedelta(minutes=10 - i // 2)) for i in range(10)]
+    await index.rebuild("b", rows, [])
+    seen, cursor = [], None
+    while True:
+        page, cursor, total = await index.page("b", cursor, 3)
+        assert total == 10 - (1 if seen else 0) - (1 if len(seen) >= 6 else 0)
+        seen += [r.conversation_id for r in page]
+        if len(seen) == 3:  # a row already shown leaves, and one not yet shown
+            await index.apply("b", IndexChange(remove_row="c001"), stats_window(NOW, "UTC"), bump_seq=False)
+        if len(seen) == 6:
+            await index.apply("b", IndexChange(remove_row="c008"), stats_window(NOW, "UTC"), bump_seq=False)
+        if cursor is None:
+            break
+    assert seen == ["c000", "c001", "c002", "c003", "c004", "c005", "c006", "c007", "c009"]
+
+
+async def test_seq_epoch_and_stats_in_one_step(stores):
+    _, index = stores
+    window = stats_window(NOW, "Europe/Berlin")
+    epoch = await index.rebuild("b", [_row(1, NOW - timedelta(days=2))], [("h-old", NOW - timedelta(days=7, seconds=1))])
+    first = await index.apply("b", IndexChange(upsert_row=_row(2, NOW - timedelta(minutes=5))), window)
+    second = await index.apply("b", IndexChange(remove_row="c001", closed_add=("h1", NOW)), window)
+    assert (first.epoch, first.seq, second.seq) == (epoch, 1, 2)
+    assert (first.counts.open, first.counts.today, first.counts.resolved_this_week) == (2, 1, 0)
+    assert (second.counts.open, second.counts.resolved_this_week) == (1, 1)
+    reopened = await index.apply("b", IndexChange(upsert_row=_row(1, NOW), closed_remove="h1"), window)
+    assert (reopened.counts.open, reopened.counts.resolved_this_week, reopened.seq) == (2, 0, 3)
+    assert await index.rebuild("b", [], []) != epoch
+    assert (await index.stats("b", window)).seq == 0
+
+
+async def test_conditional_transition_lets_one_racer_through(stores):
+    record, _ = stores
+    await record.conversations.insert_one({"_id": "c1", "chatbot_id": "b", "status": "handed_off"})
+    results = await asyncio.gather(*(record.transition("c1", "handed_off", {"status": "closed", "by": n}) for n in range(5)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and winners[0]["status"] == "closed"
+    assert (await record.get_conversation("c1"))["by"] == winners[0]["by"]
+
+
+async def test_messages_page_back_in_exact_order(stores):
+    record, _ = stores
+    base = NOW
+    # Same millisecond, different microseconds: BSON alone could not order these.
+    for i, us in enumerate((300, 100, 200, 900)):
+        await record.insert_message({"_id": f"m{i}", "conversation_id": "c1", "chatbot_id": "b", "sender": "visitor",
+                                     "text": f"t{us}", "created_at": base + timedelta(microseconds=us)})
+    assert not await record.insert_message({"_id": "m0", "conversation_id": "c1", "chatbot_id": "b", "sender": "visitor",
+                                            "text": "dup", "created_at": base})
+    last, cursor = await record.messages_before("c1", None, 2)
+    older, end = await record.messages_before("c1", cursor, 2)
+    assert [m["text"] for m in older + last] == ["t100", "t200", "t300", "t900"] and end is None
