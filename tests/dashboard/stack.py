@@ -6,11 +6,14 @@ publishes (a summary)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
+from aiokafka import AIOKafkaConsumer
 
 from services.gateway.app import create_app as create_gateway
 from services.gateway.domain import hash_password
@@ -23,6 +26,7 @@ from shared.chatbots import ChatbotSettings, HumanHandoffSettings
 from shared.events import (
     ContactCaptured,
     ContactDetails,
+    DeliveryStatusChanged,
     HandoffRequested,
     HandoffSummaryReady,
     MessageAppended,
@@ -31,7 +35,7 @@ from shared.events import (
 from shared.ids import conversation_id_for
 from shared.settings import ServiceSettings
 from shared.stores import open_mongo
-from shared.topics import CONVERSATION_EVENTS, HANDOFF_SUMMARIES
+from shared.topics import CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES, OUTBOUND_MESSAGES
 from tests.conftest import Isolated
 from tests.harness import RunningService, run_in_process, settings_from_env
 from tests.support import eventually
@@ -64,6 +68,7 @@ class Stack:
     bus: Bus
     conversation_events: EventPublisher
     summaries: EventPublisher
+    delivery: EventPublisher
 
     @property
     def url(self) -> str:
@@ -115,6 +120,32 @@ class Stack:
             chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, handoff_id=handoff_id,
             status="ready", text=text, mode="extractive"))
 
+    async def delivery_failed(self, v: Visitor, message_id: str, error: str) -> None:
+        """What channels publish when a message cannot be delivered."""
+        await self.delivery.publish(DeliveryStatusChanged(
+            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, message_id=message_id,
+            status="failed", error=error, permanent=True))
+
+    async def outbound_for(self, conversation_id: str, count: int, timeout: float = 15.0) -> list[dict]:
+        """The first `count` records on `outbound.messages` about one conversation."""
+        consumer = AIOKafkaConsumer(
+            self.topic_prefix + OUTBOUND_MESSAGES.name, bootstrap_servers=self.iso.infra.kafka_bootstrap,
+            group_id=f"reader-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest", enable_auto_commit=False,
+            fetch_max_wait_ms=20, session_timeout_ms=3000, heartbeat_interval_ms=500)
+        await consumer.start()
+        found: list[dict] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(found) < count:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"only {len(found)} of {count} outbound messages for {conversation_id}: {found}")
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    found += [m for m in (json.loads(r.value) for r in records) if m.get("conversation_id") == conversation_id]
+            return found
+        finally:
+            await consumer.stop()
+
     async def snapshot(self, chatbot_id: str) -> dict:
         async with httpx.AsyncClient(timeout=10) as client:
             r = await client.get(f"{self.queue.url}/internal/chatbots/{chatbot_id}/snapshot")
@@ -140,7 +171,8 @@ async def running_stack(iso: Isolated) -> AsyncIterator[Stack]:
             bus = Bus(settings_from_env(ServiceSettings, iso.env("visitors")), client_id="dashboard-test")
             stack = Stack(iso, queue, gateway, agents, bus,
                           conversation_events=bus.publisher(CONVERSATION_EVENTS),
-                          summaries=bus.publisher(HANDOFF_SUMMARIES))
+                          summaries=bus.publisher(HANDOFF_SUMMARIES),
+                          delivery=bus.publisher(DELIVERY_STATUS))
             await bus.broker.start()
             try:
                 yield stack

@@ -10,7 +10,6 @@ import pytest
 from playwright.async_api import expect
 
 from tests.dashboard.pages import ARTIFACTS, XSS, bot_id, row, shot, sign_in, stat
-from tests.support import read_topic
 
 pytestmark = pytest.mark.browser
 
@@ -127,7 +126,7 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
     await expect(agent_msg.locator(".msg-who")).to_have_text("Ada")
     await expect(box).to_have_value("")
     await expect(page).to_have_url(re.compile(rf"#/{bot}/handoff\?c="))
-    outbound = await read_topic(stack.iso.infra.kafka_bootstrap, stack.topic_prefix + "outbound.messages", 1)
+    outbound = await stack.outbound_for(grace.conversation_id, 1)
     assert [(m["sender"], m["sender_name"], m["text"], m["conversation_id"]) for m in outbound] == [
         ("agent", "Ada", "Hi Grace, I'm on it.\nGive me one minute.", grace.conversation_id)]
 

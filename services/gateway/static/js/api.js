@@ -51,7 +51,7 @@ export async function request(method, path, body) {
   if (text) {
     try { data = JSON.parse(text); } catch { data = { detail: text }; }
   }
-  if (response.status === 401 && !path.startsWith("/api/login")) {
+  if (response.status === 401 && !path.startsWith("/api/login") && !path.startsWith("/api/logout")) {
     onUnauthorized();
   }
   if (!response.ok) {

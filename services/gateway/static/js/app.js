@@ -2,7 +2,7 @@
 // the per-chatbot state they share.
 
 import { api, ApiError, onUnauthorized, setCsrfToken } from "./api.js";
-import { ConversationsView } from "./conversations.js";
+import { ConversationsView, pageSize } from "./conversations.js";
 import { h, clear, announce } from "./dom.js";
 import { HandoffView, sortRows } from "./handoff.js";
 import { ChatbotFeed, LiveConnection } from "./live.js";
@@ -68,10 +68,12 @@ function onRoute() {
   const prev = app.route;
   app.route = { bot: bot.chatbot_id, tab, sub, params };
   if (!app.bot || app.bot.chatbotId !== bot.chatbot_id) switchChatbot(bot.chatbot_id);
-  const sameView = prev && prev.bot === bot.chatbot_id && prev.tab === tab && app.view
-    && (tab !== "conversations" || (prev.params.get("status") === params.get("status") && (prev.params.get("q") || "") === (params.get("q") || "")));
+  const sameView = prev && prev.bot === bot.chatbot_id && prev.tab === tab && app.view;
   if (!sameView) mountView();
-  else selectConversation(params.get("c"));
+  else {
+    if (tab === "conversations") app.view.setFilter(params.get("status") || "all", params.get("q") || "");
+    selectConversation(params.get("c"));
+  }
   renderNav();
   updateTitle();
 }
@@ -82,7 +84,7 @@ function switchChatbot(id) {
   app.bot = { chatbotId: id, stats: null, rows: [], nextCursor: null, timezone: undefined, epoch: null };
   if (!app.feeds.has(id)) {
     app.feeds.set(id, new ChatbotFeed(id, {
-      fetchSnapshot: async (bot) => (await api.snapshot(bot)).data,
+      fetchSnapshot: async (bot) => (await api.snapshot(bot, pageSize())).data,
       onSnapshot: (snapshot) => applySnapshot(id, snapshot),
       onUpdate: (update) => applyUpdate(id, update),
       onError: (err) => console.warn("resync failed", err),
@@ -166,7 +168,7 @@ async function loadMoreHandoffs() {
   const bot = app.bot;
   if (!bot.nextCursor) return;
   try {
-    const { data } = await api.handoffs(bot.chatbotId, bot.nextCursor);
+    const { data } = await api.handoffs(bot.chatbotId, bot.nextCursor, pageSize());
     const seen = new Set(bot.rows.map((r) => r.conversation_id));
     bot.rows = sortRows(bot.rows.concat(data.items.filter((r) => !seen.has(r.conversation_id))));
     bot.nextCursor = data.next_cursor || null;
@@ -364,7 +366,17 @@ function renderAccount() {
   paintNotify();
   notify.onclick = async () => { await alerts.askPermission(); paintNotify(); };
   document.getElementById("logout").onclick = async () => {
-    try { await api.logout(); } catch (err) { if (!(err instanceof ApiError) || err.status !== 401) { alert(err.message); return; } }
+    // Stop the live connection first: its reconnect would otherwise race us to the login page.
+    app.live.stop();
+    try {
+      await api.logout();
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 401) {
+        alert(err.message);
+        app.live.start();
+        return;
+      }
+    }
     location.assign("/login");
   };
   document.getElementById("chatbot-picker").onchange = (e) => go(routeHash(e.target.value, app.route.tab === "tools" ? "tools" : "handoff"));
@@ -380,7 +392,7 @@ async function main() {
     return;
   }
   app.me = me;
-  app.chatbots = me.chatbots;
+  app.chatbots = [...me.chatbots].sort((x, y) => x.name.localeCompare(y.name));
   setCsrfToken(me.csrf_token);
   renderAccount();
   const proto = location.protocol === "https:" ? "wss" : "ws";

@@ -5,6 +5,12 @@ import { h, clear } from "./dom.js";
 import { channelLabel, formatMessageTime } from "./format.js";
 import { STATUS_LABELS } from "./pane.js";
 
+// 50 a page; a deployment (or a test) may set window.HANDOFF_PAGE_SIZE to page differently.
+export function pageSize() {
+  const n = Number(window.HANDOFF_PAGE_SIZE);
+  return Number.isInteger(n) && n > 0 && n <= 200 ? n : 50;
+}
+
 export const FILTERS = [["all", "All"], ["needs_reply", "Needs Reply"], ["active", "Active"], ["closed", "Closed"]];
 const STATUS_OF_FILTER = { needs_reply: "handed_off", active: "active", closed: "closed" };
 
@@ -53,10 +59,24 @@ export class ConversationsView {
     this.load(false);
   }
 
+  /** A new filter or search from the URL: reload in place (the search box keeps focus). */
+  setFilter(status, q) {
+    status = FILTERS.some(([k]) => k === status) ? status : "all";
+    if (status === this.status && q === this.q) return;
+    this.status = status;
+    this.q = q;
+    for (const b of this.root.querySelectorAll(".filter")) b.setAttribute("aria-pressed", b.dataset.status === status ? "true" : "false");
+    if (this.search.value.trim() !== q) this.search.value = q;
+    this.cursor = null;
+    this.load(false);
+  }
+
   async load(more) {
     const mine = ++this.loadSeq;
     try {
-      const { data } = await api.conversations(this.chatbotId, { status: this.status, q: this.q, cursor: more ? this.cursor : null });
+      const { data } = await api.conversations(this.chatbotId, {
+        status: this.status, q: this.q, cursor: more ? this.cursor : null, limit: pageSize(),
+      });
       if (mine !== this.loadSeq) return;
       const seen = new Set(this.items.map((c) => c.conversation_id));
       this.items = more ? this.items.concat(data.items.filter((c) => !seen.has(c.conversation_id))) : data.items;

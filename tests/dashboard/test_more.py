@@ -1,0 +1,185 @@
+"""More of the dashboard in Chromium against the real queue and gateway: several chatbots
+per agent, logging out, waiting times that tick and "Today" refetched at midnight, failed
+deliveries, paging, and search that keeps the focus."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from playwright.async_api import expect
+
+from shared.formatting import format_row_waiting
+from tests.dashboard.pages import bot_id, row, sign_in, stat
+from tests.support import eventually
+
+pytestmark = pytest.mark.browser
+
+
+async def test_an_agent_of_two_chatbots_switches_between_them(browser, stack):
+    alpha, beta = bot_id(), bot_id()
+    await stack.seed_chatbot(alpha, "Alpha Store")
+    await stack.seed_chatbot(beta, "Beta Store")
+    email = f"two-{alpha}@example.com"
+    await stack.create_agent(email, "Tom", [alpha, beta])
+    a = stack.visitor(alpha, "Alpha Visitor")
+    await stack.visitor_writes(a, "hi alpha")
+    await stack.handoff(a, "User asked for a person")
+    b = stack.visitor(beta, "Beta Visitor", channel="whatsapp")
+    await stack.visitor_writes(b, "hi beta")
+    await stack.handoff(b, "Topic is billing")
+
+    context, page = await sign_in(browser, stack, email)
+    picker = page.get_by_label("Chatbot", exact=True)
+    await expect(picker).to_be_visible()
+    await expect(picker.locator("option")).to_have_text(["Alpha Store", "Beta Store"])
+    await picker.select_option(label="Alpha Store")
+    await expect(page).to_have_url(re.compile(rf"#/{alpha}/handoff$"))
+    await expect(page.locator(".handoff-row .row-name")).to_have_text(["Alpha Visitor"])
+
+    await picker.select_option(label="Beta Store")
+    await expect(page).to_have_url(re.compile(rf"#/{beta}/handoff$"))
+    await expect(page.locator(".handoff-row .row-name")).to_have_text(["Beta Visitor"])
+    await expect(page.locator(".handoff-row .channel")).to_have_text(["WhatsApp"])
+    await expect(page).to_have_title("(1) Handoff — Beta Store")
+
+    # While on Beta, a handoff in Alpha does not land in Beta's list...
+    a2 = stack.visitor(alpha, "Second Alpha")
+    await stack.visitor_writes(a2, "me too")
+    await stack.handoff(a2, "User asked for a person")
+    b2 = stack.visitor(beta, "Second Beta")
+    await stack.visitor_writes(b2, "me too")
+    await stack.handoff(b2, "User asked for a person")
+    await expect(page.locator(".handoff-row .row-name")).to_have_text(["Beta Visitor", "Second Beta"])
+    # ...and is there when the agent switches back.
+    await page.go_back()
+    await expect(page).to_have_url(re.compile(rf"#/{alpha}/handoff$"))
+    await expect(page.locator(".handoff-row .row-name")).to_have_text(["Alpha Visitor", "Second Alpha"])
+    await expect(picker).to_have_value(alpha)
+    await context.close()
+
+
+async def test_logging_out_ends_the_session(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Exit Shop")
+    email = f"exit-{bot}@example.com"
+    await stack.create_agent(email, "Eve", [bot])
+    context, page = await sign_in(browser, stack, email)
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await page.goto(f"/#/{bot}/conversations")
+    await expect(page).to_have_url(re.compile(r"/login\?next="))
+    assert (await page.request.get("/api/me")).status == 401
+    # Signing in again goes back where the agent was going.
+    await page.get_by_label("E-mail").fill(email)
+    await page.get_by_label("Password").fill("a good long password")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(rf"#/{bot}/conversations$"))
+    await context.close()
+
+
+async def test_waiting_times_tick_and_today_is_refetched_at_midnight(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Clock Shop")
+    email = f"clock-{bot}@example.com"
+    await stack.create_agent(email, "Cleo", [bot])
+    v = stack.visitor(bot, "Waiting Visitor")
+    await stack.visitor_writes(v, "hello")
+    await stack.handoff(v, "User asked for a person")
+    snapshot = await eventually(lambda: _with_rows(stack, bot), timeout=20)
+
+    context, page = await sign_in(browser, stack, email)
+    await page.clock.install(time=datetime.now(timezone.utc))
+    await page.reload()
+    waiting = row(page, v.conversation_id).locator(".row-waiting")
+    await expect(waiting).to_have_text("just now")
+    await expect(stat(page, "oldest")).to_have_text("0m")
+
+    await page.clock.fast_forward("02:10")
+    await expect(waiting).to_have_text("2m")
+    await expect(stat(page, "oldest")).to_have_text("2m")
+    await page.clock.fast_forward("02:00:00")
+    await expect(waiting).to_have_text("2h")
+    await expect(stat(page, "oldest")).to_have_text("2h 2m")
+
+    # At the chatbot's midnight the page asks for fresh stats ("Today" starts again).
+    ends = datetime.fromisoformat(snapshot["stats"]["today_ends_at"])
+    async with page.expect_request(lambda r: r.url.endswith(f"/api/chatbots/{bot}/stats")):
+        await page.clock.fast_forward(int((ends - datetime.now(timezone.utc)).total_seconds() * 1000) + 2000)
+    await page.clock.fast_forward("24:00:00")
+    page_now = datetime.fromtimestamp(await page.evaluate("Date.now()") / 1000, timezone.utc)
+    since = datetime.fromisoformat(snapshot["handoffs"]["items"][0]["waiting_since"])
+    expected = format_row_waiting(since, page_now, "UTC")
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", expected)
+    await expect(waiting).to_have_text(expected)
+    await expect(stat(page, "oldest")).to_have_text(re.compile(r"^1d( \d{1,2}h)?$"))
+    await context.close()
+
+
+async def _with_rows(stack, bot: str) -> dict | None:
+    snapshot = await stack.snapshot(bot)
+    return snapshot if snapshot["handoffs"]["items"] else None
+
+
+async def test_a_failed_delivery_shows_its_error(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Fail Shop")
+    email = f"fail-{bot}@example.com"
+    await stack.create_agent(email, "Finn", [bot])
+    v = stack.visitor(bot, "Unreachable", channel="whatsapp")
+    await stack.visitor_writes(v, "help")
+    await stack.handoff(v, "User asked for a person")
+    context, page = await sign_in(browser, stack, email)
+    await row(page, v.conversation_id).click()
+    pane = page.locator(".pane")
+    await pane.get_by_placeholder("Type your reply...").fill("Are you still there?")
+    await pane.get_by_placeholder("Type your reply...").press("Enter")
+    await expect(pane.locator(".msg-agent .msg-text")).to_have_text("Are you still there?")
+    await expect(pane.locator(".msg-error")).to_have_count(0)
+    [sent] = await stack.outbound_for(v.conversation_id, 1)
+    await stack.delivery_failed(v, sent["message_id"], "The 24-hour WhatsApp window has closed.")
+    await expect(pane.locator(".msg-agent .msg-error")).to_have_text(
+        "Not delivered: The 24-hour WhatsApp window has closed.")
+    await context.close()
+
+
+async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Busy Shop")
+    email = f"busy-{bot}@example.com"
+    await stack.create_agent(email, "Bea", [bot])
+    names = ["Ann Early", "Ben Middle", "Zed Late"]
+    for name in names:
+        v = stack.visitor(bot, name)
+        await stack.visitor_writes(v, f"I am {name}")
+        await stack.handoff(v, "User asked for a person")
+    context, page = await sign_in(browser, stack, email)
+    await page.add_init_script("window.HANDOFF_PAGE_SIZE = 2")
+    await page.reload()
+    # The list pages oldest first.
+    await expect(stat(page, "open")).to_have_text("3")
+    await expect(page.locator(".handoff-row .row-name")).to_have_text(names[:2])
+    await page.locator(".list-panel").get_by_role("button", name="Load more").click()
+    await expect(page.locator(".handoff-row .row-name")).to_have_text(names)
+    await expect(page.locator(".list-panel").get_by_role("button", name="Load more")).to_be_hidden()
+
+    await page.locator('#tabs [data-tab="conversations"]').click()
+    rows = page.locator(".conv-row")
+    await expect(rows).to_have_count(2)
+    await page.locator(".table-panel").get_by_role("button", name="Load more").click()
+    await expect(rows).to_have_count(3)
+    # Most recent activity first.
+    await expect(rows.locator(".cell-name")).to_have_text(names[::-1])
+
+    search = page.get_by_label("Search conversations")
+    await search.press_sequentially("Zed", delay=120)
+    await expect(page).to_have_url(re.compile(r"q=Zed"))
+    await expect(rows).to_have_count(1)
+    await expect(search).to_be_focused()
+    await search.press_sequentially(" Late", delay=120)
+    await expect(page).to_have_url(re.compile(r"q=Zed\+Late"))
+    await expect(search).to_be_focused()
+    await expect(search).to_have_value("Zed Late")
+    await expect(rows.locator(".cell-name")).to_have_text(["Zed Late"])
+    await context.close()
