@@ -103,8 +103,8 @@ class WebHub:
                 receiver.cancel()
                 with contextlib.suppress(BaseException):
                     await receiver
-        except (WebSocketDisconnect, RuntimeError):
-            return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the visitor went away mid-send (uvicorn raises ClientDisconnected, an OSError)
         finally:
             self._sockets[key].discard(queue)
             if not self._sockets[key]:
@@ -130,7 +130,7 @@ class WebHub:
         while True:
             try:
                 text = await websocket.receive_text()
-            except (WebSocketDisconnect, RuntimeError):
+            except (WebSocketDisconnect, RuntimeError, OSError):
                 return
             with contextlib.suppress(ValueError, AttributeError):
                 if json.loads(text).get("type") == "ping":

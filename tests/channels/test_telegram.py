@@ -195,3 +195,12 @@ async def test_token_without_configured_secret_gets_a_derived_one(stack):
         none = await client.post(url, json=_update(1, 3, "no header"))
         ok = await client.post(url, json=_update(2, 3, "with it"), headers={"X-Telegram-Bot-Api-Secret-Token": secret})
     assert (none.status_code, ok.status_code) == (401, 200)
+
+
+async def test_set_webhook_retried_after_a_server_error(stack):
+    creds = _creds()
+    stack.telegram.script("setWebhook", Answer(500))
+    await stack.add_chatbot(**creds)
+    calls = await eventually(lambda: _async(len([c for c in stack.telegram.calls_to("setWebhook")
+                                                  if c.token == creds["telegram_bot_token"]]) >= 2 or None))
+    assert calls is True
