@@ -27,6 +27,9 @@ class GatewaySettings(ServiceSettings):
     login_max_failures: int = 10
     login_failure_window_s: int = 15 * 60
 
+    # Start-up waits this long at most to read the chatbot settings table to its end.
+    settings_preload_timeout_s: float = 10.0
+
     # Frames buffered per websocket; a client that falls this far behind is dropped
     # (it resyncs from a snapshot when it reconnects) so it never slows the others.
     ws_send_queue_size: int = 256

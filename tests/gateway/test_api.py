@@ -311,3 +311,17 @@ async def test_dashboard_pages_and_openapi(stack):
         assert (await client.get("/static/../settings.py")).status_code == 404
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {"broker": True, "mongo": True, "redis": True}
+
+
+async def test_chatbot_names_are_known_right_after_start_up(stack):
+    """The settings table is read to its end before the gateway serves: no first /api/me
+    showing bare chatbot ids."""
+    settings = stack.gateway_settings()
+    await add_agent(settings, "early@example.com", ["alpha"])
+    await publish_settings(stack, "alpha", enabled=True, name="Alpha Early")
+    async with gateway(stack) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        # Checked the moment start-up is over, before any request could give it time.
+        assert "alpha" in gw.app.state.gateway.directory.chatbots
+        await login(client, "early@example.com")
+        me = (await client.get("/api/me")).json()
+        assert me["chatbots"] == [{"chatbot_id": "alpha", "name": "Alpha Early", "handoff_enabled": True}]
