@@ -361,7 +361,8 @@ def build_router(gw: Gateway) -> APIRouter:
         finally:
             gw.hub.remove(client)
             client.stop_writer()
-            with contextlib.suppress(BaseException):
+            # The writer's own failure (a dead socket) is not ours to raise; a stuck one is cancelled.
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer, 2)
 
     async def position(chatbot_id: str) -> tuple[str, int]:
