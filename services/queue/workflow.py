@@ -452,15 +452,22 @@ def _conversation_id(event: Envelope) -> str:
 
 
 def _new_conversation(event: MessageAppended | HandoffRequested | ContactCaptured, conv_id: str) -> dict:
-    return {
+    """The fields a conversation starts with ($setOnInsert). Fields the same upsert also
+    sets or increments are left out: Mongo refuses one field in two operators."""
+    doc: dict[str, Any] = {
         "chatbot_id": event.chatbot_id, "status": "active", "channel": event.channel,
         "visitor_id": event.visitor.external_id, "created_at": event.occurred_at,
         "handoff_id": None, "reason": None, "waiting_since": None,
-        **({} if isinstance(event, MessageAppended) else {"message_count": 0}),
-        **({} if isinstance(event, ContactCaptured) else {"contact": {}}),
-        **({"visitor_name": event.visitor.name} if event.visitor.name and not isinstance(event, MessageAppended) else {}),
-        **({"updated_at": event.occurred_at} if isinstance(event, HandoffRequested) else {}),
     }
+    if not isinstance(event, MessageAppended):  # a message sets these itself
+        doc["message_count"] = 0
+        if event.visitor.name:
+            doc["visitor_name"] = event.visitor.name
+    if not isinstance(event, ContactCaptured):  # the contact form sets contact.* itself
+        doc["contact"] = {}
+    if isinstance(event, HandoffRequested):  # the others set updated_at themselves
+        doc["updated_at"] = event.occurred_at
+    return doc
 
 
 def _history(transition: str, previous: str, status: str, by: str, at: datetime, command_id: str | None = None) -> dict:
