@@ -26,7 +26,10 @@ from shared.topics import (
 
 log = logging.getLogger("handoff.intake")
 
+# One consumer group per topic: members of a group shared across topics rebalance each
+# other on every join, which on a busy broker delays start-up for no gain.
 GROUP = "intake"
+STATE_GROUP = "intake-state"
 CONTEXT_GROUP = "intake-context"
 
 
@@ -44,7 +47,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     )
     bus = runtime.bus
     bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id=GROUP)
-    bus.consume(CONVERSATION_STATE, STATE_EVENT, intake.on_state_changed, group_id=GROUP)
+    bus.consume(CONVERSATION_STATE, STATE_EVENT, intake.on_state_changed, group_id=STATE_GROUP)
     bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, intake.on_outbound, group_id=CONTEXT_GROUP)
     # Every instance keeps the whole settings table: no group, from the beginning.
     bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, intake.on_settings, group_id=None, from_beginning=True)

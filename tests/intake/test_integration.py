@@ -191,6 +191,9 @@ async def test_llm_mode_end_to_end(isolated):
 
                 # D: Return to AI: the AI answers again from the next message, with the context.
                 await d.queue_moves("return_to_ai", "active", "handed_off")
+                # State and visitor messages travel on different topics: let the state land first,
+                # as it does when a visitor writes after the agent clicked Return to AI.
+                await w.wait_until_async(lambda: intake.memory.status(d.conversation_id), lambda s: s == "active")
                 await d.says("Are you back? SPEAK-AGAIN")
                 answers = await w.wait_for("outbound.messages", d.conversation_id, count=3, sender="ai")
                 assert answers[-1]["text"] == "Happy to help again."
