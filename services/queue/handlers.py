@@ -7,8 +7,10 @@ from shared.events import (
     AGENT_COMMAND_EVENT,
     CONVERSATION_EVENT,
     DELIVERY_EVENT,
+    SETTINGS_EVENT,
     SUMMARY_EVENT,
     AgentCommand,
+    ChatbotSettingsChanged,
     ChatbotSettingsUpdate,
     ContactCaptured,
     DeliveryStatusChanged,
@@ -16,7 +18,7 @@ from shared.events import (
     HandoffSummaryReady,
     MessageAppended,
 )
-from shared.topics import AGENT_COMMANDS, CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES
+from shared.topics import AGENT_COMMANDS, CHATBOT_SETTINGS, CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES
 from services.queue.workflow import HandoffQueue
 
 
@@ -41,7 +43,12 @@ def register(bus: Bus, queue: HandoffQueue, group_id: str) -> None:
     async def on_delivery_status(event: DeliveryStatusChanged) -> None:
         await queue.on_delivery_status(event)
 
+    async def on_settings_changed(event: ChatbotSettingsChanged) -> None:
+        await queue.on_settings_changed(event)
+
     bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_conversation_event, group_id=group_id)
     bus.consume(AGENT_COMMANDS, AGENT_COMMAND_EVENT, on_agent_command, group_id=group_id)
     bus.consume(HANDOFF_SUMMARIES, SUMMARY_EVENT, on_summary, group_id=group_id)
     bus.consume(DELIVERY_STATUS, DELIVERY_EVENT, on_delivery_status, group_id=group_id)
+    # No group: every instance sees every change; from the latest (Mongo gave it the rest).
+    bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, on_settings_changed, group_id=None, from_beginning=False)

@@ -257,6 +257,11 @@ class HandoffIndex:
     def key(self, chatbot_id: str, part: str) -> str:
         return f"{self.prefix}:bot:{chatbot_id}:{part}"
 
+    def rebuild_lock(self, chatbot_id: str, timeout_s: float = 120.0) -> Any:
+        """A lock across queue instances (its key is not part of the index, so a rebuild
+        never deletes it); it expires if its holder dies."""
+        return self.redis.lock(self.key(chatbot_id, "rebuild-lock"), timeout=timeout_s, blocking_timeout=timeout_s)
+
     async def epoch(self, chatbot_id: str) -> str | None:
         return await self.redis.hget(self.key(chatbot_id, "meta"), "epoch")
 

@@ -97,12 +97,24 @@ class HandoffQueue:
         self.chatbots[settings.chatbot_id] = settings
         await self.settings_out.publish(ChatbotSettingsChanged(chatbot_id=settings.chatbot_id, settings=settings))
 
+    async def on_settings_changed(self, event: ChatbotSettingsChanged) -> None:
+        """Another queue instance changed a chatbot: keep this instance's copy (timezone for
+        "Today") current. Mongo stays the record; this is only the cache."""
+        if event.deleted:
+            self.chatbots.pop(event.chatbot_id, None)
+        else:
+            self.chatbots[event.chatbot_id] = event.settings
+
     # ------------------------------------------------------------------ index upkeep
     async def _rebuild_locked(self, chatbot_id: str) -> str:
-        now = self.clock()
-        convs = await self.record.open_conversations(chatbot_id)
-        closed = await self.record.closed_since(chatbot_id, now - domain.RESOLVED_WINDOW - timedelta(days=1))
-        epoch = await self.index.rebuild(chatbot_id, [row_of(c) for c in convs], [(h["_id"], h["closed_at"]) for h in closed])
+        # The asyncio lock serialises this instance; the Redis lock serialises instances, so
+        # two queues that both find the index gone rebuild one after the other, not interleaved.
+        async with self.index.rebuild_lock(chatbot_id):
+            now = self.clock()
+            convs = await self.record.open_conversations(chatbot_id)
+            closed = await self.record.closed_since(chatbot_id, now - domain.RESOLVED_WINDOW - timedelta(days=1))
+            epoch = await self.index.rebuild(chatbot_id, [row_of(c) for c in convs],
+                                             [(h["_id"], h["closed_at"]) for h in closed])
         log.warning("rebuilt the handoff index of %s from Mongo: %d open, new epoch %s", chatbot_id, len(convs), epoch)
         return epoch
 

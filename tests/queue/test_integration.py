@@ -377,3 +377,22 @@ async def test_malformed_events_go_to_the_dlq_and_the_consumer_keeps_going(queue
     assert parked[0]["consumer"].startswith("queue-")
     cmd_parked = await q.seen.wait_for(AGENT_COMMANDS.dlq, lambda r: True)
     assert "command_id" in cmd_parked[0]["error"]
+
+
+async def test_settings_changed_by_another_instance_reach_this_one(queue):
+    from shared.chatbots import ChatbotSettings
+    from shared.events import ChatbotSettingsChanged
+    from shared.topics import CHATBOT_SETTINGS
+    from tests.support import eventually
+
+    q = queue
+    BOT = "tz"
+    await seed(q, BOT)  # UTC: "Today" ends at UTC midnight
+    assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["today_ends_at"].endswith(("+00:00", "Z"))
+    tokyo = ChatbotSettings(chatbot_id=BOT, name="Tokyo shop", timezone="Asia/Tokyo")
+    await q.send(CHATBOT_SETTINGS, ChatbotSettingsChanged(chatbot_id=BOT, settings=tokyo))
+
+    async def counts_in_tokyo() -> bool:
+        return (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["today_ends_at"].endswith("+09:00")
+
+    await eventually(counts_in_tokyo, timeout=15)
