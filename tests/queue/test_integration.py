@@ -14,6 +14,14 @@ from tests.queue.support import command, conv_id, handoff, message, seed
 
 
 
+async def _applied(q, event_id: str) -> None:
+    """Wait until the queue's consumer group has handled `event_id` (it may publish nothing)."""
+    from tests.support import eventually
+
+    await eventually(lambda: q.queue.record.db["processed_events"].find_one(
+        {"_id": f"{q.settings.queue_consumer_group}:{event_id}"}), timeout=15)
+
+
 def _is_update_for(cid: str):
     return lambda r: r.get("type") == "dashboard.update" and r.get("conversation_id") == cid
 
@@ -39,7 +47,12 @@ async def test_every_transition_over_the_bus(queue):
     assert up["stats"]["open"] == 1 and up["stats"]["today"] == 1
 
     # A second HandoffRequested while handed off changes nothing.
-    await q.send(CONVERSATION_EVENTS, handoff(BOT, "v-ann", "again"))
+    again = handoff(BOT, "v-ann", "again")
+    await q.send(CONVERSATION_EVENTS, again)
+    await _applied(q, again.event_id)
+    conv = await q.queue.record.get_conversation(cid)
+    assert (conv["status"], conv["handoff_id"], conv["reason"]) == ("handed_off", first.event_id, "Topic is a refund")
+    assert await q.queue.record.get_handoff(again.event_id) is None
 
     # Reply: stored, sent once, shown.
     reply = command(BOT, cid, "reply", "  We are on it.  ", agent="alice")
@@ -78,7 +91,11 @@ async def test_every_transition_over_the_bus(queue):
     assert late[0]["conversation"]["status"] == "closed"
     assert late[0]["stats"]["open"] == 0 and late[0]["stats"]["resolved_this_week"] == 1
     # A handoff request on a closed conversation is refused: it stays closed.
-    await q.send(CONVERSATION_EVENTS, handoff(BOT, "v-ann", "third"))
+    third = handoff(BOT, "v-ann", "third")
+    await q.send(CONVERSATION_EVENTS, third)
+    await _applied(q, third.event_id)
+    assert (await q.queue.record.get_conversation(cid))["status"] == "closed"
+    assert await q.queue.record.get_handoff(third.event_id) is None
 
     reopened = await act("reopen", agent="bob")
     assert reopened["ok"] and reopened["conversation"]["status"] == "handed_off"
