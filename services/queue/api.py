@@ -31,6 +31,10 @@ def build_router(queue: HandoffQueue, max_page: int = 200) -> APIRouter:
                 raise HTTPException(422, "Invalid cursor.") from exc
         return cursor or None
 
+    def invalid_cursor(exc: ValueError) -> HTTPException:
+        # A cursor that decodes but is of another list (or tampered with).
+        return HTTPException(422, str(exc) or "Invalid cursor.")
+
     @router.get("/chatbots", response_model=list[ChatbotSettings])
     async def list_chatbots() -> list[ChatbotSettings]:
         return await queue.record.list_chatbots()
@@ -66,7 +70,10 @@ def build_router(queue: HandoffQueue, max_page: int = 200) -> APIRouter:
                        limit: int = Query(50, ge=1, le=max_page)) -> Page[HandoffRow]:
         await known_chatbot(chatbot_id)
         await queue.ensure_index(chatbot_id)
-        rows, next_cursor, total = await queue.index.page(chatbot_id, checked_cursor(cursor), limit)
+        try:
+            rows, next_cursor, total = await queue.index.page(chatbot_id, checked_cursor(cursor), limit)
+        except ValueError as exc:
+            raise invalid_cursor(exc) from exc
         return Page[HandoffRow](items=rows, next_cursor=next_cursor, total=total)
 
     @router.get("/chatbots/{chatbot_id}/conversations", response_model=Page[ConversationView])
@@ -78,8 +85,11 @@ def build_router(queue: HandoffQueue, max_page: int = 200) -> APIRouter:
         limit: int = Query(50, ge=1, le=max_page),
     ) -> Page[ConversationView]:
         await known_chatbot(chatbot_id)
-        docs, next_cursor = await queue.record.conversations_page(
-            chatbot_id, STATUS_FILTERS[status], q, checked_cursor(cursor), limit)
+        try:
+            docs, next_cursor = await queue.record.conversations_page(
+                chatbot_id, STATUS_FILTERS[status], q, checked_cursor(cursor), limit)
+        except ValueError as exc:
+            raise invalid_cursor(exc) from exc
         return Page[ConversationView](items=[view_of(d) for d in docs], next_cursor=next_cursor)
 
     @router.get("/chatbots/{chatbot_id}/conversations/{conversation_id}", response_model=ConversationDetail)
@@ -88,7 +98,10 @@ def build_router(queue: HandoffQueue, max_page: int = 200) -> APIRouter:
         conv = await queue.record.get_conversation(conversation_id)
         if conv is None or conv["chatbot_id"] != chatbot_id:
             raise HTTPException(404, "Unknown conversation.")
-        docs, next_cursor = await queue.record.messages_before(conversation_id, checked_cursor(before), limit)
+        try:
+            docs, next_cursor = await queue.record.messages_before(conversation_id, checked_cursor(before), limit)
+        except ValueError as exc:
+            raise invalid_cursor(exc) from exc
         return ConversationDetail(
             conversation=view_of(conv),
             messages=Page[MessageView](items=[message_view_of(d) for d in docs], next_cursor=next_cursor,

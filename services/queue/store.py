@@ -45,9 +45,23 @@ def decode_cursor(cursor: str) -> list[Any]:
         parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError) as exc:
         raise ValueError("Invalid cursor.") from exc
-    if not isinstance(parts, list):
+    if not isinstance(parts, list) or len(parts) != 2 or not isinstance(parts[1], str):
         raise ValueError("Invalid cursor.")
     return parts
+
+
+def _cursor_time(raw: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("Invalid cursor.") from exc
+
+
+def _cursor_int(raw: Any) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("Invalid cursor.") from exc
 
 
 # ---------------------------------------------------------------------- Mongo record
@@ -142,7 +156,7 @@ class QueueRecord:
             ands.append({"$or": ors})
         if cursor:
             at_raw, last_id = decode_cursor(cursor)
-            at = datetime.fromisoformat(at_raw)
+            at = _cursor_time(at_raw)
             ands.append({"$or": [{"updated_at": {"$lt": at}}, {"updated_at": at, "_id": {"$lt": last_id}}]})
         if ands:
             query["$and"] = ands
@@ -179,8 +193,9 @@ class QueueRecord:
         milliseconds and messages often arrive within one."""
         query: dict[str, Any] = {"conversation_id": conversation_id}
         if before:
-            at_us, last_id = decode_cursor(before)
-            query["$or"] = [{"at_us": {"$lt": int(at_us)}}, {"at_us": int(at_us), "_id": {"$lt": last_id}}]
+            at_raw, last_id = decode_cursor(before)
+            at_us = _cursor_int(at_raw)
+            query["$or"] = [{"at_us": {"$lt": at_us}}, {"at_us": at_us, "_id": {"$lt": last_id}}]
         docs = await self.messages.find(query).sort([("at_us", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list()
         next_cursor = None
         if len(docs) > limit:
@@ -346,8 +361,8 @@ class HandoffIndex:
             members, total = await pipe.execute()
             rows, next_cursor = await self._rows_page(chatbot_id, members, limit)
             return rows, next_cursor, int(total)
-        score, last_id = decode_cursor(cursor)
-        score = int(score)
+        raw_score, last_id = decode_cursor(cursor)
+        score = _cursor_int(raw_score)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcount(open_key, score, score)
         pipe.zcard(open_key)

@@ -355,6 +355,9 @@ async def test_internal_api(queue):
     assert [c["conversation_id"] for c in first["items"] + rest["items"]] == everything and rest["next_cursor"] is None
     assert (await q.api(f"/internal/chatbots/{BOT}/conversations", status="bogus")).status_code == 422
     assert (await q.api(f"/internal/chatbots/{BOT}/handoffs", cursor="%%%")).status_code == 422
+    # A well-formed cursor of another list is refused too, not a server error.
+    assert (await q.api(f"/internal/chatbots/{BOT}/handoffs", cursor=first["next_cursor"])).status_code == 422
+    assert (await q.api(f"/internal/chatbots/{BOT}/conversations", cursor=page1["next_cursor"])).status_code == 422
 
     # One conversation, messages oldest first, paged backwards.
     detail = (await q.api(f"/internal/chatbots/{BOT}/conversations/{conv_id(BOT, 'h2')}")).json()
