@@ -35,5 +35,8 @@ class ChannelsSettings(ServiceSettings):
     widget_history_limit: int = 200
     widget_history_ttl_s: int = 30 * 24 * 3600
 
+    # Start-up waits this long at most to read the chatbot settings table to its end.
+    settings_preload_timeout_s: float = 10.0
+
     # Edge dedupe keys (Telegram update ids, wamids, widget client message ids) live this long.
     inbound_dedupe_ttl_s: int = 7 * 24 * 3600
