@@ -98,7 +98,7 @@ async def test_llm_mode_end_to_end(isolated):
             fake.when("SLOW-F", Slow(30, Reply("too late")))
             settings = settings_from_env(IntakeSettings, isolated.env(
                 "intake", OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test-key", OPENAI_MODEL="fake-model",
-                OPENAI_MAX_RETRIES="0", OPENAI_TIMEOUT_S="5", OPENAI_TOTAL_TIMEOUT_S="2"))
+                OPENAI_MAX_RETRIES="0", OPENAI_TIMEOUT_S="5", OPENAI_TOTAL_TIMEOUT_S="3"))
             async with run_in_process("intake", create_app, settings) as svc:
                 async with httpx.AsyncClient(base_url=svc.url) as http:
                     assert (await http.get("/healthz")).json()["ai_mode"] == "llm"

@@ -52,7 +52,7 @@ async def test_summaries_with_a_model_that_works_is_slow_rate_limits_and_fails(i
             fake.when("FAIL-MARK", Error(500))
             fake.when("FAST-MARK", Reply("Fast summary."))
             settings = settings_from_env(SummarizerSettings, isolated.env(
-                "summarizer", OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="k", OPENAI_TIMEOUT_S="1",
+                "summarizer", OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="k", OPENAI_TIMEOUT_S="2",
                 OPENAI_MAX_RETRIES="1", SUMMARY_CONCURRENCY="2", SUMMARY_MAX_TOKENS="120"))
             async with run_in_process("summarizer", create_app, settings) as svc:
                 async with httpx.AsyncClient(base_url=svc.url) as http:
