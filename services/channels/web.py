@@ -33,6 +33,7 @@ class WebHub:
         self.outbox = outbox
         self.statuses = statuses
         self._sockets: dict[Key, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._open: set[WebSocket] = set()
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -45,7 +46,15 @@ class WebHub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), 10)
 
+    async def disconnect_all(self, code: int = 1012) -> None:
+        """Close every visitor socket (1012: service restart): widgets reconnect, possibly
+        to another instance, and the history replay fills any gap."""
+        for websocket in list(self._open):
+            with contextlib.suppress(Exception):
+                await websocket.close(code=code)
+
     async def close(self) -> None:
+        await self.disconnect_all()
         if self._listener:
             self._listener.cancel()
             with contextlib.suppress(BaseException):
@@ -85,6 +94,7 @@ class WebHub:
         key = (chatbot_id, visitor_id)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._sockets[key].add(queue)  # before reading history: nothing falls in between
+        self._open.add(websocket)
         shown: set[str] = set()
         try:
             for entry in await self.outbox.history(chatbot_id, visitor_id):
@@ -106,6 +116,7 @@ class WebHub:
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the visitor went away mid-send (uvicorn raises ClientDisconnected, an OSError)
         finally:
+            self._open.discard(websocket)
             self._sockets[key].discard(queue)
             if not self._sockets[key]:
                 self._sockets.pop(key, None)

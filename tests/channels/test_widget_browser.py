@@ -128,3 +128,30 @@ async def test_widget_test_page_embeds_the_widget(stack, browser):
         await expect(page.locator(".hf-bubble")).to_be_visible()
     finally:
         await context.close()
+
+
+async def test_widget_reconnects_after_the_socket_drops(stack, browser):
+    bot = await stack.add_chatbot()
+    context = await browser.new_context()
+    page = await context.new_page()
+    try:
+        await page.goto(f"{stack.url}/widget/test?chatbot={bot.chatbot_id}")
+        host = page.locator("#handoff-widget")
+        await expect(host).to_have_attribute("data-ready", "1", timeout=15000)
+        visitor_id = await host.get_attribute("data-visitor-id")
+
+        await stack.service.app.state.channels_api.hub.disconnect_all()  # e.g. an instance restarting
+        await expect(host).not_to_have_attribute("data-ready", "1", timeout=5000)
+        await expect(page.locator(".hf-status")).to_have_text("reconnecting…")
+        await expect(host).to_have_attribute("data-ready", "1", timeout=15000)  # back, after the backoff
+
+        reply = OutboundMessage(chatbot_id=bot.chatbot_id, conversation_id=conversation_id_for(bot.chatbot_id, "web", visitor_id),
+                                message_id=new_id(), channel="web", visitor=VisitorIdentity(external_id=visitor_id),
+                                text="Still here?", sender="ai")
+        await stack.outbound(reply)
+        await expect(page.locator(f'.hf-msg.ai[data-message-id="{reply.message_id}"] .hf-text')).to_have_text(
+            "Still here?", timeout=15000)
+        # AI messages carry no name label.
+        assert await page.locator(f'.hf-msg[data-message-id="{reply.message_id}"] .hf-sender').count() == 0
+    finally:
+        await context.close()
