@@ -76,7 +76,8 @@ def visitor_message(
 ) -> VisitorMessageReceived:
     extra: dict[str, Any] = {"occurred_at": occurred_at} if occurred_at else {}
     return VisitorMessageReceived(
-        event_id=stable_event_id(chatbot_id, channel, "message", channel_message_id),
+        # The visitor is part of the key: a widget's client message id is only unique per visitor.
+        event_id=stable_event_id(chatbot_id, channel, external_id, "message", channel_message_id),
         chatbot_id=chatbot_id,
         conversation_id=conversation_id_for(chatbot_id, channel, external_id),
         channel=channel,

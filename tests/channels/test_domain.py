@@ -134,3 +134,12 @@ def test_telegram_webhook_secret_configured_or_derived():
     assert derived == telegram_webhook_secret("b", "1:tok", "") and len(derived) == 64
     assert derived != telegram_webhook_secret("c", "1:tok", None) != telegram_webhook_secret("b", "2:tok", None)
     assert "1:tok" not in derived
+
+
+def test_same_client_message_id_from_two_visitors_are_two_events():
+    from services.channels.domain import visitor_message
+
+    a = visitor_message("b", "web", "v_0000000000000001", None, "hi", "c1")
+    b = visitor_message("b", "web", "v_0000000000000002", None, "hi", "c1")
+    assert a.event_id != b.event_id
+    assert a.event_id == visitor_message("b", "web", "v_0000000000000001", None, "hi again", "c1").event_id
