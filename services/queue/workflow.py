@@ -198,10 +198,11 @@ class HandoffQueue:
     async def on_message_appended(self, event: MessageAppended) -> None:
         conv_id = _conversation_id(event)
         at = event.occurred_at
-        inserted = await self.record.insert_message({
+        message = {
             "_id": event.message_id, "conversation_id": conv_id, "chatbot_id": event.chatbot_id,
             "sender": event.sender, "sender_name": None, "text": event.text, "created_at": at, "delivery": None,
-        })
+        }
+        inserted = await self.record.insert_message(message)
         set_fields: dict[str, Any] = {"last_message_at": at, "last_message_preview": domain.preview(event.text), "updated_at": at}
         if event.sender == "visitor":
             set_fields["last_visitor_message_at"] = at
@@ -215,7 +216,8 @@ class HandoffQueue:
             conv_id, _new_conversation(event, conv_id), set_fields, inc=None if not inserted else {"message_count": 1}
         )
         conv = await self._refresh_display_name(conv)
-        message = await self.record.get_message(event.message_id)
+        if not inserted:  # show what is stored, e.g. a delivery state it has since gained
+            message = await self.record.get_message(event.message_id) or message
         change = IndexChange(upsert_row=row_of(conv)) if conv["status"] == "handed_off" else None
         if conv["status"] == "closed" and event.sender == "visitor":
             log.info("visitor wrote to closed conversation %s: stored, it stays closed", conv_id)
@@ -367,18 +369,19 @@ class HandoffQueue:
             }, expected_status="handed_off")
             if updated is None:
                 raise CommandRefused(domain.REPLY_NOT_ALLOWED, 409)
-        await self.record.insert_message({
+        message = {
             "_id": message_id, "conversation_id": conv["_id"], "chatbot_id": conv["chatbot_id"], "sender": "agent",
             "sender_name": cmd.agent.display_name, "text": text, "created_at": now, "delivery": "pending",
             "command_id": cmd.command_id,
-        })
+        }
+        if not await self.record.insert_message(message):  # stored before a crash: show that one
+            message = await self.record.get_message(message_id) or message
         await self.outbound_out.publish(OutboundMessage(
             event_id=derived_event_id(cmd.command_id, "outbound"), chatbot_id=conv["chatbot_id"],
             conversation_id=conv["_id"], message_id=message_id, channel=conv["channel"],
             visitor=VisitorIdentity(external_id=conv["visitor_id"], name=conv.get("visitor_name")),
             text=text, sender="agent", sender_name=cmd.agent.display_name,
         ))
-        message = await self.record.get_message(message_id)
         change = IndexChange(upsert_row=row_of(updated)) if updated["status"] == "handed_off" else None
         await self.publish_update(conv["chatbot_id"], change, conversation=updated, message=message,
                                   event_id=derived_event_id(cmd.command_id, "update"))
