@@ -416,3 +416,36 @@ async def test_settings_changed_by_another_instance_reach_this_one(queue):
         return (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["today_ends_at"].endswith("+09:00")
 
     await eventually(counts_in_tokyo, timeout=15)
+
+
+async def test_a_command_that_crashed_half_way_is_finished_on_redelivery(queue):
+    from shared.ids import utcnow
+
+    q = queue
+    BOT = "crash"
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    cid = conv_id(BOT, "v-cr")
+    h = handoff(BOT, "v-cr")
+    await q.send(CONVERSATION_EVENTS, message(BOT, "v-cr", "help"))
+    await q.send(CONVERSATION_EVENTS, h)
+    await seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == h.event_id)
+    assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["open"] == 1
+
+    # The first attempt got as far as the conditional update in Mongo, then the process died.
+    close = command(BOT, cid, "close", agent="carol")
+    now = utcnow()
+    assert await q.queue.record.transition(cid, "handed_off", {
+        "status": "closed", "previous_status": "handed_off", "closed_at": now, "updated_at": now,
+        "last_command_id": close.command_id})
+
+    # The redelivered command finishes the job instead of being refused as "already closed".
+    await q.send(AGENT_COMMANDS, close)
+    result = await seen.result(close.command_id)
+    assert (result["status_code"], result["conversation"]["status"]) == (200, "closed")
+    state = (await seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "close"))[0]
+    assert (state["previous_status"], state["by"]) == ("handed_off", "agent:carol")
+    history = (await q.queue.record.get_handoff(h.event_id))["history"]
+    assert [(e["transition"], e["command_id"]) for e in history] == [("handoff", None), ("close", close.command_id)]
+    stats = (await q.api(f"/internal/chatbots/{BOT}/stats")).json()
+    assert (stats["open"], stats["resolved_this_week"]) == (0, 1)
