@@ -63,10 +63,11 @@ async def module_page(browser, static_server):
     assert not errors, errors
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def stack(infra):
-    """The real queue and gateway, once per test module, on their own topics and databases.
-    Each test seeds its own chatbot and agents, so tests do not see each other's data."""
+    """The real queue and gateway, started once for the dashboard tests, on their own topics,
+    databases and consumer group. Each test seeds its own chatbot and agents, so tests do not
+    see each other's data."""
     from tests.dashboard.stack import running_stack
 
     async with running_stack(Isolated(infra, uuid.uuid4().hex[:8])) as running:

@@ -160,7 +160,8 @@ async def _known(directory, chatbot_id: str) -> bool:
 @contextlib.asynccontextmanager
 async def running_stack(iso: Isolated) -> AsyncIterator[Stack]:
     await ensure_topics(iso.infra.kafka_bootstrap, prefix=iso.topic_prefix)
-    queue_settings = settings_from_env(QueueSettings, iso.env("queue"))
+    # Its own consumer group: a group shared with another stack on the broker would rebalance.
+    queue_settings = settings_from_env(QueueSettings, iso.env("queue", QUEUE_CONSUMER_GROUP=f"queue-{iso.tag}"))
     async with run_in_process("queue", create_queue, queue_settings) as queue:
         gateway_settings = settings_from_env(GatewaySettings, iso.env("gateway", QUEUE_URL=queue.url, COMMAND_TIMEOUT_S="10"))
         async with run_in_process("gateway", create_gateway, gateway_settings) as gateway:
