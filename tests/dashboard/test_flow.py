@@ -177,6 +177,7 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
     await page.get_by_label("Search conversations").fill("1234")
     await expect(conv_rows).to_have_count(1)
     await expect(conv_rows.locator(".cell-name")).to_have_text("Grace Hopper")
+    await shot(page, "conversations")
 
     assert page.dialogs == [], "visitor text ran as script"
     assert page.errors == []

@@ -183,3 +183,25 @@ async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, sta
     await expect(search).to_have_value("Zed Late")
     await expect(rows.locator(".cell-name")).to_have_text(["Zed Late"])
     await context.close()
+
+
+async def test_the_conversations_table_updates_live(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Table Shop")
+    email = f"table-{bot}@example.com"
+    await stack.create_agent(email, "Tia", [bot])
+    old = stack.visitor(bot, "Old Visitor")
+    await stack.visitor_writes(old, "earlier question")
+    context, page = await sign_in(browser, stack, email)
+    await page.goto(f"/#/{bot}/conversations")
+    rows = page.locator(".conv-row")
+    await expect(rows.locator(".cell-name")).to_have_text(["Old Visitor"])
+    await expect(rows.locator("td .badge")).to_have_text(["Active"])
+
+    new = stack.visitor(bot, "New Visitor", channel="telegram")
+    await stack.visitor_writes(new, "just arrived")
+    await expect(rows.locator(".cell-name")).to_have_text(["New Visitor", "Old Visitor"])
+    await stack.handoff(old, "User asked for a person")
+    await expect(rows.first.locator(".cell-name")).to_have_text("New Visitor")
+    await expect(page.locator('.conv-row[data-cid="%s"] .badge' % old.conversation_id)).to_have_text("Needs reply")
+    await context.close()

@@ -89,11 +89,14 @@ export class ConversationsView {
     }
   }
 
-  /** A conversation changed (live update or command result): refresh its row in place. */
+  /** A conversation changed (live update or command result): refresh its row in place; a
+   * new one that fits the filter goes on top (most recent activity first). Rows that stop
+   * fitting stay until the next load, so nothing moves from under the agent's pointer. */
   applyConversation(c) {
     const i = this.items.findIndex((x) => x.conversation_id === c.conversation_id);
-    if (i < 0) return;
-    this.items[i] = { ...this.items[i], ...c };
+    if (i >= 0) this.items[i] = { ...this.items[i], ...c };
+    else if (!this.q && this.matches(c)) this.items.unshift(c);
+    else return;
     this.render();
   }
 

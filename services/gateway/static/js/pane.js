@@ -1,7 +1,7 @@
 // The reply pane: one conversation's header, contact, Summary banner, transcript, actions
 // and reply box. Shared by the Handoff tab and the Conversations table.
 
-import { api, newCommandId } from "./api.js";
+import { api, ApiError, newCommandId } from "./api.js";
 import { h, clear, announce } from "./dom.js";
 import { channelLabel, formatMessageTime } from "./format.js";
 
@@ -146,7 +146,11 @@ export class ReplyPane {
         // command_result on the websocket.
         this.notice = "Sent — waiting for confirmation…";
         this.render();
-        result = await this.awaitResult(commandId);
+        result = await Promise.race([
+          this.awaitResult(commandId),
+          new Promise((_, reject) => setTimeout(() => reject(new ApiError(202,
+            "No confirmation yet. Retrying is safe: the action is applied only once.", { retryable: true })), 30000)),
+        ]);
       }
     } catch (err) {
       this.sending = null;

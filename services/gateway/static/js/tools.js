@@ -1,6 +1,6 @@
 // Tools → Human Handoff: every setting of the tool with its default (shared/chatbots.py).
 
-import { api } from "./api.js";
+import { api, newCommandId } from "./api.js";
 import { h, clear } from "./dom.js";
 
 const DAYS = [["mon", "Mon"], ["tue", "Tue"], ["wed", "Wed"], ["thu", "Thu"], ["fri", "Fri"], ["sat", "Sat"], ["sun", "Sun"]];
@@ -80,6 +80,10 @@ export class ToolsView {
       error,
       h("div", { class: "form-actions" }, save, status));
 
+    // One command id per intended change: a save retried after a network failure or a 202
+    // reuses it; a successful save starts a new one.
+    let commandId = newCommandId();
+    form.addEventListener("input", () => { commandId = newCommandId(); });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const body = {
@@ -97,7 +101,13 @@ export class ToolsView {
       error.hidden = true;
       status.textContent = "Saving…";
       try {
-        const { data } = await api.saveHumanHandoff(this.chatbotId, body);
+        const { status: code, data } = await api.saveHumanHandoff(this.chatbotId, { ...body, command_id: commandId });
+        if (code === 202) {
+          // Accepted but not yet confirmed by the queue: it is applied once; saving again is safe.
+          status.textContent = (data && data.detail) || "Saving… the change will apply shortly.";
+          return;
+        }
+        commandId = newCommandId();
         status.textContent = "Saved.";
         const saved = data && typeof data.enabled === "boolean" ? data : (data && data.human_handoff) || body;
         this.onSaved(saved);
