@@ -203,7 +203,8 @@ function mountView() {
         go(routeHash(bot, "conversations", { params: p }), { replace: true });
       },
     });
-    app.pane = newPane(app.view.paneEl);
+    app.pane = newPane(app.view.paneEl, {
+      emptyTitle: "Select a conversation", emptyText: "Its messages, contact details and summary appear here." });
   } else {
     app.view = new ToolsView(main, { chatbotId: bot, onSaved: (s) => setHandoffEnabled(bot, s.enabled) });
   }
@@ -211,8 +212,9 @@ function mountView() {
   main.focus({ preventScroll: true });
 }
 
-function newPane(el) {
+function newPane(el, texts = {}) {
   return new ReplyPane(el, {
+    ...texts,
     chatbotId: app.route.bot,
     timezone: app.bot.timezone,
     onConversation: (c) => { if (app.view instanceof ConversationsView) app.view.applyConversation(c); },

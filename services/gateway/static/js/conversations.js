@@ -126,7 +126,7 @@ export class ConversationsView {
       },
         h("td", { class: "cell-name", text: c.display_name }),
         h("td", {}, h("span", { class: `badge badge-${c.status}`, text: STATUS_LABELS[c.status] || c.status })),
-        h("td", { text: channelLabel(c.channel) }),
+        h("td", { class: "cell-channel", text: channelLabel(c.channel) }),
         h("td", { class: "cell-preview", text: c.last_message_preview || "" }),
         h("td", { class: "cell-num", text: String(c.message_count) }),
         h("td", { class: "cell-time", text: c.last_message_at ? formatMessageTime(c.last_message_at, now, this.timezone) : "" }));

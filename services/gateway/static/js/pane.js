@@ -13,8 +13,10 @@ const ACTIONS = {
 };
 
 export class ReplyPane {
-  constructor(root, { chatbotId, timezone, onConversation, awaitResult }) {
+  constructor(root, { chatbotId, timezone, onConversation, awaitResult, emptyTitle, emptyText }) {
     this.root = root;
+    this.emptyTitle = emptyTitle || "Select a handoff to reply";
+    this.emptyText = emptyText || "The visitor's messages and summary appear here.";
     this.chatbotId = chatbotId;
     this.timezone = timezone;
     this.onConversation = onConversation || (() => {});
@@ -194,8 +196,8 @@ export class ReplyPane {
     root.classList.toggle("pane--empty", !this.cid);
     if (!this.cid) {
       root.append(h("div", { class: "empty-state" },
-        h("p", { class: "empty-title", text: "Select a handoff to reply" }),
-        h("p", { class: "empty-text", text: "The visitor's messages and summary appear here." })));
+        h("p", { class: "empty-title", text: this.emptyTitle }),
+        h("p", { class: "empty-text", text: this.emptyText })));
       return;
     }
     if (!this.conversation) {
@@ -253,7 +255,9 @@ export class ReplyPane {
   }
 
   transcript(c) {
-    const log = h("ol", { class: "transcript", role: "log", "aria-live": "polite", "aria-label": "Messages" });
+    // Re-rendered whole on every change, so not a live region (it would re-read everything):
+    // new visitor messages are announced through the page's announcer instead.
+    const log = h("ol", { class: "transcript", "aria-label": "Messages" });
     if (this.before) {
       log.append(h("li", { class: "load-earlier" },
         h("button", { type: "button", class: "btn btn-link", onclick: () => this.loadEarlier() }, "Load earlier messages")));
