@@ -180,3 +180,35 @@ async def test_a_retried_click_reuses_its_command_id(browser, stack):
     me = await page.request.get("/api/me")
     assert {s["csrf"] for s in sent} == {(await me.json())["csrf_token"]}
     await context.close()
+
+
+async def test_a_failed_load_is_shown_and_retried(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Flaky Shop")
+    email = f"flaky-{bot}@example.com"
+    await stack.create_agent(email, "Flo", [bot])
+    v = stack.visitor(bot, "Still Here")
+    await stack.visitor_writes(v, "hello")
+    await stack.handoff(v, "User asked for a person")
+    await eventually(lambda: _has_row(stack, bot, v.conversation_id), timeout=20)
+    context, page = await sign_in(browser, stack, email)
+    await expect(row(page, v.conversation_id)).to_have_count(1)
+
+    failures = {"left": 2}
+
+    async def queue_down(route) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            await route.fulfill(status=503, json={"detail": "The queue is not answering."})
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r"/api/chatbots/[^/]+/snapshot"), queue_down)
+    await page.reload()
+    banner = page.locator("#sync-error")
+    await expect(banner).to_have_text("Could not load the latest handoffs: The queue is not answering. Retrying…")
+    await expect(banner).to_be_hidden(timeout=10000)
+    await expect(row(page, v.conversation_id)).to_have_count(1)
+    await expect(stat(page, "open")).to_have_text("1")
+    assert failures["left"] == 0
+    await context.close()

@@ -87,7 +87,7 @@ function switchChatbot(id) {
       fetchSnapshot: async (bot) => (await api.snapshot(bot, pageSize())).data,
       onSnapshot: (snapshot) => applySnapshot(id, snapshot),
       onUpdate: (update) => applyUpdate(id, update),
-      onError: (err) => console.warn("resync failed", err),
+      onError: (err) => showSyncProblem(`Could not load the latest handoffs: ${err.message} Retrying…`),
     }));
   }
   app.live.subscribe(id);
@@ -100,11 +100,18 @@ function switchChatbot(id) {
       if (app.pane) app.pane.timezone = data.timezone;
       if (app.view && app.view.tick) app.view.render();
     }
-  }).catch(() => {});
+  }).catch((err) => console.warn("chatbot settings not loaded; dates use the browser's time zone", err));
+}
+
+function showSyncProblem(text) {
+  const el = document.getElementById("sync-error");
+  el.textContent = text;
+  el.hidden = !text;
 }
 
 function applySnapshot(id, snapshot) {
   if (!app.bot || app.bot.chatbotId !== id) return;
+  showSyncProblem("");
   app.bot.rows = sortRows([...snapshot.handoffs.items]);
   app.bot.nextCursor = snapshot.handoffs.next_cursor || null;
   app.bot.stats = null;
@@ -136,7 +143,7 @@ function scheduleTodayRollover(stats) {
         if (app.view instanceof HandoffView) app.view.renderStats();
       }
     } catch (err) {
-      console.warn("stats refresh failed", err);
+      showSyncProblem(`Could not refresh the stats: ${err.message}`);
     }
   }, Math.max(0, at - Date.now()) + 500);
 }
