@@ -23,7 +23,8 @@ RECORD_ALERTS = """
     constructor(title, options) { super(title, options); window.__notifications.push({ title, body: options && options.body }); }
   }
   Object.defineProperty(RecordingNotification, 'permission', { get: () => RealNotification.permission });
-  RecordingNotification.requestPermission = (...a) => RealNotification.requestPermission(...a);
+  window.__permissionRequests = 0;
+  RecordingNotification.requestPermission = (...a) => { window.__permissionRequests += 1; return RealNotification.requestPermission(...a); };
   window.Notification = RecordingNotification;
   const realOsc = AudioContext.prototype.createOscillator;
   AudioContext.prototype.createOscillator = function () { window.__beeps += 1; return realOsc.call(this); };

@@ -314,7 +314,10 @@ async def test_alerts_can_be_muted_and_notifications_are_asked_for_politely(brow
     await expect(page.locator("#agent-name")).to_have_text(email)
     # Permission is not asked on load: a button offers it.
     assert await page.evaluate("Notification.permission") == "default"
+    assert await page.evaluate("window.__permissionRequests") == 0
     await expect(page.get_by_role("button", name="Enable desktop notifications")).to_be_visible()
+    await page.get_by_role("button", name="Enable desktop notifications").click()
+    assert await page.evaluate("window.__permissionRequests") == 1
 
     mute = page.locator("#mute")
     await expect(mute).to_have_attribute("aria-pressed", "false")
@@ -356,4 +359,10 @@ async def test_phone_width_stacks_list_and_pane(browser, stack):
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways ({width}px)"
     await shot(page, "phone")
+    for tab in ("conversations", "tools"):
+        await page.locator(f'#tabs [data-tab="{tab}"]').click()
+        await expect(page.locator(".conv-row, .tool-form").first).to_be_visible()
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the {tab} tab scrolls sideways ({width}px)"
+        await shot(page, f"phone-{tab}")
     await context.close()

@@ -5,6 +5,7 @@ click reuses its command id."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -170,8 +171,23 @@ async def test_a_retried_click_reuses_its_command_id(browser, stack):
     await expect(pane.get_by_role("alert")).to_contain_text("Could not reach the server")
     await pane.get_by_role("button", name="Retry").click()
     await expect(pane.locator(".msg-agent .msg-text")).to_have_text(["First answer"])
+    # While a reply is on its way, Send is disabled (no double send).
+    release = asyncio.Event()
+
+    async def slow(route) -> None:
+        sent.append({"body": json.loads(route.request.post_data), "csrf": route.request.headers.get("x-csrf-token")})
+        await release.wait()
+        await route.continue_()
+
+    await page.unroute(re.compile(r"/reply$"))
+    await page.route(re.compile(r"/reply$"), slow)
     await pane.get_by_placeholder("Type your reply...").fill("Second answer")
     await pane.get_by_placeholder("Type your reply...").press("Enter")
+    await expect(pane.locator('button[data-action="send"]')).to_have_text("Sending…")
+    await expect(pane.locator('button[data-action="send"]')).to_be_disabled()
+    await pane.locator('button[data-action="send"]').click(force=True)
+    await pane.get_by_placeholder("Type your reply...").press("Enter")
+    release.set()
     await expect(pane.locator(".msg-agent .msg-text")).to_have_text(["First answer", "Second answer"])
 
     ids = [s["body"]["command_id"] for s in sent]

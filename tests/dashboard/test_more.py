@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import expect
 
 from shared.formatting import format_row_waiting
-from tests.dashboard.pages import bot_id, row, sign_in, stat
+from tests.dashboard.pages import bot_id, row, shot, sign_in, stat
 from tests.support import eventually
 
 pytestmark = pytest.mark.browser
