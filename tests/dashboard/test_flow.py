@@ -117,8 +117,11 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
     await box.fill("   ")
     await expect(send).to_be_disabled()
     await box.fill("Hi Grace, I'm on it.")
-    await box.press("Shift+Enter")
-    await box.type("Give me one minute.")
+    # A message arriving while the agent types re-renders the pane: focus and caret stay.
+    await stack.visitor_writes(grace, "Still waiting...")
+    await expect(pane.locator(".msg-visitor .msg-text").last).to_have_text("Still waiting...")
+    await page.keyboard.press("Shift+Enter")
+    await page.keyboard.type("Give me one minute.")
     await expect(send).to_be_enabled()
     await box.press("Enter")
     agent_msg = pane.locator(".msg-agent")

@@ -25,7 +25,7 @@ const app = {
   ticker: null,
   todayTimer: null,
 };
-// For the browser tests and for debugging from the console; holds no secrets.
+// For debugging from the console; holds no secrets.
 window.handoffDashboard = app;
 
 // ------------------------------------------------------------------ routing

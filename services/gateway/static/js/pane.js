@@ -191,7 +191,9 @@ export class ReplyPane {
     const oldLog = root.querySelector(".transcript");
     const wasAtBottom = !oldLog || oldLog.scrollHeight - oldLog.scrollTop - oldLog.clientHeight < 40;
     const oldScrollFromBottom = oldLog ? oldLog.scrollHeight - oldLog.scrollTop : 0;
-    const focusedBox = document.activeElement && document.activeElement.classList.contains("reply-input");
+    const active = document.activeElement;
+    const focusedBox = active && active.classList.contains("reply-input")
+      ? { start: active.selectionStart, end: active.selectionEnd } : null;
     clear(root);
     root.classList.toggle("pane--empty", !this.cid);
     if (!this.cid) {
@@ -308,7 +310,11 @@ export class ReplyPane {
       input, send);
     input.disabled = this.sending === "reply";
     sync();
-    if (refocus) queueMicrotask(() => input.focus());
+    // Re-rendered while the agent types (a message arrived): keep focus and caret.
+    if (refocus) queueMicrotask(() => {
+      input.focus();
+      input.setSelectionRange(refocus.start, refocus.end);
+    });
     return form;
   }
 
