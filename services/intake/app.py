@@ -39,7 +39,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     responder = LLMResponder(settings) if settings.llm_configured else None
     intake = Intake(
         memory=ConversationMemory(runtime.redis, settings.redis_prefix, context_messages=settings.context_messages,
-                                  ttl_s=settings.memory_ttl_s),
+                                  ttl_s=settings.memory_ttl_s, statuses=runtime.db["conversation_status"]),
         chatbots=chatbots,
         conversation_events=runtime.bus.publisher(CONVERSATION_EVENTS),
         outbound=runtime.bus.publisher(OUTBOUND_MESSAGES),

@@ -1,7 +1,12 @@
-"""Intake's own memory, in Redis under its prefix: each conversation's status as intake
-sees it (from `conversation.state`, and set to handed_off the moment intake asks for a
-handoff), the recent messages the AI sees, and the contact fields still being asked for.
-Plus the in-memory table of chatbot settings read from `chatbot.settings`."""
+"""Intake's own memory: each conversation's status as intake sees it (from
+`conversation.state`, and set to handed_off the moment intake asks for a handoff), the
+recent messages the AI sees, and the contact fields still being asked for. Plus the
+in-memory table of chatbot settings read from `chatbot.settings`.
+
+The status decides whether the AI may speak, so it is recorded in intake's Mongo
+(`conversation_status`) and cached in Redis: losing Redis must never let the AI answer a
+conversation an agent is handling. Context and the contact question are Redis-only (losing
+them costs the AI some memory, nothing more)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import logging
 from typing import Literal
 
 import redis.asyncio as aioredis
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.ids import utcnow
 
 from shared.chatbots import ChatbotSettings, ContactField
 from shared.views import ConversationStatus
@@ -20,8 +28,10 @@ Role = Literal["user", "assistant"]
 
 
 class ConversationMemory:
-    def __init__(self, redis: aioredis.Redis, prefix: str, *, context_messages: int, ttl_s: int) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str, *, context_messages: int, ttl_s: int,
+                 statuses: AsyncCollection) -> None:
         self.redis = redis
+        self.statuses = statuses
         self.prefix = prefix
         self.context_messages = context_messages
         self.ttl_s = ttl_s
@@ -31,18 +41,30 @@ class ConversationMemory:
 
     # ------------------------------------------------------------ status
     async def status(self, conversation_id: str) -> ConversationStatus:
-        """A conversation intake has never heard of is active: the AI answers."""
-        value = await self.redis.get(self._key("status", conversation_id))
-        return value if value in ("active", "handed_off", "closed") else "active"  # type: ignore[return-value]
+        """A conversation intake has never heard of is active: the AI answers. A Redis miss
+        falls back to the Mongo record (and refills the cache)."""
+        key = self._key("status", conversation_id)
+        value = await self.redis.get(key)
+        if value in ("active", "handed_off", "closed"):
+            return value  # type: ignore[return-value]
+        doc = await self.statuses.find_one({"_id": conversation_id}, {"status": 1})
+        status: ConversationStatus = doc["status"] if doc else "active"
+        # Only fill an empty key: a concurrent set_status must win over this read.
+        await self.redis.set(key, status, nx=True)
+        return status
 
     async def set_status(self, conversation_id: str, status: ConversationStatus) -> None:
-        # No expiry: a closed conversation must stay closed to the AI however long the
-        # visitor waits before writing again.
+        # Record first, then cache. No expiry: a closed conversation must stay closed to the
+        # AI however long the visitor waits before writing again.
+        await self.statuses.update_one({"_id": conversation_id}, {"$set": {"status": status, "at": utcnow()}},
+                                       upsert=True)
         await self.redis.set(self._key("status", conversation_id), status)
 
     async def mark_handoff(self, conversation_id: str, message_id: str, reason: str, source: str) -> None:
         """Handed off from now on, remembering which visitor message asked and why, so a
         retried handler for that same message finishes the handoff instead of going silent."""
+        await self.statuses.update_one({"_id": conversation_id}, {"$set": {"status": "handed_off", "at": utcnow()}},
+                                       upsert=True)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key("status", conversation_id), "handed_off")
             pipe.set(self._key("handoff_origin", conversation_id),

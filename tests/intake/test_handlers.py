@@ -8,6 +8,7 @@ import uuid
 
 import redis.asyncio as aioredis
 from faststream.kafka import TestKafkaBroker
+from pymongo import AsyncMongoClient
 
 from services.intake.handlers import Intake
 from services.intake.store import ChatbotTable, ConversationMemory
@@ -28,7 +29,8 @@ from shared.topics import CONVERSATION_EVENTS, OUTBOUND_MESSAGES, VISITOR_MESSAG
 async def test_replay_gives_the_same_ids_and_contact_form_is_captured(infra):
     redis = aioredis.from_url(infra.redis_url, decode_responses=True)
     bus = Bus(ServiceSettings(), client_id="intake-test")
-    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60),
+    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60,
+                                              statuses=AsyncMongoClient(infra.mongodb_uri)[f"t{uuid.uuid4().hex[:8]}_intake"]["conversation_status"]),
                     chatbots=ChatbotTable(), conversation_events=bus.publisher(CONVERSATION_EVENTS),
                     outbound=bus.publisher(OUTBOUND_MESSAGES), responder=None)
     bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)
@@ -92,7 +94,8 @@ async def test_a_handoff_interrupted_mid_way_is_finished_by_the_retry(infra):
     chatbots = ChatbotTable()
     chatbots.apply(ChatbotSettings(chatbot_id="b", name="B", human_handoff=HumanHandoffSettings(
         enabled=True, contact_fields=["phone"])))
-    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60),
+    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60,
+                                              statuses=AsyncMongoClient(infra.mongodb_uri)[f"t{uuid.uuid4().hex[:8]}_intake"]["conversation_status"]),
                     chatbots=chatbots, conversation_events=bus.publisher(CONVERSATION_EVENTS),
                     outbound=FlakyPublisher(bus.publisher(OUTBOUND_MESSAGES)), responder=None)
     bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)

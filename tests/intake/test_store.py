@@ -1,10 +1,11 @@
-"""Intake's Redis memory against the real redis-server, and the settings table."""
+"""Intake's memory against the real redis-server and Mongo-wire server, and the settings table."""
 
 from __future__ import annotations
 
 import uuid
 
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
 
 from services.intake.store import ChatbotTable, ConversationMemory
 from shared.chatbots import ChatbotSettings, HumanHandoffSettings
@@ -12,8 +13,11 @@ from shared.chatbots import ChatbotSettings, HumanHandoffSettings
 
 async def test_status_context_and_contact_question(infra):
     redis = aioredis.from_url(infra.redis_url, decode_responses=True)
-    prefix = f"t{uuid.uuid4().hex[:8]}:intake"
-    memory = ConversationMemory(redis, prefix, context_messages=3, ttl_s=60)
+    mongo = AsyncMongoClient(infra.mongodb_uri)
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"t{tag}:intake"
+    memory = ConversationMemory(redis, prefix, context_messages=3, ttl_s=60,
+                                statuses=mongo[f"t{tag}_intake"]["conversation_status"])
     try:
         assert await memory.status("cv1") == "active"  # never heard of: the AI answers
         await memory.set_status("cv1", "handed_off")
@@ -42,6 +46,37 @@ async def test_status_context_and_contact_question(infra):
         assert 0 < ttls["context"] <= 60
     finally:
         await redis.aclose()
+        await mongo.close()
+
+
+async def test_status_survives_losing_redis(infra):
+    """The status gates the AI: after Redis is wiped a handed-off or closed conversation
+    must still be silent to the AI (the Mongo record answers and refills the cache)."""
+    redis = aioredis.from_url(infra.redis_url, decode_responses=True)
+    mongo = AsyncMongoClient(infra.mongodb_uri)
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"t{tag}:intake"
+    memory = ConversationMemory(redis, prefix, context_messages=3, ttl_s=60,
+                                statuses=mongo[f"t{tag}_intake"]["conversation_status"])
+    try:
+        await memory.set_status("closed-one", "closed")
+        await memory.mark_handoff("handed-one", "m1", "Visitor asked for a person", "explicit_request")
+        await memory.set_status("back-to-ai", "handed_off")
+        await memory.set_status("back-to-ai", "active")
+
+        wiped = await redis.keys(prefix + ":*")
+        assert wiped
+        await redis.delete(*wiped)
+
+        assert await memory.status("closed-one") == "closed"
+        assert await memory.status("handed-one") == "handed_off"
+        assert await memory.status("back-to-ai") == "active"
+        assert await memory.status("never-seen") == "active"
+        # the cache is refilled, so the next read is Redis-only
+        assert await redis.get(f"{prefix}:status:closed-one") == "closed"
+    finally:
+        await redis.aclose()
+        await mongo.close()
 
 
 def test_chatbot_table_defaults_updates_and_deletes():
