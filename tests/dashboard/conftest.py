@@ -11,13 +11,17 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from playwright.async_api import async_playwright
+from playwright.async_api import async_playwright, expect
 
 from tests.conftest import Isolated
 from tests.harness import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "services" / "gateway" / "static"
+# The machine is shared and small: give live updates room before an expectation fails
+# (an expectation that holds returns as soon as it does; this is not a timed assertion).
+expect.set_options(timeout=10_000)
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 

@@ -401,7 +401,7 @@ async function main() {
     return;
   }
   app.me = me;
-  app.chatbots = [...me.chatbots].sort((x, y) => x.name.localeCompare(y.name));
+  app.chatbots = [...me.chatbots].sort((x, y) => (x.name || x.chatbot_id).localeCompare(y.name || y.chatbot_id));
   setCsrfToken(me.csrf_token);
   renderAccount();
   const proto = location.protocol === "https:" ? "wss" : "ws";
