@@ -205,3 +205,29 @@ async def test_the_conversations_table_updates_live(browser, stack):
     await expect(rows.first.locator(".cell-name")).to_have_text("New Visitor")
     await expect(page.locator('.conv-row[data-cid="%s"] .badge' % old.conversation_id)).to_have_text("Needs reply")
     await context.close()
+
+
+async def test_the_pane_loads_earlier_messages_on_demand(browser, stack):
+    bot = bot_id()
+    await stack.seed_chatbot(bot, "Chatty Shop")
+    email = f"chatty-{bot}@example.com"
+    await stack.create_agent(email, "Cy", [bot])
+    v = stack.visitor(bot, "Chatty Visitor")
+    for n in range(1, 6):
+        await stack.visitor_writes(v, f"message {n}")
+    await stack.handoff(v, "User asked for a person")
+    context, page = await sign_in(browser, stack, email)
+    await page.add_init_script("window.HANDOFF_MESSAGE_PAGE_SIZE = 2")
+    await page.goto(f"/#/{bot}/handoff?c={v.conversation_id}")
+    await page.reload()  # a new document, so the init script applies
+    pane = page.locator(".pane")
+    texts = pane.locator(".msg-text")
+    await expect(pane.locator(".pane-name")).to_have_text("Chatty Visitor")
+    # The latest messages first; earlier ones on demand, in order.
+    await expect(texts).to_have_text(["message 4", "message 5"])
+    await pane.get_by_role("button", name="Load earlier messages").click()
+    await expect(texts).to_have_text(["message 2", "message 3", "message 4", "message 5"])
+    await pane.get_by_role("button", name="Load earlier messages").click()
+    await expect(texts).to_have_text([f"message {n}" for n in range(1, 6)])
+    await expect(pane.get_by_role("button", name="Load earlier messages")).to_have_count(0)
+    await context.close()

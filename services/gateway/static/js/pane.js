@@ -5,6 +5,12 @@ import { api, ApiError, newCommandId } from "./api.js";
 import { h, clear, announce } from "./dom.js";
 import { channelLabel, formatMessageTime } from "./format.js";
 
+// The latest 100 messages first, earlier ones on demand; window.HANDOFF_MESSAGE_PAGE_SIZE overrides.
+function messagePageSize() {
+  const n = Number(window.HANDOFF_MESSAGE_PAGE_SIZE);
+  return Number.isInteger(n) && n > 0 && n <= 500 ? n : 100;
+}
+
 export const STATUS_LABELS = { handed_off: "Needs reply", active: "Active", closed: "Closed" };
 const ACTIONS = {
   "return-to-ai": { label: "Return to AI", done: "Returned to AI." },
@@ -58,7 +64,7 @@ export class ReplyPane {
     if (!cid) return;
     const mine = ++this.loadSeq;
     try {
-      const { data } = await api.conversation(this.chatbotId, cid);
+      const { data } = await api.conversation(this.chatbotId, cid, { limit: messagePageSize() });
       if (mine !== this.loadSeq || cid !== this.cid) return;
       this.conversation = data.conversation;
       this.mergeMessages(data.messages.items);
@@ -76,8 +82,8 @@ export class ReplyPane {
   async loadEarlier() {
     if (!this.before) return;
     try {
-      const { data } = await api.conversation(this.chatbotId, this.cid, { before: this.before });
-      this.mergeMessages(data.messages.items);
+      const { data } = await api.conversation(this.chatbotId, this.cid, { before: this.before, limit: messagePageSize() });
+      this.mergeMessages(data.messages.items, { earlier: true });
       this.before = data.messages.next_cursor || null;
       this.render({ keepScroll: true });
     } catch (err) {
@@ -85,12 +91,22 @@ export class ReplyPane {
     }
   }
 
-  mergeMessages(items) {
-    const byId = new Map(this.messages.map((m) => [m.message_id, m]));
-    for (const m of items) byId.set(m.message_id, { ...(byId.get(m.message_id) || {}), ...m });
-    this.messages = [...byId.values()].sort(
-      (a, b) => Date.parse(a.created_at) - Date.parse(b.created_at) || (a.message_id < b.message_id ? -1 : 1),
-    );
+  /** Known messages are updated in place (delivery status); new ones join in the server's
+   * order: earlier pages before, the latest page and live messages after. The final sort
+   * by time is stable, so messages with the same timestamp keep the server's order. */
+  mergeMessages(items, { earlier = false } = {}) {
+    const index = new Map(this.messages.map((m, i) => [m.message_id, i]));
+    const fresh = [];
+    for (const m of items) {
+      if (index.has(m.message_id)) {
+        const i = index.get(m.message_id);
+        this.messages[i] = { ...this.messages[i], ...m };
+      } else {
+        fresh.push(m);
+      }
+    }
+    const merged = earlier ? fresh.concat(this.messages) : this.messages.concat(fresh);
+    this.messages = merged.sort((a, b) => Date.parse(a.created_at) - Date.parse(b.created_at));
   }
 
   /** A live DashboardUpdate: only what concerns the open conversation. */
