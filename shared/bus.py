@@ -20,12 +20,14 @@ import asyncio
 import base64
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -74,6 +76,7 @@ class Bus:
         self.settings = settings
         self.client_id = client_id
         self.processed = processed
+        self._dispatchers: list[KeyedDispatcher] = []
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=client_id,
@@ -129,12 +132,19 @@ class Bus:
         from_beginning: bool = True,
         fetch_max_wait_ms: int | None = None,
         dedupe: bool = True,
+        concurrency: int = 1,
     ) -> None:
         """Register `handler(event)` on `topic`.
 
         group_id=None: every instance sees every message (dashboard fan-out, settings
         table); nothing is committed and `from_beginning` decides where a new instance
         starts. With a group, partitions are shared and offsets committed after success.
+
+        concurrency > 1 (groups only): up to that many events are handled at once, events
+        with the same key (one conversation) strictly one after another in offset order, and
+        each partition is committed only up to its lowest unfinished offset. For handlers
+        that wait on slow outside calls (an LLM, a platform API), so one slow conversation
+        does not hold up the others on its partition.
         """
         if isinstance(adapter, type):
             adapter = TypeAdapter(adapter)
@@ -144,7 +154,9 @@ class Bus:
         grouped = group_id is not None
         processed = self.processed if (dedupe and grouped) else None
 
-        async def _consume(msg: KafkaMessage) -> None:
+        async def _process(msg: Any) -> bool:
+            """Handle one message. True when its offset may be committed: handled, skipped as
+            already applied, or parked on the DLQ. False only when even parking failed."""
             record = msg.raw_message
             raw: bytes = msg.body
             where = {"partition": getattr(record, "partition", None), "offset": getattr(record, "offset", None)}
@@ -152,14 +164,12 @@ class Bus:
                 event = adapter.validate_json(raw)
             except ValidationError as exc:
                 log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, exc.errors()[:3])
-                await self._park(msg, topic, consumer_name, raw, "invalid", str(exc), where)
-                return
+                return await self._park(msg, topic, consumer_name, raw, "invalid", str(exc), where)
 
             with bind_event(event):
                 if processed is not None and await processed.seen(consumer_name, event.event_id):
                     log.info("skipping already applied event %s", event.event_id)
-                    await _ack(msg, grouped)
-                    return
+                    return True
                 for attempt in range(1, attempts + 1):
                     try:
                         await handler(event)
@@ -169,13 +179,27 @@ class Bus:
                     except Exception as exc:  # noqa: BLE001 - every failure is retried, then parked
                         if attempt == attempts:
                             log.exception("handler failed %d times on %s; parked on %s", attempts, topic.name, topic.dlq)
-                            await self._park(msg, topic, consumer_name, raw, "handler_failed", repr(exc), where)
-                            return
+                            return await self._park(msg, topic, consumer_name, raw, "handler_failed", repr(exc), where)
                         log.warning("handler failed (attempt %d/%d): %r", attempt, attempts, exc)
                         await asyncio.sleep(backoff * 2 ** (attempt - 1))
                 if processed is not None:
                     await processed.mark(consumer_name, event.event_id)
-                await _ack(msg, grouped)
+                return True
+
+        if concurrency > 1 and grouped:
+            dispatcher = KeyedDispatcher(concurrency, f"{topic.name}:{consumer_name}")
+            self._dispatchers.append(dispatcher)
+
+            async def _consume(msg: KafkaMessage) -> None:
+                await dispatcher.submit(msg, _process)
+        else:
+
+            async def _consume(msg: KafkaMessage) -> None:
+                if await _process(msg):
+                    await _ack(msg, grouped)
+                else:
+                    # Not committed: rewind so it comes back.
+                    await msg.nack()
 
         _consume.__name__ = f"consume_{topic.name.replace('.', '_')}_{getattr(handler, '__name__', 'handler')}"
         self.broker.subscriber(
@@ -189,8 +213,8 @@ class Bus:
             title=f"{topic.name}:{consumer_name}",
         )(_consume)
 
-    async def _park(self, msg: Any, topic: Topic, consumer: str, raw: bytes, kind: str, error: str, where: dict) -> None:
-        grouped = getattr(msg, "consumer", None) is not None
+    async def _park(self, msg: Any, topic: Topic, consumer: str, raw: bytes, kind: str, error: str, where: dict) -> bool:
+        """Put a message on the DLQ; False (and it must not be committed) when that failed."""
         try:
             await self.dead_letter(
                 topic, consumer=consumer, raw=raw, key=getattr(msg.raw_message, "key", None),
@@ -198,9 +222,88 @@ class Bus:
             )
         except Exception:  # noqa: BLE001
             log.exception("could not write to %s; the message will be redelivered", topic.dlq)
-            await msg.nack()
+            return False
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        """Before the broker stops: let concurrent handlers finish (up to `timeout`), cancel
+        the rest uncommitted so they are redelivered."""
+        await asyncio.gather(*(d.drain(timeout) for d in self._dispatchers))
+
+
+class KeyedDispatcher:
+    """Runs handlers concurrently across keys, in order within a key, and commits each
+    partition up to its lowest offset still in flight (so a crash redelivers exactly the
+    unfinished ones and possibly some finished after them — handlers are idempotent)."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        self.name = name
+        self._slots = asyncio.Semaphore(limit)
+        self._tails: dict[Any, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._done_max: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+        self._closing = False
+
+    async def submit(self, msg: Any, process: Callable[[Any], Awaitable[bool]]) -> None:
+        record = msg.raw_message
+        tp = (record.topic, record.partition)
+        # Registered before anything else: the commit watermark never passes it until it is done.
+        self._in_flight[tp].add(record.offset)
+        if self._closing:
+            return  # left in flight, uncommitted: redelivered after the restart
+        await self._slots.acquire()  # back-pressure: the fetch loop waits for a free slot
+        key = record.key if record.key is not None else f"partition-{record.partition}"
+        previous = self._tails.get(key)
+        task = asyncio.create_task(self._run(previous, msg, process, tp, record.offset))
+        self._tails[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t, k=key: self._forget(k, t))
+
+    def _forget(self, key: Any, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: handler task failed: %r", self.name, task.exception())
+
+    async def _run(self, previous: asyncio.Task | None, msg: Any, process: Callable[[Any], Awaitable[bool]],
+                   tp: tuple[str, int], offset: int) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # same key: strictly after the one before
+            ok = await process(msg)
+        finally:
+            self._slots.release()
+        if ok:
+            await self._finished(msg, tp, offset)
+        # not ok: stays in flight, so nothing past it is committed; it comes back after a
+        # restart or rebalance.
+
+    async def _finished(self, msg: Any, tp: tuple[str, int], offset: int) -> None:
+        in_flight = self._in_flight[tp]
+        in_flight.discard(offset)
+        self._done_max[tp] = max(self._done_max.get(tp, -1), offset)
+        watermark = min(in_flight) if in_flight else self._done_max[tp] + 1
+        if watermark <= self._committed.get(tp, -1):
             return
-        await _ack(msg, grouped)
+        self._committed[tp] = watermark
+        try:
+            await msg.consumer.commit({TopicPartition(tp[0], tp[1]): watermark})
+        except Exception as exc:  # noqa: BLE001 - e.g. the partition moved in a rebalance
+            log.warning("%s: commit of %s@%d failed (%r); the new owner redelivers from its last commit",
+                        self.name, tp, watermark, exc)
+
+    async def drain(self, timeout: float) -> None:
+        self._closing = True
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
 
 async def _ack(msg: Any, grouped: bool) -> None:

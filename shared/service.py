@@ -60,6 +60,7 @@ class ServiceRuntime:
             for hook in reversed(self.shutdown_hooks):
                 with contextlib.suppress(Exception):
                     await hook()
+            await self.bus.drain(self.settings.kafka_graceful_timeout_s)
             await self.bus.broker.stop()
             await self.redis.aclose()
             await self.mongo_client.close()

@@ -69,7 +69,8 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     # The settings table: every instance reads all of it, from the beginning, without a group.
     runtime.bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_chatbot_settings, group_id=None, from_beginning=True)
     # Outbound messages are shared between instances; web ones reach the socket's holder via Redis.
-    runtime.bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound, group_id=settings.outbound_group_id)
+    runtime.bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound, group_id=settings.outbound_group_id,
+                        concurrency=settings.outbound_concurrency)
 
     runtime.started_hooks.append(hub.start)
     runtime.started_hooks.append(lambda: _settings_read_to_end(

@@ -28,6 +28,9 @@ class ChannelsSettings(ServiceSettings):
     delivery_max_backoff_s: float = 30.0
     # The consumer group sharing outbound.messages between channels instances.
     outbound_group_id: str = "channels-outbound"
+    # Outbound messages delivered at once per process (each conversation strictly in order),
+    # so a platform's retry_after or a slow API for one visitor does not hold up the others.
+    outbound_concurrency: int = 16
 
     # Web widget: origins allowed to call /web/* (comma-separated, "*" = any site may embed it).
     widget_allowed_origins: str = "*"

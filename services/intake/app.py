@@ -46,7 +46,8 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         responder=responder,
     )
     bus = runtime.bus
-    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id=GROUP)
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id=GROUP,
+                concurrency=settings.visitor_concurrency)
     bus.consume(CONVERSATION_STATE, STATE_EVENT, intake.on_state_changed, group_id=STATE_GROUP)
     bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, intake.on_outbound, group_id=CONTEXT_GROUP)
     # Every instance keeps the whole settings table: no group, from the beginning.

@@ -30,6 +30,10 @@ class IntakeSettings(ServiceSettings):
     # How long intake remembers a conversation's AI context and pending contact question
     # (its status is kept for good).
     memory_ttl_s: int = 60 * 60 * 24 * 30
+    # Visitor messages handled at once per process (different conversations in parallel,
+    # each conversation strictly in order), so one slow model answer does not hold up the
+    # other conversations on its partition.
+    visitor_concurrency: int = 16
     # Startup waits this long at most to load the chatbot settings table before consuming.
     settings_preload_timeout_s: float = 10.0
 

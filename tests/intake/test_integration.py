@@ -260,3 +260,34 @@ async def test_offline_mode_detects_explicit_requests_in_several_languages(isola
                 assert w.of("conversation.events", v.conversation_id, type="conversation.handoff_requested") == []
     finally:
         await producer.stop()
+
+
+async def test_a_slow_model_answer_does_not_hold_up_other_conversations(isolated):
+    """Two visitors whose messages share one partition: the first one's model call is slow,
+    the second one's answer still goes out first (conversations run side by side, each in order)."""
+    prefix = isolated.topic_prefix
+    producer = AIOKafkaProducer(bootstrap_servers=isolated.infra.kafka_bootstrap)
+    await producer.start()
+    try:
+        await publish_settings(producer, prefix, ChatbotSettings(chatbot_id="par", name="Par"))
+        async with FakeOpenAI() as fake, TopicWatcher(isolated.infra.kafka_bootstrap, prefix, *OUT_TOPICS) as w:
+            fake.when("SLOW-ONE", Slow(4, Reply("the slow answer")))
+            fake.when("FAST-ONE", Reply("the fast answer"))
+            settings = settings_from_env(IntakeSettings, isolated.env(
+                "intake", OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="test-key", OPENAI_MAX_RETRIES="0",
+                OPENAI_TIMEOUT_S="10", OPENAI_TOTAL_TIMEOUT_S="10"))
+            async with run_in_process("intake", create_app, settings):
+                slow, fast = Visitor(producer, prefix, "par"), Visitor(producer, prefix, "par")
+                for visitor, text in ((slow, "Hello SLOW-ONE"), (fast, "Hello FAST-ONE")):
+                    event = VisitorMessageReceived(
+                        chatbot_id="par", conversation_id=visitor.conversation_id, channel="web",
+                        visitor=visitor.identity, text=text, channel_message_id=new_id())
+                    await producer.send_and_wait(prefix + "visitor.messages", event.model_dump_json().encode(),
+                                                 key=event.partition_key(), partition=0)
+                [fast_reply] = await w.wait_for("outbound.messages", fast.conversation_id)
+                assert fast_reply["text"] == "the fast answer"
+                assert w.of("outbound.messages", slow.conversation_id) == []  # still thinking
+                [slow_reply] = await w.wait_for("outbound.messages", slow.conversation_id)
+                assert slow_reply["text"] == "the slow answer"
+    finally:
+        await producer.stop()

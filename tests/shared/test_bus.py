@@ -116,3 +116,112 @@ async def test_same_handler_in_memory_broker():
     async with TestKafkaBroker(bus.broker):
         await pub.publish(_message("c1", "in memory"))
     assert seen == ["in memory"]
+
+
+def _settings(isolated, name: str, **extra: str) -> ServiceSettings:
+    return ServiceSettings(**{k.lower(): v for k, v in isolated.env(name, **extra).items()})
+
+
+async def _send(raw: AIOKafkaProducer, topic: str, conv: str, text: str, partition: int = 0) -> None:
+    await raw.send_and_wait(topic, _message(conv, text).model_dump_json().encode(), key=conv.encode(), partition=partition)
+
+
+async def test_concurrent_consumer_keeps_order_per_key_and_does_not_block_other_keys(isolated):
+    settings = _settings(isolated, "keyed")
+    topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+    release_slow = asyncio.Event()
+    done: list[str] = []
+
+    async def handler(event: MessageAppended) -> None:
+        if event.text == "slow-1":
+            await release_slow.wait()  # a slow LLM call for conversation "slow"
+        done.append(event.text)
+
+    bus = Bus(settings, client_id="keyed")
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, handler, group_id="keyed-group", dedupe=False, concurrency=8)
+    raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await raw.start()
+    await bus.broker.start()
+    try:
+        # Same partition on purpose: the slow conversation and the others share it.
+        await _send(raw, topic, "slow", "slow-1")
+        await _send(raw, topic, "slow", "slow-2")
+        for i in range(5):
+            await _send(raw, topic, f"other{i}", f"other-{i}")
+
+        await eventually(lambda: asyncio.sleep(0, result=len(done) == 5), timeout=20)
+        assert sorted(done) == [f"other-{i}" for i in range(5)]  # not held up by the slow one
+        assert "slow-2" not in done  # but its own next message waits for it
+
+        release_slow.set()
+        await eventually(lambda: asyncio.sleep(0, result=len(done) == 7), timeout=20)
+        assert done.index("slow-1") < done.index("slow-2")
+    finally:
+        await raw.stop()
+        await bus.drain(1)
+        await bus.broker.stop()
+
+
+async def test_concurrent_consumer_never_commits_past_an_unfinished_message(isolated):
+    settings = _settings(isolated, "watermark", KAFKA_GRACEFUL_TIMEOUT_S="0.5")
+    topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+    never = asyncio.Event()
+    first_run: list[str] = []
+
+    async def stuck(event: MessageAppended) -> None:
+        first_run.append(event.text)
+        if event.text == "stuck":
+            await never.wait()  # the process dies before this finishes
+
+    bus1 = Bus(settings, client_id="w1")
+    bus1.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, stuck, group_id="watermark-group", dedupe=False, concurrency=4)
+    raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await raw.start()
+    await bus1.broker.start()
+    try:
+        await _send(raw, topic, "a", "stuck")
+        await _send(raw, topic, "b", "finished-after")
+        await eventually(lambda: asyncio.sleep(0, result=sorted(first_run) == ["finished-after", "stuck"]), timeout=20)
+        await asyncio.sleep(0.3)  # let the finished one try to commit
+        await bus1.drain(0.2)  # shutdown: the stuck one is cancelled uncommitted
+        await bus1.broker.stop()
+
+        second_run: list[str] = []
+
+        async def record(event: MessageAppended) -> None:
+            second_run.append(event.text)
+
+        bus2 = Bus(settings, client_id="w2")
+        bus2.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, record, group_id="watermark-group", dedupe=False,
+                     concurrency=4)
+        await bus2.broker.start()
+        try:
+            # The unfinished message comes back (and the one after it, which idempotent
+            # handlers / the processed-events check absorb).
+            await eventually(lambda: asyncio.sleep(0, result="stuck" in second_run), timeout=20)
+            await eventually(lambda: asyncio.sleep(0, result="finished-after" in second_run), timeout=20)
+            await _send(raw, topic, "c", "later")
+            await eventually(lambda: asyncio.sleep(0, result="later" in second_run), timeout=20)
+        finally:
+            await bus2.drain(1)
+            await bus2.broker.stop()
+
+        # Everything finished now: a third member of the group gets nothing old again.
+        third_run: list[str] = []
+
+        async def record3(event: MessageAppended) -> None:
+            third_run.append(event.text)
+
+        bus3 = Bus(settings, client_id="w3")
+        bus3.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, record3, group_id="watermark-group", dedupe=False,
+                     concurrency=4)
+        await bus3.broker.start()
+        try:
+            await _send(raw, topic, "d", "newest")
+            await eventually(lambda: asyncio.sleep(0, result="newest" in third_run), timeout=20)
+            assert third_run == ["newest"]
+        finally:
+            await bus3.drain(1)
+            await bus3.broker.stop()
+    finally:
+        await raw.stop()
