@@ -15,11 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
+    # The name in every log line.
     service_name: str = "handoff"
     log_level: str = "INFO"
     # JSON logs for machines (compose, k8s); plain text is easier to read in a terminal.
     log_json: bool = True
 
+    # Where the service's HTTP (health, readiness, its API) listens. Defaults: gateway 8000,
+    # channels 8001, queue 8002, intake 8003, summarizer 8004.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
@@ -43,6 +46,7 @@ class ServiceSettings(BaseSettings):
     kafka_graceful_timeout_s: float = 15.0
 
     mongodb_uri: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
+    # Each service has its own database (handoff_<service>).
     mongodb_db: str = Field(default="handoff")
 
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -10,6 +10,7 @@ from shared.settings import ServiceSettings
 class ChannelsSettings(ServiceSettings):
     service_name: str = "channels"
     mongodb_db: str = Field(default="handoff_channels")
+    http_port: int = 8001
 
     # Where Telegram and Meta reach this service (webhook URLs are built from it). Empty:
     # no setWebhook calls are made.

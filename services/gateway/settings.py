@@ -12,7 +12,7 @@ class GatewaySettings(ServiceSettings):
     mongodb_db: str = Field(default="handoff_gateway")
 
     # The queue's internal query API (never exposed publicly).
-    queue_url: str = "http://127.0.0.1:8001"
+    queue_url: str = "http://127.0.0.1:8002"
     queue_timeout_s: float = 10.0
     # How long an action waits for the queue's CommandResult before answering 202.
     command_timeout_s: float = 5.0

@@ -10,7 +10,7 @@ from shared.settings import ServiceSettings
 class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     mongodb_db: str = Field(default="handoff_intake")
-    http_port: int = 8002
+    http_port: int = 8003
 
     # The AI model (any OpenAI-compatible server). With neither a key nor a base URL the
     # service runs the offline responder: plain, honest answers, explicit requests still

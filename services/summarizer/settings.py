@@ -10,7 +10,7 @@ from shared.settings import ServiceSettings
 class SummarizerSettings(ServiceSettings):
     service_name: str = "summarizer"
     mongodb_db: str = Field(default="handoff_summarizer")
-    http_port: int = 8005
+    http_port: int = 8004
     # A background consumer: waiting a little longer per fetch costs nothing visible.
     kafka_fetch_max_wait_ms: int = 100
 
