@@ -46,9 +46,11 @@ def register(bus: Bus, queue: HandoffQueue, group_id: str) -> None:
     async def on_settings_changed(event: ChatbotSettingsChanged) -> None:
         await queue.on_settings_changed(event)
 
+    # One consumer group per topic (FastStream runs one consumer per subscriber): members of
+    # a shared group would force each other through a rebalance as each one joins.
     bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_conversation_event, group_id=group_id)
-    bus.consume(AGENT_COMMANDS, AGENT_COMMAND_EVENT, on_agent_command, group_id=group_id)
-    bus.consume(HANDOFF_SUMMARIES, SUMMARY_EVENT, on_summary, group_id=group_id)
-    bus.consume(DELIVERY_STATUS, DELIVERY_EVENT, on_delivery_status, group_id=group_id)
+    bus.consume(AGENT_COMMANDS, AGENT_COMMAND_EVENT, on_agent_command, group_id=f"{group_id}-commands")
+    bus.consume(HANDOFF_SUMMARIES, SUMMARY_EVENT, on_summary, group_id=f"{group_id}-summaries")
+    bus.consume(DELIVERY_STATUS, DELIVERY_EVENT, on_delivery_status, group_id=f"{group_id}-delivery")
     # No group: every instance sees every change; from the latest (Mongo gave it the rest).
     bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, on_settings_changed, group_id=None, from_beginning=False)
