@@ -18,7 +18,10 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from shared.bus import Bus
+from pydantic import TypeAdapter
+
+from shared.bus import Bus, read_table
+from shared.topics import Topic
 from shared.logging import configure_logging
 from shared.settings import ServiceSettings
 from shared.stores import ProcessedEvents, mongo_ready, open_mongo, open_redis, redis_ready
@@ -65,6 +68,22 @@ class ServiceRuntime:
             await self.redis.aclose()
             await self.mongo_client.close()
             log.info("%s stopped", self.name)
+
+    def preload_table(self, topic: Topic, adapter: TypeAdapter[Any], apply: Callable[[Any], None],
+                      timeout: float) -> None:
+        """At start-up, before the broker's consumers start and before HTTP is served, read
+        `topic` to its end into memory (e.g. the chatbot settings table), so the first
+        message or request after a restart sees every chatbot rather than defaults. Bounded
+        by `timeout`; the service's live consumer of the topic fills in whatever is missed."""
+
+        async def preload() -> None:
+            try:
+                count = await asyncio.wait_for(read_table(self.settings, topic, adapter, apply), timeout)
+                log.info("%s read to its end (%d records)", topic.name, count)
+            except Exception as exc:  # noqa: BLE001 - the live consumer fills the table anyway
+                log.warning("could not read %s to its end (%r); the live consumer continues", topic.name, exc)
+
+        self.startup_hooks.append(preload)
 
     async def readiness(self) -> dict[str, Any]:
         broker_ok, mongo_ok, redis_ok = await asyncio.gather(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -73,8 +71,10 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
                         concurrency=settings.outbound_concurrency)
 
     runtime.started_hooks.append(hub.start)
-    runtime.started_hooks.append(lambda: _settings_read_to_end(
-        runtime, settings.kafka_topic_prefix + CHATBOT_SETTINGS.name, settings.settings_preload_timeout_s))
+    # Before serving: a webhook or widget message right after start-up finds its chatbot
+    # instead of a 404 (which a platform may not retry).
+    runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.apply_chatbot_settings,
+                          settings.settings_preload_timeout_s)
     runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close]
     runtime.health_details["chatbots"] = lambda: len(chatbots)
     runtime.health_details["widget_connections"] = lambda: hub.connections
@@ -89,37 +89,3 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     app.state.channels = handlers
     app.state.channels_api = api
     return app
-
-
-async def _settings_read_to_end(runtime: ServiceRuntime, topic: str, timeout: float) -> None:
-    """Before serving, wait (a bounded time) until the settings table has been read to its
-    end: a webhook or widget message arriving right after start-up then finds its chatbot
-    instead of a 404 (which a platform may not retry)."""
-    subscriber = next((s for s in runtime.bus.broker.subscribers
-                       if topic in getattr(s, "topic_names_for_subscribe", [])), None)
-    consumer = getattr(subscriber, "consumer", None)
-    if consumer is None:
-        return
-    deadline = time.monotonic() + timeout
-    try:
-        while not consumer.assignment():
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            await asyncio.sleep(0.02)
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        for tp, end in ends.items():
-            # position() is the next record handed to the handler loop, so reaching the end
-            # means the last settings record has been taken for handling.
-            while await asyncio.wait_for(consumer.position(tp), max(0.1, deadline - time.monotonic())) < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                await asyncio.sleep(0.02)
-        # Let the handlers of the last records finish: the table stops growing.
-        size, quiet = -1, 0
-        while quiet < 3 and time.monotonic() < deadline:
-            current = len(runtime.app.state.channels.chatbots)
-            quiet = quiet + 1 if current == size else 0
-            size = current
-            await asyncio.sleep(0.02)
-    except TimeoutError:
-        log.warning("chatbot.settings not read to its end after %.0fs; serving anyway", timeout)

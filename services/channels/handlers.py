@@ -17,12 +17,17 @@ class ChannelsHandlers:
         self.webhooks = webhooks
         self.delivery = delivery
 
-    async def on_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
+    def apply_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
+        """The table only (the start-up preload); the live consumer also registers webhooks."""
         if event.deleted:
             self.chatbots.remove(event.settings.chatbot_id)
-            return
-        self.chatbots.put(event.settings)
-        self.webhooks.schedule(event.settings)
+        else:
+            self.chatbots.put(event.settings)
+
+    async def on_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
+        self.apply_chatbot_settings(event)
+        if not event.deleted:
+            self.webhooks.schedule(event.settings)
 
     async def on_outbound(self, event: OutboundMessage) -> None:
         await self.delivery.deliver(event)

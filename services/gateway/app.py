@@ -52,8 +52,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     runtime.startup_hooks.append(store.create_indexes)
     runtime.started_hooks.append(lambda: _positioned(runtime, settings.kafka_topic_prefix + DASHBOARD_UPDATES.name))
-    runtime.started_hooks.append(lambda: _caught_up(runtime, settings.kafka_topic_prefix + CHATBOT_SETTINGS.name,
-                                                    settings.settings_preload_timeout_s))
+    # Before serving: the first /api/me after start-up already has the chatbots' names and
+    # Handoff switches.
+    runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, directory.apply, settings.settings_preload_timeout_s)
     runtime.shutdown_hooks.append(gateway.queue.close)
     runtime.health_details["websockets"] = lambda: len(hub.clients)
     runtime.health_details["chatbots_known"] = lambda: len(directory.chatbots)
@@ -70,28 +71,6 @@ def _consumer_of(runtime: ServiceRuntime, topic: str):
     subscriber = next((s for s in runtime.bus.broker.subscribers
                        if topic in getattr(s, "topic_names_for_subscribe", [])), None)
     return getattr(subscriber, "consumer", None)
-
-
-async def _caught_up(runtime: ServiceRuntime, topic: str, timeout: float) -> None:
-    """Wait (a bounded time) until the settings table has been read to its end, so the
-    first /api/me after start-up already has the chatbots' names and Handoff switches."""
-    consumer = _consumer_of(runtime, topic)
-    if consumer is None:
-        return
-    deadline = time.monotonic() + timeout
-    try:
-        while not consumer.assignment():
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            await asyncio.sleep(0.02)
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        for tp, end in ends.items():
-            while await asyncio.wait_for(consumer.position(tp), max(0.1, deadline - time.monotonic())) < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        log.warning("chatbot.settings not read to its end after %.0fs; continuing", timeout)
 
 
 async def _positioned(runtime: ServiceRuntime, topic: str, timeout: float = 15.0) -> None:

@@ -3,12 +3,9 @@ and AI replies out."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
-from pydantic import ValidationError
 
 from services.intake.handlers import Intake
 from services.intake.responder import LLMResponder
@@ -59,51 +56,16 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         else:
             log.info("AI mode: llm (model %s at %s)", settings.openai_model, settings.openai_base_url or "api.openai.com")
 
-    async def preload_settings() -> None:
-        # Before the visitor consumer starts, so the first messages after a restart see
-        # each chatbot's real settings rather than the defaults.
-        try:
-            await asyncio.wait_for(_read_settings_table(settings, chatbots), settings.settings_preload_timeout_s)
-            log.info("chatbot settings loaded: %d chatbot(s)", len(chatbots))
-        except Exception as exc:  # noqa: BLE001 - the live consumer fills the table anyway
-            log.warning("could not preload chatbot settings (%r); continuing with the live consumer", exc)
-
     async def close_responder() -> None:
         if responder is not None:
             await responder.close()
 
-    runtime.startup_hooks += [announce_mode, preload_settings]
+    runtime.startup_hooks.append(announce_mode)
+    # Before any consumer starts: the first messages after a restart see each chatbot's real
+    # settings rather than the defaults (tool off).
+    runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, lambda e: chatbots.apply(e.settings, e.deleted),
+                          settings.settings_preload_timeout_s)
     runtime.shutdown_hooks.append(close_responder)
     runtime.health_details["ai_mode"] = lambda: intake.mode
     runtime.app.state.intake = intake
     return runtime.app
-
-
-async def _read_settings_table(settings: IntakeSettings, chatbots: ChatbotTable) -> None:
-    """Read `chatbot.settings` from the beginning to its current end into the table."""
-    topic = settings.kafka_topic_prefix + CHATBOT_SETTINGS.name
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
-        if not partitions:
-            return
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        while True:
-            positions = [await consumer.position(tp) for tp in partitions]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
-                break
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        event = SETTINGS_EVENT.validate_json(record.value)
-                    except ValidationError:
-                        continue  # the live consumer parks it on the DLQ
-                    chatbots.apply(event.settings, event.deleted)
-    finally:
-        await consumer.stop()
