@@ -160,7 +160,7 @@ def up(detach: bool = False) -> int:
     if STATE_FILE.exists():
         state = json.loads(STATE_FILE.read_text())
         if any(_alive(p) for p in state.get("pids", {}).values()):
-            print(f"The stack is already running (see `./handoff status`); `./handoff stop` first.", file=sys.stderr)
+            print("The stack is already running (see `./handoff status`); `./handoff stop` first.", file=sys.stderr)
             return 1
     busy = [f"{k}={v}" for k, v in vars(ports).items() if not _port_free(v)]
     if busy:

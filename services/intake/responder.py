@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass
 
 import openai
-from openai import AsyncOpenAI
 
 from services.intake.domain import TOOL_NAME, build_system_prompt, clean_reason, tools_for
 from services.intake.settings import IntakeSettings
 from shared.chatbots import ChatbotSettings
+from shared.llm import open_llm_client
 
 log = logging.getLogger("handoff.intake.ai")
 
@@ -52,13 +52,7 @@ class LLMResponder:
         self.model = settings.openai_model
         self.max_tokens = settings.openai_max_tokens
         self.total_timeout_s = settings.openai_total_timeout_s
-        self.client = AsyncOpenAI(
-            # Local OpenAI-compatible servers often need no key; the client insists on one.
-            api_key=settings.openai_api_key or "not-needed",
-            base_url=settings.openai_base_url or None,
-            timeout=settings.openai_timeout_s,
-            max_retries=settings.openai_max_retries,
-        )
+        self.client = open_llm_client(settings)
 
     async def close(self) -> None:
         await self.client.close()

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.llm import LLMSettings
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeSettings(LLMSettings):
     service_name: str = "intake"
     mongodb_db: str = Field(default="handoff_intake")
     http_port: int = 8003
 
-    # The AI model (any OpenAI-compatible server). With neither a key nor a base URL the
-    # service runs the offline responder: plain, honest answers, explicit requests still
-    # detected.
-    openai_api_key: str | None = Field(default=None, repr=False)
-    openai_base_url: str | None = None
-    openai_model: str = "gpt-4o-mini"
-    # Per HTTP attempt; the client retries 429 (honouring Retry-After), 5xx and timeouts.
-    openai_timeout_s: float = 15.0
-    openai_max_retries: int = 2
     # The whole answer, retries included: the visitor gets an apology after this long, and
-    # the partition the conversation is on is not held up longer.
+    # the conversation (its next message) is not held up longer.
     openai_total_timeout_s: float = 30.0
     openai_max_tokens: int = 500
     # How many recent messages of a conversation the model sees.
@@ -36,7 +27,3 @@ class IntakeSettings(ServiceSettings):
     visitor_concurrency: int = 16
     # Startup waits this long at most to load the chatbot settings table before consuming.
     settings_preload_timeout_s: float = 10.0
-
-    @property
-    def llm_configured(self) -> bool:
-        return bool(self.openai_api_key or self.openai_base_url)

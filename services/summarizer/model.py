@@ -3,11 +3,11 @@ client's retries with backoff (429 honouring Retry-After, 5xx, timeouts)."""
 
 from __future__ import annotations
 
-from openai import AsyncOpenAI
 
 from services.summarizer.domain import clean_summary, prompt_messages
 from services.summarizer.settings import SummarizerSettings
 from shared.events import ConversationStateChanged
+from shared.llm import open_llm_client
 
 
 class LLMSummarizer:
@@ -15,12 +15,7 @@ class LLMSummarizer:
         self.model = settings.openai_model
         self.max_tokens = settings.summary_max_tokens
         self.transcript_chars = settings.summary_transcript_chars
-        self.client = AsyncOpenAI(
-            api_key=settings.openai_api_key or "not-needed",
-            base_url=settings.openai_base_url or None,
-            timeout=settings.openai_timeout_s,
-            max_retries=settings.openai_max_retries,
-        )
+        self.client = open_llm_client(settings)
 
     async def close(self) -> None:
         await self.client.close()

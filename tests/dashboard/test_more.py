@@ -5,13 +5,13 @@ deliveries, paging, and search that keeps the focus."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 from playwright.async_api import expect
 
 from shared.formatting import format_row_waiting
-from tests.dashboard.pages import bot_id, row, shot, sign_in, stat
+from tests.dashboard.pages import bot_id, row, sign_in, stat
 from tests.support import eventually
 
 pytestmark = pytest.mark.browser

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import TestKafkaBroker
 
