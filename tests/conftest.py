@@ -33,6 +33,26 @@ class InfraEndpoints:
     mongodb_uri: str
 
 
+# Debian's Chromium, driven by Playwright (never `playwright install`); without the
+# background-networking flags it keeps dialling out on a machine with no network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    """One headless Chromium for the session (dashboard and widget tests share it)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory):
     log_dir = tmp_path_factory.mktemp("infra-logs")

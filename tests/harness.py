@@ -41,31 +41,48 @@ class RunningService:
         return "ws" + self.url[len("http"):]
 
 
+class LoopServer:
+    """uvicorn serving an ASGI app inside the test's own event loop on 127.0.0.1."""
+
+    def __init__(self, app: Any, port: int, name: str, lifespan: str = "on", graceful_timeout: float = 5) -> None:
+        self.name = name
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None,
+                                access_log=False, ws="websockets-sansio", timeout_graceful_shutdown=graceful_timeout)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task: asyncio.Task | None = None
+
+    async def start(self, timeout: float = 30) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError(f"{self.name} stopped during start-up")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not start")
+            await asyncio.sleep(0.02)
+
+    async def stop(self, timeout: float = 30) -> None:
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._task, timeout)
+
+
 @contextlib.asynccontextmanager
 async def run_in_process(name: str, app_factory: Callable[[Any], Any], settings: Any) -> AsyncIterator[RunningService]:
     """Serve `app_factory(settings)` with uvicorn in this event loop until the block ends."""
     port = free_port()
     settings.http_port = port
     app = app_factory(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None,
-                            access_log=False, ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
+    server = LoopServer(app, port, name)
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError(f"{name} stopped during start-up")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} did not start")
-            await asyncio.sleep(0.02)
+        await server.start()
         yield RunningService(name, f"http://127.0.0.1:{port}", app)
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30)
+        await server.stop()
 
 
 class ServiceProcess:

@@ -10,16 +10,13 @@ import types
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from shared.events import OutboundMessage, VisitorIdentity
 from shared.ids import conversation_id_for, new_id
 from tests.harness import run_in_process
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def _customer_site(channels_url: str, chatbot_id: str):
@@ -35,16 +32,6 @@ def _customer_site(channels_url: str, chatbot_id: str):
 
         return app
     return factory
-
-
-@pytest.fixture(scope="module")
-async def browser():
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def test_visitor_writes_agent_replies_contact_form_and_reload(stack, browser):

@@ -1,5 +1,5 @@
-"""Browser fixtures for the dashboard tests: one headless Chromium per session (the system
-one; never `playwright install`) and a plain static server for the page's modules."""
+"""Fixtures for the dashboard tests: a plain static server for the page's modules (the
+session's headless Chromium is `browser` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from tests.conftest import Isolated
 from tests.harness import run_in_process
@@ -21,20 +21,6 @@ STATIC = ROOT / "services" / "gateway" / "static"
 # The machine is shared and small: give live updates room before an expectation fails
 # (an expectation that holds returns as soon as it does; this is not a timed assertion).
 expect.set_options(timeout=10_000)
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="session")
-async def browser():
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
 
 def _static_app(_settings) -> FastAPI:
     app = FastAPI()

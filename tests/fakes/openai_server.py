@@ -14,7 +14,6 @@ can assert the system prompt and the tools offered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -22,13 +21,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from deploy.infra import free_port
+from tests.fakes.server import FakeHttpServer
 
 
 @dataclass
@@ -59,7 +58,7 @@ Script = Reply | ToolCall | Error | Slow
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(FakeHttpServer):
     """The server and its script. `default` answers when nothing queued or matched."""
 
     default: Script = field(default_factory=lambda: Reply("Hello from the fake model."))
@@ -71,8 +70,6 @@ class FakeOpenAI:
     def __post_init__(self) -> None:
         self.port = free_port()
         self.app = Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task | None = None
 
     @property
     def base_url(self) -> str:
@@ -128,30 +125,3 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         })
 
-    # ------------------------------------------------------------ lifecycle
-    async def start(self) -> FakeOpenAI:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self._server.serve())
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            if time.monotonic() > deadline:
-                raise TimeoutError("fake OpenAI server did not start")
-            await asyncio.sleep(0.01)
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 5)
-
-    async def __aenter__(self) -> FakeOpenAI:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

@@ -11,8 +11,6 @@ retry_after=1))`; with nothing queued a method succeeds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -21,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from deploy.infra import free_port
+from tests.fakes.server import FakeHttpServer
 
 
 @dataclass
@@ -45,15 +43,13 @@ class Call:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeTelegram:
+class FakeTelegram(FakeHttpServer):
     def __init__(self) -> None:
         self.port = free_port()
         self.calls: list[Call] = []
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
         self._ids = itertools.count(1000)
         self.app = Starlette(routes=[Route("/bot{token}/{method}", self._handle, methods=["GET", "POST"])])
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -97,21 +93,3 @@ class FakeTelegram:
                     "chat": {"id": int(params["chat_id"]), "type": "private"}, "text": params.get("text", "")}
         return True
 
-    async def __aenter__(self) -> FakeTelegram:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self._server.serve())
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if self._task.done() or time.monotonic() > deadline:
-                raise RuntimeError("fake Telegram server did not start")
-            await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 10)

@@ -11,21 +11,19 @@ Retry-After, 5xx, a 4xx Graph error).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from deploy.infra import free_port
+from tests.fakes.server import FakeHttpServer
 
 
 @dataclass
@@ -46,15 +44,13 @@ class Sent:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeGraph:
+class FakeGraph(FakeHttpServer):
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[Sent] = []
         self._script: deque[Answer] = deque()
         self._ids = itertools.count(1)
         self.app = Starlette(routes=[Route("/{version}/{phone_number_id}/messages", self._send, methods=["POST"])])
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -80,21 +76,3 @@ class FakeGraph:
                              "contacts": [{"input": body.get("to"), "wa_id": body.get("to")}],
                              "messages": [{"id": wamid}]})
 
-    async def __aenter__(self) -> FakeGraph:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self._server.serve())
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if self._task.done() or time.monotonic() > deadline:
-                raise RuntimeError("fake Graph API server did not start")
-            await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 10)
