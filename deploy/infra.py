@@ -20,6 +20,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a child we started, wait, then SIGKILL if it would not stop."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,14 +94,7 @@ class Server:
     log_path: Path
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout)
+        stop_process(self.proc, timeout)
 
 
 def _spawn(name: str, argv: list[str], port: int, log_dir: Path, env: dict | None = None) -> Server:

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.infra import Infra, Server, start_kafka, start_mongo, start_redis, wait_for_port
+from deploy.infra import Infra, Server, port_is_free, start_kafka, start_mongo, start_redis, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("HANDOFF_DATA_DIR", ROOT / ".data"))
@@ -65,17 +65,6 @@ class Ports:
 
 
 SERVICES = ("queue", "intake", "summarizer", "gateway", "channels")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
@@ -162,7 +151,7 @@ def up(detach: bool = False) -> int:
         if any(_alive(p) for p in state.get("pids", {}).values()):
             print("The stack is already running (see `./handoff status`); `./handoff stop` first.", file=sys.stderr)
             return 1
-    busy = [f"{k}={v}" for k, v in vars(ports).items() if not _port_free(v)]
+    busy = [f"{k}={v}" for k, v in vars(ports).items() if not port_is_free(v)]
     if busy:
         print(f"Ports in use: {', '.join(busy)}. Set HANDOFF_PORT_BASE / HANDOFF_*_PORT to free ones.", file=sys.stderr)
         return 1

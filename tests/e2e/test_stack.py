@@ -20,7 +20,7 @@ import httpx
 import pytest
 import websockets
 
-from deploy.infra import free_port
+from deploy.infra import free_port, port_is_free
 from tests.harness import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -30,20 +30,9 @@ def _free_block(n: int) -> int:
     """A base port with n free ports after it."""
     for _ in range(50):
         base = free_port()
-        if base + n < 65000 and all(_is_free(base + i) for i in range(n)):
+        if base + n < 65000 and all(port_is_free(base + i) for i in range(n)):
             return base
     raise RuntimeError("no free port block")
-
-
-def _is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
