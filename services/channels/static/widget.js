@@ -71,7 +71,10 @@
     'button.hf-contact-send{padding:8px;border-radius:6px}' +
     'button:disabled{opacity:.5;cursor:default}' +
     '</style>' +
-    '<button class="hf-bubble" type="button" aria-label="Open chat">&#128172;</button>' +
+    '<button class="hf-bubble" type="button" aria-label="Open chat">' +
+    '<svg viewBox="0 0 24 24" width="26" height="26" aria-hidden="true" focusable="false">' +
+    '<path fill="currentColor" d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/>' +
+    '</svg></button>' +
     '<div class="hf-panel" role="dialog" aria-label="Chat">' +
     '  <div class="hf-head"><span>Chat with us</span><span class="hf-status">connecting…</span></div>' +
     '  <div class="hf-list" aria-live="polite"></div>' +
