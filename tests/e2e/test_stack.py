@@ -1,7 +1,8 @@
 """End to end: the README's run command brings the whole stack up (embedded broker, Redis,
 Mongo-wire server, five service processes, demo chatbot and agent); a visitor message
 typed into the web widget travels widget → Kafka → intake → queue → gateway and arrives on
-a logged-in dashboard websocket; the agent's reply travels back to the widget's socket.
+a logged-in dashboard websocket, followed by the summarizer's summary; the agent's reply
+travels back to the widget's socket.
 Each hop is a separate process, so breaking any of them fails this test."""
 
 from __future__ import annotations
@@ -137,6 +138,15 @@ async def test_visitor_message_reaches_dashboard_and_reply_reaches_widget(stack)
                     assert frame["update"]["stats"]["open"] >= 1
                     conversation_id = row["conversation_id"]
                     print(f"visitor message -> dashboard websocket: {latency * 1000:.0f} ms")
+
+                    # The summarizer (extractive here: no LLM configured) writes the recap; the
+                    # queue stores it and the dashboard receives it live.
+                    frame = await _next_frame(dash, lambda f: f.get("type") == "update"
+                                              and (f["update"].get("summary") or {}).get("status") == "ready"
+                                              and (f["update"].get("conversation") or {}).get("conversation_id") == conversation_id)
+                    summary = frame["update"]["summary"]
+                    assert summary["mode"] == "extractive"
+                    assert "I want to talk to a human please" in summary["text"]
 
                     r = await agent.post(
                         f"/api/chatbots/demo/conversations/{conversation_id}/reply",
