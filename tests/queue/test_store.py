@@ -93,3 +93,33 @@ async def test_messages_page_back_in_exact_order(stores):
     last, cursor = await record.messages_before("c1", None, 2)
     older, end = await record.messages_before("c1", cursor, 2)
     assert [m["text"] for m in older + last] == ["t100", "t200", "t300", "t900"] and end is None
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York", "Asia/Kolkata"])
+async def test_stats_boundaries_in_redis_at_local_midnight_and_the_7_day_edge(stores, timezone):
+    """On the real index: "Today" starts exactly at local midnight in the chatbot's timezone
+    and "Resolved this week" covers exactly the last 7 days (closed exactly 7 days ago still
+    counts, a millisecond earlier does not)."""
+    _, index = stores
+    window = stats_window(NOW, timezone)
+    midnight = window.today_starts_at
+    ms = timedelta(milliseconds=1)
+    rows = [
+        _row(1, midnight - ms),   # yesterday, by a millisecond
+        _row(2, midnight),        # today, at the first instant
+        _row(3, midnight + ms),   # today
+        _row(4, NOW),             # today, just now
+    ]
+    week_edge = NOW - timedelta(days=7)
+    closed = [("h-in", week_edge), ("h-late", NOW - ms), ("h-out", week_edge - ms), ("h-old", NOW - timedelta(days=30))]
+    await index.rebuild("b", rows, closed)
+
+    state = await index.stats("b", window)
+    assert state.counts.open == 4
+    assert state.counts.today == 3
+    assert state.counts.resolved_this_week == 2
+    assert state.counts.oldest_waiting_ms == (midnight - ms - datetime(1970, 1, 1, tzinfo=UTC)) // ms
+
+    # The next local midnight starts a new "Today": the same index, a window one day on.
+    tomorrow = stats_window(window.today_ends_at + timedelta(minutes=1), timezone)
+    assert (await index.stats("b", tomorrow)).counts.today == 0
