@@ -100,12 +100,18 @@ class OutboundDelivery:
         for attempt in range(1, self.attempts + 1):
             try:
                 return await self._send(event)
-            except TransientDeliveryError as exc:
+            except PermanentDeliveryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - anything else (a Redis hiccup reading the window...) is transient
+                # Raised out of deliver(), an unexpected error would leave the claim in 'sending'
+                # for good: the bus's retry finds the claim and neither sends nor reports.
+                err = exc if isinstance(exc, TransientDeliveryError) else TransientDeliveryError(
+                    f"{event.channel}: {type(exc).__name__}")
                 if attempt == self.attempts:
-                    raise PermanentDeliveryError(f"{exc} — gave up after {self.attempts} attempts.") from None
-                delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, exc.retry_after)
+                    raise PermanentDeliveryError(f"{err} — gave up after {self.attempts} attempts.") from None
+                delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, err.retry_after)
                 log.warning("message %s: transient failure (attempt %d/%d), retrying in %.1fs: %s",
-                            event.message_id, attempt, self.attempts, delay, exc)
+                            event.message_id, attempt, self.attempts, delay, err)
                 await self.sleep(delay)
         raise AssertionError("unreachable")
 

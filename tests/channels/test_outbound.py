@@ -55,3 +55,67 @@ async def test_status_publish_failure_is_repaired_on_retry_without_resending(iso
         await whatsapp.close()
         await redis.aclose()
         await client.close()
+
+
+class FailingWindow:
+    """A WhatsApp window store whose Redis is briefly unreachable."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    async def last_inbound(self, chatbot_id, conversation_id):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("redis unreachable")
+        from datetime import UTC, datetime
+        return datetime.now(UTC)
+
+
+class RecordingWhatsApp:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_text(self, phone_number_id, access_token, to, text) -> str:
+        self.sent.append(text)
+        return f"wamid.{len(self.sent)}"
+
+
+def _whatsapp_delivery(db, statuses, window, whatsapp, attempts=3):
+    from shared.chatbots import ChannelCredentials, ChatbotSettings
+    chatbots = ChatbotTable()
+    chatbots.put(ChatbotSettings(chatbot_id="wb", name="WB", channels=ChannelCredentials(
+        whatsapp_connected=True, whatsapp_access_token="EAAG-secret-token", whatsapp_phone_number_id="1555")))
+    return OutboundDelivery(chatbots=chatbots, records=DeliveryRecords(db), statuses=statuses,
+                            telegram=None, whatsapp=whatsapp, window=window, outbox=None,  # type: ignore[arg-type]
+                            attempts=attempts, backoff_s=0.01, max_backoff_s=0.01)
+
+
+def _whatsapp_event(text="hi") -> OutboundMessage:
+    return OutboundMessage(chatbot_id="wb", conversation_id=conversation_id_for("wb", "whatsapp", "4915"),
+                           message_id=new_id(), channel="whatsapp", visitor=VisitorIdentity(external_id="4915"),
+                           text=text, sender="agent")
+
+
+async def test_unexpected_error_while_sending_is_retried_never_left_unreported(isolated):
+    """An error that is neither transient nor permanent (here the window lookup's Redis) used
+    to escape deliver() after the claim: the bus's retry then found the claim, and the message
+    was neither sent nor reported. It is retried like a transient error, then reported."""
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
+        delivery = _whatsapp_delivery(db, statuses, FailingWindow(failures=1), whatsapp)
+        event = _whatsapp_event()
+        await delivery.deliver(event)
+        assert whatsapp.sent == ["hi"]
+        assert [(s.message_id, s.status) for s in statuses.published] == [(event.message_id, "sent")]
+
+        statuses2 = FlakyStatuses(failures=0)
+        always_down = _whatsapp_delivery(db, statuses2, FailingWindow(failures=99), RecordingWhatsApp(), attempts=2)
+        event2 = _whatsapp_event("again")
+        await always_down.deliver(event2)
+        [status] = statuses2.published
+        assert (status.message_id, status.status, status.permanent) == (event2.message_id, "failed", True)
+        assert "ConnectionError" in status.error and "redis unreachable" not in status.error
+    finally:
+        await client.close()
