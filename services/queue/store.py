@@ -280,6 +280,11 @@ class HandoffIndex:
     async def epoch(self, chatbot_id: str) -> str | None:
         return await self.redis.hget(self.key(chatbot_id, "meta"), "epoch")
 
+    async def invalidate(self, chatbot_id: str) -> None:
+        """Mark the index as being rebuilt (no epoch) before the rebuild reads Mongo: an
+        `apply` that lands from here on sees no epoch and knows its change may be lost."""
+        await self.redis.hdel(self.key(chatbot_id, "meta"), "epoch")
+
     async def counts_for_check(self, chatbot_id: str, week_starts_at: datetime) -> tuple[str | None, int, int]:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(self.key(chatbot_id, "meta"), "epoch")

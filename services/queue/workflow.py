@@ -42,6 +42,9 @@ from shared.views import Contact, ConversationView, HandoffRow, MessageView, Sta
 
 log = logging.getLogger("handoff.queue")
 
+# How often one update re-applies itself while the index keeps losing its epoch under it.
+APPLY_ATTEMPTS = 3
+
 
 class Publisher(Protocol):
     async def publish(self, event: Envelope) -> None: ...
@@ -106,10 +109,19 @@ class HandoffQueue:
             self.chatbots[event.chatbot_id] = event.settings
 
     # ------------------------------------------------------------------ index upkeep
-    async def _rebuild_locked(self, chatbot_id: str) -> str:
+    async def _rebuild_locked(self, chatbot_id: str, *, only_if_missing: bool = False) -> str:
         # The asyncio lock serialises this instance; the Redis lock serialises instances, so
         # two queues that both find the index gone rebuild one after the other, not interleaved.
+        # Other instances keep applying changes meanwhile (they do not take the Redis lock):
+        # the epoch is removed BEFORE Mongo is read, so a change whose `apply` lands before
+        # that is in what Mongo returns, and one that lands after sees no epoch and applies
+        # itself again once the rebuild is done (`publish_update`).
         async with self.index.rebuild_lock(chatbot_id):
+            if only_if_missing:
+                current = await self.index.epoch(chatbot_id)
+                if current is not None:  # another instance rebuilt it while we waited
+                    return current
+            await self.index.invalidate(chatbot_id)
             now = self.clock()
             convs = await self.record.open_conversations(chatbot_id)
             closed = await self.record.closed_since(chatbot_id, now - domain.RESOLVED_WINDOW - timedelta(days=1))
@@ -126,8 +138,7 @@ class HandoffQueue:
         """Rebuild when the index is gone (Redis restarted or was wiped)."""
         if await self.index.epoch(chatbot_id) is None:
             async with self._locks[chatbot_id]:
-                if await self.index.epoch(chatbot_id) is None:
-                    await self._rebuild_locked(chatbot_id)
+                await self._rebuild_locked(chatbot_id, only_if_missing=True)
 
     async def all_chatbot_ids(self) -> list[str]:
         return sorted(set(self.chatbots) | set(await self.record.chatbot_ids_with_conversations()))
@@ -176,11 +187,17 @@ class HandoffQueue:
         now, window = await self.window(chatbot_id)
         async with self._locks[chatbot_id]:
             state = await self.index.apply(chatbot_id, change, window)
-            if not state.epoch:
-                # The index vanished under us: the change went into an empty index. Mongo
-                # already holds it, so rebuild from there and number from the new epoch.
-                await self._rebuild_locked(chatbot_id)
-                state = await self.index.apply(chatbot_id, IndexChange(), window)
+            attempts = 0
+            while not state.epoch:
+                if attempts == APPLY_ATTEMPTS:
+                    raise RuntimeError(f"the handoff index of {chatbot_id} keeps being rebuilt; retrying the event")
+                attempts += 1
+                # No epoch: the index vanished (Redis wiped) or another instance is rebuilding
+                # it, and the change may have gone into keys the rebuild deletes. Once the
+                # index is whole again (rebuilt here from Mongo, which holds the change, or by
+                # that instance) apply the change again: every part of it is idempotent.
+                await self._rebuild_locked(chatbot_id, only_if_missing=True)
+                state = await self.index.apply(chatbot_id, change, window)
             update = DashboardUpdate(
                 event_id=event_id or derived_event_id(chatbot_id, state.epoch, str(state.seq)),
                 chatbot_id=chatbot_id,
