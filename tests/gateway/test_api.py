@@ -325,3 +325,25 @@ async def test_chatbot_names_are_known_right_after_start_up(stack):
         await login(client, "early@example.com")
         me = (await client.get("/api/me")).json()
         assert me["chatbots"] == [{"chatbot_id": "alpha", "name": "Alpha Early", "handoff_enabled": True}]
+
+
+class _BrokerDown:
+    async def publish(self, event) -> None:  # noqa: ANN001
+        raise ConnectionError("no broker")
+
+
+async def test_commands_answer_503_when_the_broker_is_down(stack):
+    settings = stack.gateway_settings()
+    await add_agent(settings, "down@example.com", ["alpha"])
+    async with gateway(stack) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+        h = {"X-CSRF-Token": await login(client, "down@example.com")}
+        state = gw.app.state.gateway
+        state.commands = _BrokerDown()
+        r = await client.post("/api/chatbots/alpha/conversations/cv_1/reply", headers=h,
+                              json={"command_id": cid(), "text": "Hello"})
+        assert r.status_code == 503 and r.json() == {"detail": "Could not send the command. Try again in a moment."}
+        r = await client.post("/api/chatbots/alpha/conversations/cv_1/close", headers=h, json={"command_id": cid()})
+        assert r.status_code == 503
+        r = await client.put("/api/chatbots/alpha/settings/human-handoff", headers=h, json={"enabled": True})
+        assert r.status_code == 503
+        assert len(state.pending) == 0  # nobody is left waiting for a result that cannot come
