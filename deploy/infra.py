@@ -21,7 +21,11 @@ from pathlib import Path
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on the port now. SO_REUSEADDR as servers set it: a
+    port whose old connections linger in TIME_WAIT (just after a stop) is free, one with a
+    listener is not."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -180,13 +180,17 @@ def up(detach: bool = False) -> int:
         created = asyncio.run(ensure_topics(infra.kafka_bootstrap))
         print(f"Topics ready ({len(created)} created).", flush=True)
 
-        for name in SERVICES:
-            procs[name] = _start_service(name, service_env(name, infra, ports))
-            pids[name] = procs[name].pid
-            record()
-        for name in SERVICES:
-            _wait_ready(name, getattr(ports, name), procs[name])
-            print(f"  {name:<11} ready  (pid {procs[name].pid}, port {getattr(ports, name)})", flush=True)
+        # The queue first: it republishes every chatbot's settings from Mongo (the embedded
+        # broker forgets topics on restart), which the others load as they start.
+        first, rest = SERVICES[0], SERVICES[1:]
+        for group in ((first,), rest):
+            for name in group:
+                procs[name] = _start_service(name, service_env(name, infra, ports))
+                pids[name] = procs[name].pid
+                record()
+            for name in group:
+                _wait_ready(name, getattr(ports, name), procs[name])
+                print(f"  {name:<11} ready  (pid {procs[name].pid}, port {getattr(ports, name)})", flush=True)
 
         seed_env = {**os.environ, **infra.env(), "LOG_JSON": "false"}
         _run_cli("services.queue", ["seed-chatbot", "--id", DEMO_CHATBOT, "--name", "Demo Shop", "--handoff-on"],
