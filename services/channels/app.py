@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from fastapi import FastAPI
@@ -60,6 +62,8 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
         chatbots=chatbots, records=records, statuses=status_pub, telegram=telegram, whatsapp=whatsapp,
         window=window, outbox=outbox, attempts=settings.delivery_attempts, backoff_s=settings.delivery_backoff_s,
         max_backoff_s=settings.delivery_max_backoff_s,
+        # Longer than one send attempt can take (connect, write and read timeouts each).
+        lease_s=max(120.0, 4 * settings.http_timeout_s),
     )
     hub = WebHub(outbox, status_pub)
     handlers = ChannelsHandlers(chatbots, webhooks, delivery)
@@ -71,11 +75,23 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
                         concurrency=settings.outbound_concurrency)
 
     runtime.started_hooks.append(hub.start)
+    sweeper: list[asyncio.Task] = []
+
+    async def start_sweeper() -> None:
+        sweeper.append(asyncio.create_task(delivery.run_sweeper(), name="channels-delivery-sweeper"))
+
+    async def stop_sweeper() -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    runtime.started_hooks.append(start_sweeper)
     # Before serving: a webhook or widget message right after start-up finds its chatbot
     # instead of a 404 (which a platform may not retry).
     runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.apply_chatbot_settings,
                           settings.settings_preload_timeout_s)
-    runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close]
+    runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close, stop_sweeper]
     runtime.health_details["chatbots"] = lambda: len(chatbots)
     runtime.health_details["widget_connections"] = lambda: hub.connections
 

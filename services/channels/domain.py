@@ -17,6 +17,10 @@ from shared.ids import conversation_id_for
 OUTSIDE_WINDOW_ERROR = (
     "Outside WhatsApp's 24-hour customer service window: the visitor has to write first."
 )
+UNKNOWN_OUTCOME_ERROR = (
+    "Delivery outcome unknown: the channels service stopped while sending this message. "
+    "It is not sent again, so it may not have reached the visitor."
+)
 WHATSAPP_WINDOW = timedelta(hours=24)
 MAX_TEXT = 4096
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from services.channels.chatbots import ChatbotTable
 from services.channels.domain import (
     OUTSIDE_WINDOW_ERROR,
+    UNKNOWN_OUTCOME_ERROR,
     PermanentDeliveryError,
     TransientDeliveryError,
     redact,
@@ -28,6 +29,8 @@ from shared.ids import conversation_id_for, new_id
 log = logging.getLogger("handoff.channels.outbound")
 
 STATUS_REPUBLISH_AFTER = timedelta(seconds=60)
+# How often each instance looks for claims whose owner died (see OutboundDelivery.sweep).
+SWEEP_INTERVAL_S = 30.0
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -46,17 +49,23 @@ class OutboundDelivery:
         self, *, chatbots: ChatbotTable, records: DeliveryRecords, statuses: EventPublisher,
         telegram: TelegramClient, whatsapp: WhatsAppClient, window: WhatsAppWindowStore, outbox: WebOutbox,
         attempts: int, backoff_s: float, max_backoff_s: float, sleep: Sleep = asyncio.sleep,
+        lease_s: float = 120.0,
     ) -> None:
         self.chatbots, self.records, self.statuses = chatbots, records, statuses
         self.telegram, self.whatsapp, self.window, self.outbox = telegram, whatsapp, window, outbox
         self.attempts, self.backoff_s, self.max_backoff_s = max(1, attempts), backoff_s, max_backoff_s
         self.sleep = sleep
+        # A claim is held this long past its last renewal (at the claim, before every attempt
+        # and every backoff): longer than one send attempt can take. A claim left unrenewed
+        # past it belongs to an instance that died mid-delivery (see sweep).
+        self.lease_s = lease_s
         # Tells this instance's own bus retry (republish a missing status now) from another
         # instance that is still busy with the same message (leave it be).
         self.owner = new_id()
 
     async def deliver(self, event: OutboundMessage) -> None:
-        existing = await self.records.claim(event.message_id, event.chatbot_id, event.conversation_id, event.channel, self.owner)
+        existing = await self.records.claim(event.message_id, event.chatbot_id, event.conversation_id, event.channel,
+                                            self.owner, self.lease_s)
         if existing is not None:
             await self._settle_duplicate(event, existing)
             return
@@ -66,7 +75,11 @@ class OutboundDelivery:
         except PermanentDeliveryError as exc:
             state, channel_message_id, error = "failed", None, str(exc)
             log.warning("message %s not delivered on %s: %s", event.message_id, event.channel, error)
-        await self.records.finish(event.message_id, state, channel_message_id, error)
+        if not await self.records.finish(event.message_id, state, channel_message_id, error):
+            # This instance stalled past its lease and a sweep reported the message as of
+            # unknown outcome; the real outcome is published too (the queue keeps 'failed'
+            # unless the message got further than 'sent').
+            log.warning("message %s finished (%s) after its claim had expired", event.message_id, state)
         if state == "sent" and event.channel == "whatsapp" and channel_message_id:
             await self.records.remember_wamid(channel_message_id, event.message_id, event.chatbot_id, event.conversation_id)
         await self._publish_status(event.chatbot_id, event.conversation_id, event.message_id, state, channel_message_id, error)
@@ -78,10 +91,16 @@ class OutboundDelivery:
         """Never send twice. If the earlier attempt finished but its status was not published
         — this instance's publish failed and the bus retries, or another instance crashed long
         ago — publish it now. A recent one of another instance is probably still publishing:
-        leave it be. Status events have stable ids, so a rare double is applied once downstream."""
+        leave it be (the sweep publishes it if that instance died). A claim still 'sending' is
+        left to its owner until its lease expires, then reported as of unknown outcome. Status
+        events have stable ids, so a rare double is applied once downstream."""
         finished_at = record.get("finished_at")
         stale = finished_at is not None and datetime.now(UTC) - finished_at > STATUS_REPUBLISH_AFTER
         ours = record.get("owner") == self.owner
+        if record.get("state") == "sending":
+            # Another attempt holds the claim: leave it, unless its owner died (lease expired).
+            await self._settle_expired(record, datetime.now(UTC))
+            return
         if record.get("state") in ("sent", "failed") and not record.get("status_published") and (ours or stale):
             await self._publish_status(event.chatbot_id, event.conversation_id, event.message_id, record["state"],
                                        record.get("channel_message_id"), record.get("error"))
@@ -89,6 +108,42 @@ class OutboundDelivery:
                 await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
         else:
             log.info("message %s already handled (%s); not sent again", event.message_id, record.get("state"))
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Settle what a crashed instance left behind, without ever sending anything again: a
+        claim whose lease expired (the crash came between claiming and recording the outcome)
+        is reported 'failed' (permanent, outcome unknown); a recorded outcome whose status was
+        never published is published. Every instance sweeps; settling is atomic and status
+        events have stable ids. Returns how many records were settled or republished."""
+        now = now or datetime.now(UTC)
+        done = 0
+        for record in await self.records.expired_claims(now):
+            done += await self._settle_expired(record, now)
+        for record in await self.records.unpublished(now - STATUS_REPUBLISH_AFTER):
+            await self._publish_status(record["chatbot_id"], record.get("conversation_id"), record["_id"],
+                                       record["state"], record.get("channel_message_id"), record.get("error"))
+            done += 1
+        return done
+
+    async def run_sweeper(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("sweeping delivery records failed")
+
+    async def _settle_expired(self, record: dict, now: datetime) -> bool:
+        lease_until = record.get("lease_until")
+        if lease_until is None or lease_until >= now:
+            log.info("message %s is being sent by another attempt; not sent again", record["_id"])
+            return False
+        if not await self.records.settle_expired(record["_id"], now, UNKNOWN_OUTCOME_ERROR):
+            return False  # settled meanwhile, by its owner or another sweep
+        log.warning("message %s: its sender stopped mid-delivery; reported as failed (outcome unknown)", record["_id"])
+        await self._publish_status(record["chatbot_id"], record.get("conversation_id"), record["_id"], "failed",
+                                   None, UNKNOWN_OUTCOME_ERROR)
+        return True
 
     async def _publish_status(self, chatbot_id: str, conversation_id: str | None, message_id: str, state: str,
                               channel_message_id: str | None, error: str | None) -> None:
@@ -112,6 +167,7 @@ class OutboundDelivery:
                 delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, err.retry_after)
                 log.warning("message %s: transient failure (attempt %d/%d), retrying in %.1fs: %s",
                             event.message_id, attempt, self.attempts, delay, err)
+                await self.records.renew(event.message_id, delay + self.lease_s)  # the wait and the next attempt
                 await self.sleep(delay)
         raise AssertionError("unreachable")
 

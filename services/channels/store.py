@@ -10,7 +10,7 @@ remember the outcome) and the wamid -> message id map for WhatsApp statuses.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -125,22 +125,48 @@ class DeliveryRecords:
         self.wamids = db["whatsapp_wamids"]
 
     async def claim(self, message_id: str, chatbot_id: str, conversation_id: str | None, channel: str,
-                    owner: str = "") -> dict[str, Any] | None:
-        """None when this call claimed the message; otherwise the existing record."""
+                    owner: str = "", lease_s: float = 300.0) -> dict[str, Any] | None:
+        """None when this call claimed the message; otherwise the existing record. The claim
+        holds until `lease_until`; the owner renews it while it is still trying."""
+        now = datetime.now(UTC)
         try:
             await self.deliveries.insert_one({
                 "_id": message_id, "chatbot_id": chatbot_id, "conversation_id": conversation_id, "channel": channel,
-                "owner": owner,
-                "state": "sending", "status_published": False, "claimed_at": datetime.now(UTC),
+                "owner": owner, "state": "sending", "status_published": False, "claimed_at": now,
+                "lease_until": now + timedelta(seconds=lease_s),
             })
             return None
         except DuplicateKeyError:
             return await self.deliveries.find_one({"_id": message_id}) or {"_id": message_id, "state": "sending"}
 
-    async def finish(self, message_id: str, state: str, channel_message_id: str | None, error: str | None) -> None:
-        await self.deliveries.update_one({"_id": message_id}, {"$set": {
+    async def renew(self, message_id: str, lease_s: float) -> None:
+        await self.deliveries.update_one({"_id": message_id, "state": "sending"},
+                                         {"$set": {"lease_until": datetime.now(UTC) + timedelta(seconds=lease_s)}})
+
+    async def finish(self, message_id: str, state: str, channel_message_id: str | None, error: str | None) -> bool:
+        """Record the outcome; False when the claim was meanwhile settled as expired."""
+        result = await self.deliveries.update_one({"_id": message_id, "state": "sending"}, {"$set": {
             "state": state, "channel_message_id": channel_message_id, "error": error, "finished_at": datetime.now(UTC),
         }})
+        return result.matched_count == 1
+
+    async def expired_claims(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+        """Claims whose owner stopped renewing them (it crashed between claiming and finishing)."""
+        cursor = self.deliveries.find({"state": "sending", "lease_until": {"$lt": now}}).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def settle_expired(self, message_id: str, now: datetime, error: str) -> bool:
+        """Mark an expired claim failed; True for the one caller that did it."""
+        result = await self.deliveries.update_one(
+            {"_id": message_id, "state": "sending", "lease_until": {"$lt": now}},
+            {"$set": {"state": "failed", "channel_message_id": None, "error": error, "finished_at": now}})
+        return result.modified_count == 1
+
+    async def unpublished(self, finished_before: datetime, limit: int = 100) -> list[dict[str, Any]]:
+        """Finished records whose status never reached the bus (a crash right after finishing)."""
+        cursor = self.deliveries.find({"state": {"$in": ["sent", "failed"]}, "status_published": False,
+                                       "finished_at": {"$lt": finished_before}}).limit(limit)
+        return [doc async for doc in cursor]
 
     async def status_published(self, message_id: str) -> None:
         await self.deliveries.update_one({"_id": message_id}, {"$set": {"status_published": True}})

@@ -119,3 +119,87 @@ async def test_unexpected_error_while_sending_is_retried_never_left_unreported(i
         assert "ConnectionError" in status.error and "redis unreachable" not in status.error
     finally:
         await client.close()
+
+
+async def test_claim_of_a_crashed_sender_is_reported_failed_never_sent_again(isolated):
+    """A crash between claiming a message and recording its outcome used to leave it with no
+    delivery status for ever. Once the claim's lease has run out, a sweep (or the bus's
+    redelivery) reports it failed, permanent, "outcome unknown" — and nothing is sent again."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.channels.domain import UNKNOWN_OUTCOME_ERROR
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        records = DeliveryRecords(db)
+        statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
+        survivor = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
+        crashed, redelivered, live = _whatsapp_event("crashed"), _whatsapp_event("redelivered"), _whatsapp_event("live")
+        # Three instances claimed and died (or are still working) before recording anything.
+        for event in (crashed, redelivered, live):
+            assert await records.claim(event.message_id, "wb", event.conversation_id, "whatsapp", "dead-owner",
+                                       lease_s=60) is None
+        later = datetime.now(UTC) + timedelta(seconds=61)
+
+        # Within the lease the claim belongs to its (maybe live) owner: not touched.
+        assert await survivor.sweep() == 0
+        await survivor.deliver(redelivered)
+        assert statuses.published == [] and whatsapp.sent == []
+
+        # Past it: the sweep settles the crashed one, once, across sweeps.
+        await db["deliveries"].update_one({"_id": live.message_id}, {"$set": {"lease_until": later + timedelta(hours=1)}})
+        assert await survivor.sweep(later) == 2
+        assert await survivor.sweep(later) == 0
+        by_id = {s.message_id: s for s in statuses.published}
+        assert set(by_id) == {crashed.message_id, redelivered.message_id}
+        for s in by_id.values():
+            assert (s.status, s.permanent, s.error) == ("failed", True, UNKNOWN_OUTCOME_ERROR)
+        # A redelivery afterwards sends nothing and reports nothing new.
+        await survivor.deliver(crashed)
+        assert whatsapp.sent == [] and len(statuses.published) == 2
+        assert (await records.claim(live.message_id, "wb", None, "whatsapp"))["state"] == "sending"
+    finally:
+        await client.close()
+
+
+async def test_redelivery_after_the_lease_settles_the_claim_itself(isolated):
+    from datetime import UTC, datetime, timedelta
+
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
+        delivery = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
+        event = _whatsapp_event()
+        await DeliveryRecords(db).claim(event.message_id, "wb", event.conversation_id, "whatsapp", "dead", lease_s=60)
+        await db["deliveries"].update_one({"_id": event.message_id},
+                                          {"$set": {"lease_until": datetime.now(UTC) - timedelta(seconds=1)}})
+        await delivery.deliver(event)
+        assert whatsapp.sent == []
+        assert [(s.status, s.permanent) for s in statuses.published] == [("failed", True)]
+    finally:
+        await client.close()
+
+
+async def test_sweep_publishes_a_recorded_outcome_whose_status_never_left(isolated):
+    """A crash after recording 'sent' but before publishing: a redelivery within a minute
+    leaves it to the (dead) instance; the sweep publishes it."""
+    from datetime import UTC, datetime, timedelta
+
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        records = DeliveryRecords(db)
+        statuses = FlakyStatuses(failures=0)
+        delivery = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), RecordingWhatsApp())
+        event = _whatsapp_event()
+        await records.claim(event.message_id, "wb", event.conversation_id, "whatsapp", "dead")
+        assert await records.finish(event.message_id, "sent", "wamid.X", None) is True
+        await delivery.deliver(event)  # redelivered at once: the other instance may still publish
+        assert statuses.published == []
+        assert await delivery.sweep(datetime.now(UTC) + timedelta(seconds=61)) == 1
+        assert [(s.message_id, s.status, s.channel_message_id) for s in statuses.published] == [
+            (event.message_id, "sent", "wamid.X")]
+        assert await delivery.sweep(datetime.now(UTC) + timedelta(seconds=61)) == 0
+    finally:
+        await client.close()
