@@ -3,12 +3,19 @@
 - `rebuild-index [--chatbot ID]`: rebuild the Redis index from Mongo (new epoch).
 - `seed-chatbot --id demo --name "Demo Shop" [--handoff-on] [--timezone Europe/Berlin]
   [--contact-fields name,email]`: create or update a chatbot and publish its settings.
+- `set-channels --chatbot demo [--whatsapp-phone-number-id ID] [--whatsapp-connected |
+  --whatsapp-disconnected] [--clear-telegram] [--clear-whatsapp]`: connect a chatbot's
+  Telegram bot and WhatsApp number. The secrets come from the environment, never from the
+  command line (shell history, `ps`): TELEGRAM_BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET,
+  WHATSAPP_ACCESS_TOKEN, WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN; each one set replaces
+  the stored value, each one unset keeps it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from pydantic import ValidationError
@@ -17,7 +24,7 @@ from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
 from services.queue.workflow import HandoffQueue
 from shared.bus import Bus
-from shared.chatbots import ChatbotSettings
+from shared.chatbots import ChannelCredentials, ChatbotSettings
 from shared.stores import open_mongo, open_redis
 from shared.topics import CHATBOT_SETTINGS, CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES
 
@@ -78,6 +85,55 @@ async def seed_chatbot(settings: QueueSettings, args: argparse.Namespace) -> Non
     await _with_queue(settings, work, with_bus=True)
 
 
+# ChannelCredentials field -> the environment variable its value is read from.
+CHANNEL_SECRETS_FROM_ENV = {
+    "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
+    "telegram_webhook_secret": "TELEGRAM_WEBHOOK_SECRET",
+    "whatsapp_access_token": "WHATSAPP_ACCESS_TOKEN",
+    "whatsapp_app_secret": "WHATSAPP_APP_SECRET",
+    "whatsapp_verify_token": "WHATSAPP_VERIFY_TOKEN",
+}
+
+
+class CliError(Exception):
+    """A refusal with a message for the operator (exit code 2)."""
+
+
+def updated_channels(current: ChannelCredentials, args: argparse.Namespace, environ: dict[str, str]) -> ChannelCredentials:
+    creds = current.model_dump()
+    if args.clear_telegram:
+        creds.update(telegram_bot_token=None, telegram_webhook_secret=None)
+    if args.clear_whatsapp:
+        creds.update(whatsapp_phone_number_id=None, whatsapp_access_token=None, whatsapp_app_secret=None,
+                     whatsapp_verify_token=None, whatsapp_connected=False)
+    for field, variable in CHANNEL_SECRETS_FROM_ENV.items():
+        if environ.get(variable):
+            creds[field] = environ[variable]
+    if args.whatsapp_phone_number_id:
+        creds["whatsapp_phone_number_id"] = args.whatsapp_phone_number_id
+    if args.whatsapp_connected is not None:
+        creds["whatsapp_connected"] = args.whatsapp_connected
+    result = ChannelCredentials.model_validate(creds)
+    if result.whatsapp_connected and not (result.whatsapp_phone_number_id and result.whatsapp_access_token
+                                          and result.whatsapp_app_secret):
+        raise CliError("WhatsApp cannot be connected without --whatsapp-phone-number-id, WHATSAPP_ACCESS_TOKEN "
+                       "and WHATSAPP_APP_SECRET (the webhook signature key).")
+    return result
+
+
+async def set_channels(settings: QueueSettings, args: argparse.Namespace, environ: dict[str, str]) -> None:
+    async def work(queue: HandoffQueue) -> None:
+        existing = await queue.record.get_chatbot(args.chatbot)
+        if existing is None:
+            raise CliError(f"Unknown chatbot {args.chatbot!r}: create it with seed-chatbot first.")
+        chatbot = existing.model_copy(update={"channels": updated_channels(existing.channels, args, environ)})
+        await queue.seed_chatbot(chatbot)
+        # What is configured, never the secrets themselves.
+        print(f"chatbot {chatbot.chatbot_id}: channels saved and published {chatbot.channels.public_view()}")
+
+    await _with_queue(settings, work, with_bus=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.queue")
     sub = parser.add_subparsers(dest="command")
@@ -89,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     p_seed.add_argument("--handoff-on", action="store_true")
     p_seed.add_argument("--timezone", default=None)
     p_seed.add_argument("--contact-fields", default=None)
+    p_channels = sub.add_parser("set-channels", help="connect a chatbot's Telegram bot and WhatsApp number "
+                                                     "(secrets from the environment)")
+    p_channels.add_argument("--chatbot", required=True)
+    p_channels.add_argument("--whatsapp-phone-number-id", default=None)
+    connected = p_channels.add_mutually_exclusive_group()
+    connected.add_argument("--whatsapp-connected", dest="whatsapp_connected", action="store_true", default=None)
+    connected.add_argument("--whatsapp-disconnected", dest="whatsapp_connected", action="store_false")
+    p_channels.add_argument("--clear-telegram", action="store_true")
+    p_channels.add_argument("--clear-whatsapp", action="store_true")
     args = parser.parse_args(argv)
     settings = QueueSettings()
     if args.command is None:
@@ -100,10 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "rebuild-index":
             asyncio.run(rebuild_index(settings, args.chatbot))
+        elif args.command == "set-channels":
+            asyncio.run(set_channels(settings, args, dict(os.environ)))
         else:
             asyncio.run(seed_chatbot(settings, args))
     except ValidationError as exc:
         print(f"invalid chatbot settings: {exc}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(str(exc), file=sys.stderr)
         return 2
     return 0
 
