@@ -22,6 +22,8 @@ UNKNOWN_OUTCOME_ERROR = (
     "It is not sent again, so it may not have reached the visitor."
 )
 WHATSAPP_WINDOW = timedelta(hours=24)
+# WhatsApp message types whose caption is the visitor's words.
+WHATSAPP_CAPTIONED = ("image", "video", "document")
 MAX_TEXT = 4096
 
 
@@ -100,19 +102,25 @@ def telegram_display_name(user: dict[str, Any] | None) -> str | None:
 
 
 def parse_telegram_update(chatbot_id: str, update: dict[str, Any]) -> VisitorMessageReceived | None:
-    """A Telegram update -> a visitor message, or None for what we do not handle (edits,
-    stickers, channel posts...). channel_message_id is the update id (Telegram's retry key)."""
+    """A Telegram update -> a visitor message, or None for what we do not handle.
+    channel_message_id is the update id (Telegram's retry key).
+
+    Decided: what the visitor wrote is the message — its text, or the caption of a photo,
+    video, document or voice note (the media itself is not shown). A message without any
+    words (a sticker, a bare photo, a location) and every other update kind (edits, channel
+    posts) is acknowledged and dropped: there is nothing for the AI or an agent to read."""
     update_id = update.get("update_id")
     message = update.get("message")
     if update_id is None or not isinstance(message, dict):
         return None
-    text = message.get("text")
-    chat = message.get("chat") or {}
-    if not isinstance(text, str) or not text.strip() or chat.get("id") is None:
+    text = message.get("text") if message.get("text") is not None else message.get("caption")
+    chat = message.get("chat")
+    if not isinstance(text, str) or not text.strip() or not isinstance(chat, dict) or chat.get("id") is None:
         return None
     sent_at = message.get("date")
+    sender = message.get("from")
     return visitor_message(
-        chatbot_id, "telegram", str(chat["id"]), telegram_display_name(message.get("from")), text,
+        chatbot_id, "telegram", str(chat["id"]), telegram_display_name(sender if isinstance(sender, dict) else None), text,
         str(update_id), datetime.fromtimestamp(sent_at, UTC) if isinstance(sent_at, int) else None,
     )
 
@@ -151,7 +159,12 @@ def parse_whatsapp_payload(chatbot_id: str, payload: dict[str, Any]) -> tuple[li
                     sent_at = datetime.fromtimestamp(int(m.get("timestamp")), UTC)
                 except (TypeError, ValueError):
                     sent_at = datetime.now(UTC)
-                body = (m.get("text") or {}).get("body") if m.get("type") == "text" else None
+                # What the visitor wrote: a text's body or a media message's caption (the media
+                # itself is not shown); other kinds carry no words and only open the window.
+                kind = m.get("type")
+                part = m.get(kind) if isinstance(kind, str) else None
+                part = part if isinstance(part, dict) else {}
+                body = part.get("body") if kind == "text" else part.get("caption") if kind in WHATSAPP_CAPTIONED else None
                 event = None
                 if isinstance(body, str) and body.strip():
                     event = visitor_message(chatbot_id, "whatsapp", wa_id, names.get(wa_id), body, str(m["id"]), sent_at)

@@ -143,3 +143,33 @@ def test_same_client_message_id_from_two_visitors_are_two_events():
     b = visitor_message("b", "web", "v_0000000000000002", None, "hi", "c1")
     assert a.event_id != b.event_id
     assert a.event_id == visitor_message("b", "web", "v_0000000000000001", None, "hi again", "c1").event_id
+
+
+def test_a_caption_is_what_the_visitor_wrote():
+    """A photo with a caption used to be dropped whole, words included; the caption is the
+    message now. Media without words stays dropped (nothing to read)."""
+    photo = parse_telegram_update("b", {"update_id": 5, "message": {
+        "message_id": 5, "date": 1764000000, "chat": {"id": 7}, "photo": [{"file_id": "p"}],
+        "caption": "Is this item broken?"}})
+    assert photo is not None and photo.text == "Is this item broken?" and photo.channel_message_id == "5"
+    assert parse_telegram_update("b", {"update_id": 6, "message": {
+        "chat": {"id": 7}, "photo": [{"file_id": "p"}]}}) is None
+    assert parse_telegram_update("b", {"update_id": 6, "message": {
+        "chat": {"id": 7}, "document": {"file_id": "d"}, "caption": "   "}}) is None
+
+    inbound, _ = parse_whatsapp_payload("b", {"entry": [{"changes": [{"value": {"messages": [
+        {"from": "155", "id": "wamid.C", "timestamp": "1764000000", "type": "image",
+         "image": {"id": "m", "caption": "My receipt"}},
+        {"from": "155", "id": "wamid.D", "timestamp": "1764000001", "type": "sticker", "sticker": {"id": "s"}},
+        {"from": "155", "id": "wamid.E", "timestamp": "1764000002", "type": "image", "image": "garbage"},
+    ]}}]}]})
+    assert inbound[0].message is not None and inbound[0].message.text == "My receipt"
+    assert inbound[1].message is None and inbound[2].message is None
+    assert [i.wamid for i in inbound] == ["wamid.C", "wamid.D", "wamid.E"]  # all still open the window
+
+
+def test_parse_telegram_tolerates_odd_shapes():
+    # A 500 here would make Telegram redeliver the update for ever.
+    assert parse_telegram_update("b", {"update_id": 1, "message": {"text": "x", "chat": "7"}}) is None
+    odd_sender = parse_telegram_update("b", {"update_id": 1, "message": {"text": "x", "chat": {"id": 7}, "from": "z"}})
+    assert odd_sender is not None and odd_sender.visitor.name is None
