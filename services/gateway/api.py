@@ -351,6 +351,11 @@ def build_router(gw: Gateway) -> APIRouter:
                     client.offer(error_frame(domain.NOT_A_MEMBER, frame.chatbot_id, 403))
                 elif isinstance(frame, SubscribeFrame):
                     epoch, seq = await position(frame.chatbot_id)
+                    if client not in gw.hub.clients:
+                        continue  # dropped meanwhile (session ended, too slow): it is being closed
+                    if frame.chatbot_id not in client.member_of:  # revalidated meanwhile
+                        client.offer(error_frame(domain.NOT_A_MEMBER, frame.chatbot_id, 403))
+                        continue
                     # No await between these two: "subscribed" precedes every update it covers.
                     gw.hub.subscribe(client, frame.chatbot_id)
                     client.offer({"type": "subscribed", "chatbot_id": frame.chatbot_id, "epoch": epoch, "seq": seq})

@@ -10,9 +10,12 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket
+
+from services.gateway.domain import NOT_A_MEMBER, error_frame
 
 log = logging.getLogger("handoff.gateway.live")
 
@@ -103,6 +106,34 @@ class LiveHub:
             self.remove(client)
             asyncio.get_running_loop().create_task(_close_quietly(client.websocket, code))
         return len(ended)
+
+    async def revalidate(self, memberships_of: Callable[[str], Awaitable[set[str] | None]], code: int) -> int:
+        """Check every socket against its session as stored now (`memberships_of(digest)`:
+        the session's chatbot ids, None when the session is gone or expired). A socket
+        whose session ended on any gateway process is closed with `code`; a subscription
+        to a chatbot the agent is no longer a member of ends with a 403 error frame; newly
+        granted chatbots can be subscribed to. Returns how many sockets were closed."""
+        by_session: dict[str, list[LiveClient]] = {}
+        for client in list(self.clients):
+            by_session.setdefault(client.session_digest, []).append(client)
+        closed = 0
+        for digest, clients in by_session.items():
+            memberships = await memberships_of(digest)
+            for client in clients:
+                if client not in self.clients:  # went away while we looked
+                    continue
+                if memberships is None:
+                    self.remove(client)
+                    asyncio.get_running_loop().create_task(_close_quietly(client.websocket, code))
+                    closed += 1
+                    continue
+                client.member_of = set(memberships)
+                for chatbot_id in sorted(client.subscriptions - client.member_of):
+                    self.unsubscribe(client, chatbot_id)
+                    if not client.offer(error_frame(NOT_A_MEMBER, chatbot_id, 403)):
+                        self._drop(client)
+                        break
+        return closed
 
     def _drop(self, client: LiveClient) -> None:
         log.warning("dropping a websocket client of agent %s that fell behind", client.agent_id)

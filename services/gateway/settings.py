@@ -33,6 +33,10 @@ class GatewaySettings(ServiceSettings):
     # Frames buffered per websocket; a client that falls this far behind is dropped
     # (it resyncs from a snapshot when it reconnects) so it never slows the others.
     ws_send_queue_size: int = 256
+    # Every this many seconds each open websocket is checked against its session as stored:
+    # a session ended on any gateway process (sign-out, expiry) closes it, and memberships
+    # taken away end those subscriptions (granted ones can be subscribed to).
+    ws_revalidate_s: float = Field(default=30.0, gt=0)
 
     @property
     def allowed_origin_list(self) -> list[str]:

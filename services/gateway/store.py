@@ -111,7 +111,10 @@ class AgentStore:
         """The live session behind a cookie value, with its agent and memberships."""
         if not token or len(token) > 256:
             return None
-        digest = token_digest(token)
+        return await self.session_by_digest(token_digest(token))
+
+    async def session_by_digest(self, digest: str) -> Session | None:
+        """The live session stored under this digest (what a websocket keeps of its cookie)."""
         doc = await self.sessions.find_one({"_id": digest})
         # The TTL sweeper runs only now and then: an expired session is refused on read.
         if doc is None or doc["expires_at"] <= datetime.now(UTC):

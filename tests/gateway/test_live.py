@@ -62,3 +62,30 @@ async def test_broadcast_reaches_only_subscribers_of_that_chatbot():
     hub.remove(a)
     assert hub.broadcast("alpha", {"type": "update"}) == 0
     assert a.outbox.qsize() == 1 and b.outbox.qsize() == 0
+
+
+async def test_revalidate_looks_up_each_session_once_and_applies_the_answer():
+    hub = LiveHub()
+    sockets = {name: FakeSocket() for name in ("s1a", "s1b", "gone")}
+    s1a = LiveClient(sockets["s1a"], "a", {"alpha", "beta"}, queue_size=10, session_digest="d1")
+    s1b = LiveClient(sockets["s1b"], "a", {"alpha", "beta"}, queue_size=10, session_digest="d1")
+    gone = LiveClient(sockets["gone"], "b", {"alpha"}, queue_size=10, session_digest="d2")
+    for c in (s1a, s1b, gone):
+        hub.add(c)
+        hub.subscribe(c, "alpha")
+    hub.subscribe(s1a, "beta")
+    looked_up: list[str] = []
+
+    async def memberships_of(digest: str) -> set[str] | None:
+        looked_up.append(digest)
+        return {"beta", "gamma"} if digest == "d1" else None
+
+    assert await hub.revalidate(memberships_of, 4401) == 1
+    await asyncio.sleep(0.01)
+    assert sorted(looked_up) == ["d1", "d2"]
+    assert gone not in hub.clients and sockets["gone"].closed_with == 4401
+    assert s1a.subscriptions == {"beta"} and s1b.subscriptions == set() and s1a.member_of == {"beta", "gamma"}
+    assert hub.by_chatbot == {"beta": {s1a}}
+    for c in (s1a, s1b):
+        assert json.loads(c.outbox.get_nowait()) == {"type": "error", "chatbot_id": "alpha", "code": 403,
+                                                     "error": "Not a member of this chatbot."}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,7 +15,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from services.gateway.api import SESSION_COOKIE
+from services.gateway.domain import token_digest
+from services.gateway.store import AgentStore
 from shared.events import CommandResult
+from shared.stores import open_mongo
 from tests.gateway.conftest import add_agent, gateway, login, publish_dashboard, publish_settings, update
 
 
@@ -177,3 +181,45 @@ async def test_logout_closes_the_sessions_sockets(stack):
             # The other session is untouched.
             await ws_other.send(json.dumps({"type": "ping"}))
             assert await recv(ws_other) == {"type": "pong"}
+
+
+async def test_sockets_follow_their_session_and_memberships_on_every_gateway_process(stack):
+    """Revalidation (WS_REVALIDATE_S): a sign-out on another process and an expired session
+    close the socket; a membership taken away ends that subscription, a new one can be used."""
+    settings = stack.gateway_settings()
+    agent_id = await add_agent(settings, "re@example.com", ["alpha"])
+    fast = {"WS_REVALIDATE_S": "0.3"}
+    async with gateway(stack, **fast) as gw1, gateway(stack, **fast) as gw2, \
+            httpx.AsyncClient(base_url=gw1.url) as client:
+        csrf = await login(client, "re@example.com")
+        expiring = await session_cookie(gw1.url, "re@example.com")
+        async with open_ws(gw2, client.cookies[SESSION_COOKIE]) as ws, open_ws(gw2, expiring) as ws_expiring:
+            assert (await subscribe(ws, "alpha"))["type"] == "subscribed"
+            assert (await subscribe(ws, "beta"))["code"] == 403
+
+            mongo, db = open_mongo(settings)
+            try:
+                store = AgentStore(db)
+                await store.set_memberships(agent_id, ["beta"])
+                frame, _ = await recv_until(ws, lambda f: f["type"] == "error")
+                assert frame == {"type": "error", "chatbot_id": "alpha", "code": 403,
+                                 "error": "Not a member of this chatbot."}
+                await publish_dashboard(stack, update("alpha", 11))
+                assert (await subscribe(ws, "beta"))["type"] == "subscribed"
+                await ws.send(json.dumps({"type": "ping"}))
+                _, frames = await recv_until(ws, lambda f: f["type"] == "pong")
+                assert not any(f.get("chatbot_id") == "alpha" for f in frames), frames
+
+                await db["sessions"].update_one({"_id": token_digest(expiring)},
+                                                {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
+                with pytest.raises(ConnectionClosed) as closed:
+                    await recv_until(ws_expiring, lambda f: False, timeout=10)
+                assert closed.value.rcvd.code == 4401
+            finally:
+                await mongo.close()
+
+            # Signed out through gw1: the socket held by gw2 closes too.
+            assert (await client.post("/api/logout", headers={"X-CSRF-Token": csrf})).status_code == 204
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv_until(ws, lambda f: False, timeout=10)
+            assert closed.value.rcvd.code == 4401
