@@ -5,6 +5,7 @@
     ./handoff status    # what runs, with PIDs and readiness
     ./handoff stop      # stop what `start` started (by the PIDs it recorded)
     ./handoff topics    # create the topics on KAFKA_BOOTSTRAP_SERVERS (compose's init job)
+    ./handoff cli queue set-channels --chatbot demo ...   # a service's command, against the running stack
 
 It starts the Tansu broker, redis-server and SecantusDB (`deploy/infra.py`), creates every
 topic with its partition count, starts the five services as separate processes, seeds a
@@ -336,7 +337,35 @@ def create_topics() -> int:
     return 1
 
 
+def run_cli(service: str, args: list[str]) -> int:
+    """`python -m services.<service> <args>` with the running local stack's connection settings."""
+    if service not in SERVICES:
+        print(f"Unknown service {service!r}; one of {', '.join(SERVICES)}.", file=sys.stderr)
+        return 2
+    if not STATE_FILE.exists():
+        print("The stack is not running: `./handoff start` first.", file=sys.stderr)
+        return 1
+    ports = json.loads(STATE_FILE.read_text())["ports"]
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports['kafka']}",
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        "MONGODB_URI": f"mongodb://127.0.0.1:{ports['mongo']}/?retryWrites=false",
+        "MONGODB_DB": f"handoff_{service}",
+        "REDIS_PREFIX": f"handoff:{service}",
+        "LOG_JSON": "false",
+    }
+    return subprocess.run([sys.executable, "-m", f"services.{service}", *args], cwd=ROOT, env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cli"]:
+        if len(argv) < 3:
+            print("usage: handoff cli <service> <command> [args...]", file=sys.stderr)
+            return 2
+        return run_cli(argv[1], argv[2:])
     parser = argparse.ArgumentParser(prog="handoff", description="Run the Handoff stack locally.")
     parser.add_argument("command", choices=["up", "start", "stop", "status", "topics"])
     args = parser.parse_args(argv)

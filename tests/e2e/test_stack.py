@@ -66,7 +66,7 @@ def stack(tmp_path_factory):
         text = log.read_text()
         assert "Dashboard:" in text and "Widget test page:" in text and "login" in text
         yield {"gateway": f"http://127.0.0.1:{base}", "channels": f"http://127.0.0.1:{base + 1}",
-               "queue": f"http://127.0.0.1:{base + 2}", "log": log}
+               "queue": f"http://127.0.0.1:{base + 2}", "log": log, "env": env}
     finally:
         state = json.loads((run_dir / "stack.json").read_text()) if (run_dir / "stack.json").exists() else {}
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the runner stops everything it started
@@ -157,3 +157,20 @@ async def test_visitor_message_reaches_dashboard_and_reply_reaches_widget(stack)
                     msg = await _next_frame(visitor_ws, lambda f: f.get("type") == "message" and f.get("sender") == "agent")
                     assert msg["text"] == "Hi Erin, Dana here."
                     assert msg["sender_name"] == "Dana"
+
+
+async def test_cli_runs_a_service_command_against_the_running_stack(stack):
+    """`./handoff cli gateway create-agent ...` reaches the running stack's stores: the new
+    agent can log in and sees the demo chatbot."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "deploy.stack", "cli", "gateway", "create-agent", "--email", "sam@demo.test",
+         "--password", "sam-password-1", "--first-name", "Sam", "--chatbot", "demo"],
+        cwd=ROOT, env=stack["env"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    async with httpx.AsyncClient(base_url=stack["gateway"], timeout=10) as agent:
+        r = await agent.post("/api/login", json={"email": "sam@demo.test", "password": "sam-password-1"})
+        assert r.status_code == 200, r.text
+        me = (await agent.get("/api/me")).json()
+        assert [c["chatbot_id"] for c in me["chatbots"]] == ["demo"]
+        assert me["agent"]["display_name"] == "Sam"
