@@ -53,6 +53,10 @@ class LLMResponder:
         self.max_tokens = settings.openai_max_tokens
         self.total_timeout_s = settings.openai_total_timeout_s
         self.client = open_llm_client(settings)
+        self._api_key = settings.openai_api_key
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
     async def close(self) -> None:
         await self.client.close()
@@ -71,8 +75,10 @@ class LLMResponder:
             log.error("the AI model did not answer within %.0fs", self.total_timeout_s)
             return ModelFailed("timeout")
         except openai.OpenAIError as exc:
-            log.error("the AI model failed: %r", exc)
-            return ModelFailed(repr(exc))
+            # Some OpenAI-compatible servers echo the key they refused: never log it.
+            error = self._redact(repr(exc))
+            log.error("the AI model failed: %s", error)
+            return ModelFailed(error)
         if not completion.choices:
             log.error("the AI model returned no choices")
             return ModelFailed("no choices")
