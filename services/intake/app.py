@@ -41,6 +41,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         conversation_events=runtime.bus.publisher(CONVERSATION_EVENTS),
         outbound=runtime.bus.publisher(OUTBOUND_MESSAGES),
         responder=responder,
+        visitor_replay=runtime.bus.publisher(VISITOR_MESSAGES),
     )
     bus = runtime.bus
     bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id=GROUP,

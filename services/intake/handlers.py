@@ -22,6 +22,7 @@ from shared.events import (
     VisitorMessageReceived,
 )
 from shared.ids import utcnow
+from shared.views import ConversationStatus
 
 log = logging.getLogger("handoff.intake")
 
@@ -36,6 +37,7 @@ class Intake:
         outbound: EventPublisher,
         responder: LLMResponder | None,
         clock: Callable[[], datetime] = utcnow,
+        visitor_replay: EventPublisher | None = None,
     ) -> None:
         self.memory = memory
         self.chatbots = chatbots
@@ -43,6 +45,9 @@ class Intake:
         self.outbound = outbound
         self.responder = responder
         self.clock = clock
+        # visitor.messages: a message handled before the Return to AI that preceded it is
+        # handed back to the visitor consumer (see on_state_changed).
+        self.visitor_replay = visitor_replay
 
     @property
     def mode(self) -> domain.Mode:
@@ -92,6 +97,7 @@ class Intake:
                 fields = list(chatbot.human_handoff.contact_fields)
                 await self._complete_handoff(event, msg_id, fields, origin["reason"], origin["source"])
                 return
+            status = await self._status_after_holding(event)
         if status != "active":
             log.info("conversation is %s: the AI stays silent", status)
             return
@@ -113,6 +119,25 @@ class Intake:
             error = outcome.error if isinstance(outcome, ModelFailed) else "tool call while the tool is off"
             log.warning("answering with an apology: %s", error)
             await self._reply(event, msg_id, domain.LLM_APOLOGY)
+
+    async def _status_after_holding(self, event: VisitorMessageReceived) -> ConversationStatus:
+        """Handed off as far as intake knows — but conversation.state is another topic, and a
+        Return to AI may be on its way. Hold the message: if the Return to AI is applied
+        after this, on_state_changed hands the message back to be answered when it was written
+        after the return; if it was applied meanwhile, this message is answered now on the same
+        condition. Either way at most once in effect: every id is derived from the message."""
+        assert event.conversation_id is not None
+        held = event.model_dump_json()
+        await self.memory.hold_unanswered(event.conversation_id, held)
+        status = await self.memory.status(event.conversation_id)
+        if status != "active":
+            return status
+        await self.memory.drop_unanswered(event.conversation_id, held)
+        returned_at = await self.memory.returned_at(event.conversation_id)
+        if returned_at is not None and event.occurred_at > returned_at:
+            log.info("Return to AI applied while this message was handled: the AI answers it")
+            return "active"
+        return "handed_off"  # written before the return: it was the team's to answer
 
     async def _collect_contact(self, event: VisitorMessageReceived, msg_id: str) -> None:
         """After a contact question (Telegram, WhatsApp, or typed into the widget), pick the
@@ -180,10 +205,32 @@ class Intake:
     async def on_state_changed(self, event: ConversationStateChanged) -> None:
         if event.conversation_id is None:
             raise ValueError("state change without a conversation id")
+        if event.status == "active":
+            # Before the status: whoever sees 'active' also sees when it became so.
+            await self.memory.set_returned_at(event.conversation_id, event.occurred_at)
         await self.memory.set_status(event.conversation_id, event.status)
         if event.status == "active":
             # Back with the AI: a contact question asked at the handoff is over.
             await self.memory.set_wanted_contact(event.conversation_id, [])
+            await self._answer_held(event)
+
+    async def _answer_held(self, event: ConversationStateChanged) -> None:
+        """A visitor message written after the Return to AI but handled before this event (the
+        two travel on different topics) found the conversation still handed off. Hand it back
+        to the visitor consumer, in the conversation's order there, so the AI answers it.
+        Compared by time: the visitor's message (channels' or the platform's clock, Telegram
+        and WhatsApp to the second) against the queue's Return to AI; a message of the same
+        second as the return counts as before it and stays the team's."""
+        assert event.conversation_id is not None
+        held = await self.memory.held_unanswered(event.conversation_id)
+        if held is None:
+            return
+        message = VisitorMessageReceived.model_validate_json(held)
+        if message.occurred_at > event.occurred_at and self.visitor_replay is not None:
+            log.info("a visitor message arrived before its Return to AI was known: answering it now")
+            await self.visitor_replay.publish(message.model_copy(
+                update={"event_id": "r_" + domain.derived_id(message.event_id, event.event_id)}))
+        await self.memory.drop_unanswered(event.conversation_id, held)
 
     # ------------------------------------------------------------ outbound.messages
     async def on_outbound(self, event: OutboundMessage) -> None:

@@ -5,13 +5,14 @@ in-memory table of chatbot settings read from `chatbot.settings`.
 
 The status decides whether the AI may speak, so it is recorded in intake's Mongo
 (`conversation_status`) and cached in Redis: losing Redis must never let the AI answer a
-conversation an agent is handling. Context and the contact question are Redis-only (losing
-them costs the AI some memory, nothing more)."""
+conversation an agent is handling. Context, the contact question and the message held
+across a Return to AI are Redis-only (losing them costs the AI some memory, nothing more)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -25,6 +26,9 @@ from shared.views import ConversationStatus
 log = logging.getLogger("handoff.intake.store")
 
 Role = Literal["user", "assistant"]
+
+
+_DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class ConversationMemory:
@@ -74,6 +78,30 @@ class ConversationMemory:
     async def handoff_origin(self, conversation_id: str) -> dict[str, str] | None:
         raw = await self.redis.get(self._key("handoff_origin", conversation_id))
         return json.loads(raw) if raw else None
+
+    # ------------------------------------------------------------ Return to AI
+    # conversation.state and visitor.messages are separate topics, so a visitor message may be
+    # handled before the Return to AI that preceded it. See Intake.on_state_changed.
+    async def hold_unanswered(self, conversation_id: str, event_json: str) -> None:
+        """The latest visitor message the AI stayed silent on while handed off."""
+        await self.redis.set(self._key("unanswered", conversation_id), event_json, ex=self.ttl_s)
+
+    async def held_unanswered(self, conversation_id: str) -> str | None:
+        return await self.redis.get(self._key("unanswered", conversation_id))
+
+    async def take_unanswered(self, conversation_id: str) -> str | None:
+        return await self.redis.getdel(self._key("unanswered", conversation_id))
+
+    async def drop_unanswered(self, conversation_id: str, event_json: str) -> None:
+        """Forget the held message, unless a newer one replaced it meanwhile."""
+        await self.redis.eval(_DELETE_IF_EQUAL, 1, self._key("unanswered", conversation_id), event_json)
+
+    async def set_returned_at(self, conversation_id: str, at: datetime) -> None:
+        await self.redis.set(self._key("returned_at", conversation_id), at.isoformat(), ex=self.ttl_s)
+
+    async def returned_at(self, conversation_id: str) -> datetime | None:
+        raw = await self.redis.get(self._key("returned_at", conversation_id))
+        return datetime.fromisoformat(raw) if raw else None
 
     # ------------------------------------------------------------ context
     async def remember(self, conversation_id: str, message_id: str, role: Role, text: str) -> None:
