@@ -161,14 +161,13 @@ def build_router(gw: Gateway) -> APIRouter:
             body = LoginBody.model_validate_json(await request.body())
         except ValidationError:
             raise HTTPException(401, domain.INVALID_LOGIN) from None
-        if await gw.throttle.locked(body.email):
+        if not await gw.throttle.attempt(body.email):  # counted now; cleared by a success
             raise HTTPException(429, domain.TOO_MANY_ATTEMPTS)
         found = await gw.store.find_login(body.email)
         # Verify even for an unknown e-mail so that both failures look (and take) the same.
         # Argon2 is deliberately slow: off the event loop, so live sockets never stall on it.
         ok = await asyncio.to_thread(domain.verify_password, found[1] if found else None, body.password)
         if found is None or not ok:
-            await gw.throttle.failed(body.email)
             raise HTTPException(401, domain.INVALID_LOGIN)
         agent, password_hash = found
         await gw.throttle.succeeded(body.email)

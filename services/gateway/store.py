@@ -131,8 +131,11 @@ class AgentStore:
 
 
 class LoginThrottle:
-    """Failed logins per e-mail in Redis: `max_failures` within `window_s` locks the e-mail
-    out until the window passes. A success clears the count."""
+    """Sign-in attempts per e-mail in Redis: more than `max_failures` within `window_s` locks
+    the e-mail out until the window passes. A success clears the count.
+
+    An attempt is counted when it starts, before the (slow) password check, in one atomic
+    INCR: guesses sent in parallel cannot all pass a check-then-count and get verified."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str, max_failures: int, window_s: int) -> None:
         self.redis = redis
@@ -143,16 +146,14 @@ class LoginThrottle:
     def _key(self, email: str) -> str:
         return f"{self.prefix}:login_failures:{email_key(email)}"
 
-    async def locked(self, email: str) -> bool:
-        count = await self.redis.get(self._key(email))
-        return count is not None and int(count) >= self.max_failures
-
-    async def failed(self, email: str) -> None:
+    async def attempt(self, email: str) -> bool:
+        """Count one attempt; False when the e-mail is locked out (the password is not checked)."""
         key = self._key(email)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, self.window_s, nx=True)
-            await pipe.execute()
+            count, _ = await pipe.execute()
+        return int(count) <= self.max_failures
 
     async def succeeded(self, email: str) -> None:
         await self.redis.delete(self._key(email))

@@ -3,6 +3,7 @@ sessions, CSRF, throttling, proxying, command round-trips and the permission mat
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -347,3 +348,24 @@ async def test_commands_answer_503_when_the_broker_is_down(stack):
         r = await client.put("/api/chatbots/alpha/settings/human-handoff", headers=h, json={"enabled": True})
         assert r.status_code == 503
         assert len(state.pending) == 0  # nobody is left waiting for a result that cannot come
+
+
+async def test_login_throttle_holds_against_parallel_guesses(stack):
+    """Each attempt counts before the (slow) password check: many guesses sent at once get
+    no more checks than LOGIN_MAX_FAILURES."""
+    settings = stack.gateway_settings(LOGIN_MAX_FAILURES="3")
+    await add_agent(settings, "par@example.com", ["alpha"])
+    async with gateway(stack, LOGIN_MAX_FAILURES="3") as gw, httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+        answers = await asyncio.gather(*(client.post("/api/login", json={"email": "par@example.com",
+                                                                         "password": f"guess {i}"})
+                                         for i in range(12)))
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [401] * 3 + [429] * 9, codes
+        # A success clears the count (checked on another e-mail, this one is locked now).
+        await add_agent(settings, "ok@example.com", ["alpha"])
+        for _ in range(2):
+            assert (await client.post("/api/login", json={"email": "ok@example.com", "password": "no"})).status_code == 401
+        await login(client, "ok@example.com")
+        for _ in range(2):  # four failures in all, but the success between reset the count
+            assert (await client.post("/api/login", json={"email": "ok@example.com", "password": "no"})).status_code == 401
+        await login(client, "ok@example.com")
