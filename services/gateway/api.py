@@ -321,6 +321,11 @@ def build_router(gw: Gateway) -> APIRouter:
     async def live(websocket: WebSocket) -> None:
         # Accept first so the client sees the close code (a refused handshake shows none).
         await websocket.accept()
+        # Decision: a handshake WITHOUT an Origin header is let through (the cookie is still
+        # required). The check exists against cross-site websocket hijacking, which needs a
+        # browser, and browsers always send Origin on a websocket handshake (page script
+        # cannot remove it). A client that sends none is not a browser, so it holds the
+        # cookie itself and could use the REST API with it just as well.
         if not domain.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"),
                                      settings.allowed_origin_list):
             await websocket.close(CLOSE_BAD_ORIGIN, "Origin not allowed.")
