@@ -78,7 +78,9 @@ class Gateway:
         try:
             try:
                 await self.commands.publish(event)
-            except Exception as exc:  # noqa: BLE001 - the broker is down: nothing was sent
+            except Exception as exc:  # noqa: BLE001 - the broker did not confirm it (it may
+                # still have it, e.g. after a timeout): a retry with the same command id is
+                # applied once all the same, since the queue answers a known id from its record.
                 log.exception("could not publish command %s", command_id)
                 raise HTTPException(503, "Could not send the command. Try again in a moment.") from exc
             try:
