@@ -8,8 +8,11 @@ const submit = document.getElementById("login-submit");
 
 function nextUrl() {
   const next = new URLSearchParams(location.search).get("next") || "/";
-  // Only same-site paths: never bounce to another origin.
-  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+  // Only paths of this origin: never bounce elsewhere. Resolving it the browser's way
+  // catches "//host" and "/\host" (a backslash counts as a slash) alike.
+  let url;
+  try { url = new URL(next, location.origin); } catch { return "/"; }
+  return next.startsWith("/") && url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
 }
 
 form.addEventListener("submit", async (event) => {
