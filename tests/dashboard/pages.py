@@ -17,10 +17,15 @@ XSS = "<img src=x onerror=alert(1)>"
 # Records desktop notifications and beeps (WebAudio oscillators) the page makes.
 RECORD_ALERTS = """
   window.__notifications = [];
+  window.__notificationObjects = [];  // to click them as the agent would
   window.__beeps = 0;
   const RealNotification = window.Notification;
   class RecordingNotification extends RealNotification {
-    constructor(title, options) { super(title, options); window.__notifications.push({ title, body: options && options.body }); }
+    constructor(title, options) {
+      super(title, options);
+      window.__notifications.push({ title, body: options && options.body });
+      window.__notificationObjects.push(this);
+    }
   }
   Object.defineProperty(RecordingNotification, 'permission', { get: () => RealNotification.permission });
   window.__permissionRequests = 0;

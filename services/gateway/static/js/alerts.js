@@ -1,11 +1,22 @@
 // Handoff alerts: a desktop notification and a short beep when a handoff arrives, unless the
 // agent muted them. Permission is asked only when the agent clicks the button.
 
+/** A handoff arrived: the update that starts a conversation's waiting period. Only that
+ * update has the conversation's last change (updated_at) at the instant its waiting began
+ * (waiting_since), and carries no message; later updates of the same open handoff (a
+ * visitor message, contact details, a row on a list page not loaded yet) do not alert. */
+export function isNewHandoff(update) {
+  const row = update.row_upserted;
+  const c = update.conversation;
+  if (!row || !c || update.message || c.status !== "handed_off" || !c.waiting_since) return false;
+  const since = Date.parse(c.waiting_since);
+  return Number.isFinite(since) && since === Date.parse(c.updated_at) && since === Date.parse(row.waiting_since);
+}
+
 export class Alerts {
   constructor({ isMuted }) {
     this.isMuted = isMuted;
     this.audio = null;
-    this.count = 0;
   }
 
   canAskPermission() {
@@ -27,7 +38,6 @@ export class Alerts {
 
   handoffArrived(row, chatbot) {
     if (this.isMuted()) return;
-    this.count += 1;
     this.beep();
     if ("Notification" in window && Notification.permission === "granted") {
       const title = `New handoff — ${chatbot ? chatbot.name : "Handoff"}`;

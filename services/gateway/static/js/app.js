@@ -8,7 +8,7 @@ import { HandoffView, sortRows } from "./handoff.js";
 import { ChatbotFeed, LiveConnection } from "./live.js";
 import { ReplyPane } from "./pane.js";
 import { ToolsView } from "./tools.js";
-import { Alerts } from "./alerts.js";
+import { Alerts, isNewHandoff } from "./alerts.js";
 
 const TAB_NAMES = { conversations: "Conversations", handoff: "Handoff", tools: "Tools" };
 
@@ -22,6 +22,9 @@ const app = {
   live: null,
   feeds: new Map(),
   waitingResults: new Map(), // command id -> resolve
+  unclaimedResults: new Map(), // command id -> a result that came before anyone waited for it
+  alerted: new Set(), // "conversation id|waiting since": handoffs already alerted
+  ownReopens: new Map(), // conversation id -> when this page reopened it (no alert for that)
   ticker: null,
   todayTimer: null,
 };
@@ -80,7 +83,6 @@ function onRoute() {
 
 // ------------------------------------------------------------------ chatbot state
 function switchChatbot(id) {
-  if (app.bot) app.live.unsubscribe(app.bot.chatbotId);
   app.bot = { chatbotId: id, stats: null, rows: [], nextCursor: null, timezone: undefined, epoch: null };
   if (!app.feeds.has(id)) {
     app.feeds.set(id, new ChatbotFeed(id, {
@@ -90,8 +92,8 @@ function switchChatbot(id) {
       onError: (err) => showSyncProblem(`Could not load the latest handoffs: ${err.message} Retrying…`),
     }));
   }
-  app.live.subscribe(id);
-  // Load at once over REST; the websocket's "subscribed" resyncs again from its own seq.
+  // Every chatbot is subscribed for alerts (main); only the one on screen keeps a feed
+  // in order. Load it at once over REST: updates it missed while not on screen are in there.
   app.feeds.get(id).resync();
   // The chatbot's time zone dates the rows ("Nov 3"); fetched once per switch.
   api.settings(id).then(({ data }) => {
@@ -156,12 +158,7 @@ function applyUpdate(id, update) {
     const row = update.row_upserted;
     const i = bot.rows.findIndex((r) => r.conversation_id === row.conversation_id);
     if (i >= 0) bot.rows[i] = row;
-    else {
-      bot.rows.push(row);
-      // A conversation not already in the list: a handoff just arrived.
-      alerts.handoffArrived(row, chatbot(id));
-      announce(`New handoff: ${row.display_name}${row.reason ? ` — ${row.reason}` : ""}`);
-    }
+    else bot.rows.push(row);
     sortRows(bot.rows);
   }
   if (update.row_removed) bot.rows = bot.rows.filter((r) => r.conversation_id !== update.row_removed);
@@ -225,7 +222,8 @@ function newPane(el, texts = {}) {
     chatbotId: app.route.bot,
     timezone: app.bot.timezone,
     onConversation: (c) => { if (app.view instanceof ConversationsView) app.view.applyConversation(c); },
-    awaitResult: (commandId) => new Promise((resolve) => app.waitingResults.set(commandId, resolve)),
+    onCommand: (action, cid) => { if (action === "reopen") app.ownReopens.set(cid, Date.now()); },
+    awaitResult,
   });
 }
 
@@ -322,11 +320,16 @@ function onFrame(frame) {
       if (feed && app.bot && app.bot.chatbotId === frame.chatbot_id) feed.subscribed();
       break;
     case "update":
+      // Alerts for every chatbot of the agent, whichever is on screen (and even while the
+      // one on screen is resyncing: the snapshot would bring the row in silently).
+      if (frame.update) alertIfNewHandoff(frame.chatbot_id, frame.update);
       if (feed && app.bot && app.bot.chatbotId === frame.chatbot_id) feed.update(frame);
       break;
     case "command_result": {
-      const resolve = app.waitingResults.get(frame.result.command_id);
-      if (resolve) { app.waitingResults.delete(frame.result.command_id); resolve(frame.result); }
+      const id = frame.result.command_id;
+      const resolve = app.waitingResults.get(id);
+      if (resolve) { app.waitingResults.delete(id); resolve(frame.result); }
+      else keepUnclaimed(id, frame.result);
       break;
     }
     case "settings":
@@ -344,6 +347,42 @@ function onFrame(frame) {
 // ------------------------------------------------------------------ alerts & account
 const alerts = new Alerts({ isMuted: () => Boolean(app.me && app.me.agent.muted) });
 app.alerts = alerts;
+
+function alertIfNewHandoff(chatbotId, update) {
+  if (!isNewHandoff(update)) return;
+  const row = update.row_upserted;
+  const key = `${row.conversation_id}|${Date.parse(row.waiting_since)}`;
+  if (app.alerted.has(key)) return;
+  app.alerted.add(key);
+  // The agent's own Reopen puts the row back: nothing to be alerted about.
+  const reopenedAt = app.ownReopens.get(row.conversation_id);
+  if (reopenedAt !== undefined) {
+    app.ownReopens.delete(row.conversation_id);
+    if (Date.now() - reopenedAt < 60000) return;
+  }
+  const bot = chatbot(chatbotId);
+  alerts.handoffArrived(row, bot);
+  const where = app.bot && app.bot.chatbotId === chatbotId ? "" : ` in ${bot ? bot.name : chatbotId}`;
+  announce(`New handoff${where}: ${row.display_name}${row.reason ? ` — ${row.reason}` : ""}`);
+}
+
+/** A command_result can beat the 202 that makes the pane wait for it: keep it a while. */
+function keepUnclaimed(commandId, result) {
+  app.unclaimedResults.set(commandId, result);
+  setTimeout(() => app.unclaimedResults.delete(commandId), 60000);
+}
+
+function awaitResult(commandId) {
+  if (app.unclaimedResults.has(commandId)) {
+    const result = app.unclaimedResults.get(commandId);
+    app.unclaimedResults.delete(commandId);
+    return { result: Promise.resolve(result), cancel: () => {} };
+  }
+  return {
+    result: new Promise((resolve) => app.waitingResults.set(commandId, resolve)),
+    cancel: () => app.waitingResults.delete(commandId),
+  };
+}
 
 function renderAccount() {
   const agent = app.me.agent;
@@ -406,6 +445,8 @@ async function main() {
   renderAccount();
   const proto = location.protocol === "https:" ? "wss" : "ws";
   app.live = new LiveConnection({ url: `${proto}://${location.host}/ws`, onFrame, onStatus: setConnection, onUnauthorized });
+  // Every chatbot of the agent, so a handoff in any of them alerts (sent on every connect).
+  for (const c of app.chatbots) app.live.subscribe(c.chatbot_id);
   app.live.start();
   window.addEventListener("hashchange", onRoute);
   window.addEventListener("popstate", onRoute);

@@ -19,14 +19,15 @@ const ACTIONS = {
 };
 
 export class ReplyPane {
-  constructor(root, { chatbotId, timezone, onConversation, awaitResult, emptyTitle, emptyText }) {
+  constructor(root, { chatbotId, timezone, onConversation, onCommand, awaitResult, emptyTitle, emptyText }) {
     this.root = root;
     this.emptyTitle = emptyTitle || "Select a handoff to reply";
     this.emptyText = emptyText || "The visitor's messages and summary appear here.";
     this.chatbotId = chatbotId;
     this.timezone = timezone;
     this.onConversation = onConversation || (() => {});
-    this.awaitResult = awaitResult; // (commandId) -> Promise<CommandResult>
+    this.awaitResult = awaitResult; // (commandId) -> {result: Promise<CommandResult>, cancel()}
+    this.onCommand = onCommand || (() => {}); // (action, conversation id) as a command is sent
     this.cid = null;
     this.conversation = null;
     this.messages = [];
@@ -155,6 +156,7 @@ export class ReplyPane {
     this.render();
     const body = { command_id: commandId };
     if (action === "reply") body.text = text;
+    this.onCommand(action, cid);
     let result = null;
     try {
       const response = await api.command(this.chatbotId, cid, action, body);
@@ -164,11 +166,18 @@ export class ReplyPane {
         // command_result on the websocket.
         this.notice = "Sent — waiting for confirmation…";
         this.render();
-        result = await Promise.race([
-          this.awaitResult(commandId),
-          new Promise((_, reject) => setTimeout(() => reject(new ApiError(202,
-            "No confirmation yet. Retrying is safe: the action is applied only once.", { retryable: true })), 30000)),
-        ]);
+        const waiting = this.awaitResult(commandId);
+        let timer;
+        try {
+          result = await Promise.race([
+            waiting.result,
+            new Promise((_, reject) => { timer = setTimeout(() => reject(new ApiError(202,
+              "No confirmation yet. Retrying is safe: the action is applied only once.", { retryable: true })), 30000); }),
+          ]);
+        } finally {
+          clearTimeout(timer);
+          waiting.cancel();
+        }
       }
     } catch (err) {
       this.sending = null;
