@@ -168,7 +168,13 @@ class OutboundDelivery:
                 log.warning("message %s: transient failure (attempt %d/%d), retrying in %.1fs: %s",
                             event.message_id, attempt, self.attempts, delay, err)
                 await self.records.renew(event.message_id, delay + self.lease_s)  # the wait and the next attempt
-                await self.sleep(delay)
+                try:
+                    await self.sleep(delay)
+                except asyncio.CancelledError:
+                    # Shutting down between attempts: nothing is on its way to the platform,
+                    # so give the claim back and the redelivery after the restart sends it.
+                    await self.records.release(event.message_id)
+                    raise
         raise AssertionError("unreachable")
 
     async def _send(self, event: OutboundMessage) -> str:

@@ -143,6 +143,10 @@ class DeliveryRecords:
         await self.deliveries.update_one({"_id": message_id, "state": "sending"},
                                          {"$set": {"lease_until": datetime.now(UTC) + timedelta(seconds=lease_s)}})
 
+    async def release(self, message_id: str) -> None:
+        """Drop a claim whose message was certainly not sent (stopped between attempts)."""
+        await self.deliveries.delete_one({"_id": message_id, "state": "sending"})
+
     async def finish(self, message_id: str, state: str, channel_message_id: str | None, error: str | None) -> bool:
         """Record the outcome; False when the claim was meanwhile settled as expired."""
         result = await self.deliveries.update_one({"_id": message_id, "state": "sending"}, {"$set": {

@@ -203,3 +203,39 @@ async def test_sweep_publishes_a_recorded_outcome_whose_status_never_left(isolat
         assert await delivery.sweep(datetime.now(UTC) + timedelta(seconds=61)) == 0
     finally:
         await client.close()
+
+
+async def test_stopped_between_attempts_gives_the_claim_back(isolated):
+    """Cancelled (shutdown) while waiting to retry, nothing is on its way to the platform: the
+    claim is released, so the redelivery after the restart sends the message instead of
+    finding a claim that is later reported as of unknown outcome."""
+    import asyncio
+
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
+        waiting = asyncio.Event()
+
+        async def sleep_forever(_delay: float) -> None:
+            waiting.set()
+            await asyncio.Event().wait()
+
+        stopping = _whatsapp_delivery(db, statuses, FailingWindow(failures=1), whatsapp)
+        stopping.sleep = sleep_forever
+        event = _whatsapp_event()
+        task = asyncio.create_task(stopping.deliver(event))
+        await asyncio.wait_for(waiting.wait(), 5)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        assert await db["deliveries"].find_one({"_id": event.message_id}) is None
+
+        restarted = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
+        await restarted.deliver(event)
+        assert whatsapp.sent == ["hi"]
+        assert [(s.message_id, s.status) for s in statuses.published] == [(event.message_id, "sent")]
+    finally:
+        await client.close()
