@@ -11,6 +11,8 @@ retry_after=1))`; with nothing queued a method succeeds.
 
 from __future__ import annotations
 
+import asyncio
+
 import itertools
 import json
 import time
@@ -33,6 +35,7 @@ class Answer:
     status: int = 200
     retry_after: int | None = None
     description: str = "Bad Request: fake error"
+    delay_s: float = 0.0  # answer this much later (a slow Bot API)
 
 
 @dataclass
@@ -77,6 +80,8 @@ class FakeTelegram(FakeHttpServer):
         queued = self._scripts[method]
         if queued:
             answer = queued.popleft()
+            if answer.delay_s:
+                await asyncio.sleep(answer.delay_s)
             if answer.status != 200:
                 body: dict[str, Any] = {"ok": False, "error_code": answer.status, "description": answer.description}
                 if answer.retry_after is not None:
