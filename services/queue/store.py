@@ -407,13 +407,6 @@ class HandoffIndex:
         await self.redis.hset(self.key(chatbot_id, "meta"), mapping={"epoch": epoch})
         return epoch
 
-    async def add_rows(self, chatbot_id: str, rows: list[HandoffRow]) -> None:
-        """Bulk load (seeding, benchmarks) without touching seq or epoch."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.key(chatbot_id, "open"), {r.conversation_id: to_ms(r.waiting_since) for r in rows})
-        pipe.hset(self.key(chatbot_id, "rows"), mapping={r.conversation_id: r.model_dump_json() for r in rows})
-        await pipe.execute()
-
 
 def oldest_from(counts: StatsCounts) -> datetime | None:
     return from_ms(counts.oldest_waiting_ms) if counts.oldest_waiting_ms is not None else None
