@@ -74,6 +74,7 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     runtime.bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound, group_id=settings.outbound_group_id,
                         concurrency=settings.outbound_concurrency)
 
+    runtime.startup_hooks.append(records.create_indexes)
     runtime.started_hooks.append(hub.start)
     sweeper: list[asyncio.Task] = []
 

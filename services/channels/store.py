@@ -124,6 +124,11 @@ class DeliveryRecords:
         self.deliveries = db["deliveries"]
         self.wamids = db["whatsapp_wamids"]
 
+    async def create_indexes(self) -> None:
+        # The sweep looks for the few records still 'sending' or not yet published.
+        await self.deliveries.create_index([("state", 1), ("lease_until", 1)])
+        await self.deliveries.create_index([("status_published", 1), ("finished_at", 1)])
+
     async def claim(self, message_id: str, chatbot_id: str, conversation_id: str | None, channel: str,
                     owner: str = "", lease_s: float = 300.0) -> dict[str, Any] | None:
         """None when this call claimed the message; otherwise the existing record. The claim

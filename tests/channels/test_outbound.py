@@ -132,6 +132,10 @@ async def test_claim_of_a_crashed_sender_is_reported_failed_never_sent_again(iso
     client, db = open_mongo(settings)
     try:
         records = DeliveryRecords(db)
+        await records.create_indexes()
+        await records.create_indexes()  # again at every start: harmless
+        assert {"state_1_lease_until_1", "status_published_1_finished_at_1"} <= set(
+            await db["deliveries"].index_information())
         statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
         survivor = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
         crashed, redelivered, live = _whatsapp_event("crashed"), _whatsapp_event("redelivered"), _whatsapp_event("live")
