@@ -184,12 +184,14 @@ export class ReplyPane {
       if (cid !== this.cid) return;
       const retry = err.retryable ? () => this.run(action, text, commandId) : null;
       this.showError(err.message, retry);
+      this.focusAfter(action, { failed: true });
       return;
     }
     this.sending = null;
     if (cid !== this.cid) return;
     if (result && result.ok === false) {
       this.showError(result.error || "The action was refused.");
+      this.focusAfter(action, { failed: true });
       return;
     }
     if (action === "reply") {
@@ -204,10 +206,22 @@ export class ReplyPane {
     }
     this.render();
     await this.reload();
-    if (action === "reply") {
-      const box = this.root.querySelector("textarea");
-      if (box) box.focus();
-    }
+    if (cid === this.cid) this.focusAfter(action);
+  }
+
+  /** The clicked control was disabled and re-rendered while the action ran, so the focus is
+   * gone: put it on what the pane offers now (the reply box after a reply; Retry after a
+   * failure; else the first action button, or the heading when there is none). Never taken
+   * from wherever the agent has moved it meanwhile. */
+  focusAfter(action, { failed = false } = {}) {
+    const active = document.activeElement;
+    if (active && active !== document.body && !this.root.contains(active)) return;
+    const root = this.root;
+    const target = (failed && root.querySelector(".error button"))
+      || (action === "reply" && root.querySelector("textarea.reply-input:not([disabled])"))
+      || root.querySelector(".pane-actions button:not([disabled])")
+      || root.querySelector(".pane-name");
+    if (target) target.focus();
   }
 
   // ------------------------------------------------------------------ rendering
@@ -219,6 +233,9 @@ export class ReplyPane {
     const active = document.activeElement;
     const focusedBox = active && active.classList.contains("reply-input")
       ? { start: active.selectionStart, end: active.selectionEnd } : null;
+    // Likewise a focused action button (a live update re-renders the pane under it).
+    const focusedAction = active && root.contains(active) && active.closest(".pane-actions")
+      ? active.dataset.action : null;
     clear(root);
     root.classList.toggle("pane--empty", !this.cid);
     if (!this.cid) {
@@ -250,6 +267,10 @@ export class ReplyPane {
       : "The AI is answering this conversation." }));
     if (keepScroll) log.scrollTop = log.scrollHeight - oldScrollFromBottom;
     else if (wasAtBottom) log.scrollTop = log.scrollHeight;
+    if (focusedAction) {
+      const again = root.querySelector(`.pane-actions [data-action="${focusedAction}"]`);
+      if (again && !again.disabled) again.focus();
+    }
   }
 
   header(c) {
@@ -264,7 +285,7 @@ export class ReplyPane {
     }
     return h("header", { class: "pane-header" },
       h("div", { class: "pane-title" },
-        h("h2", { class: "pane-name", text: c.display_name }),
+        h("h2", { class: "pane-name", tabindex: "-1", text: c.display_name }),
         h("div", { class: "pane-meta" },
           h("span", { class: `badge badge-${c.status}`, text: STATUS_LABELS[c.status] || c.status }),
           h("span", { class: "channel", text: channelLabel(c.channel) }),
