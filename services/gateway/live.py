@@ -64,6 +64,9 @@ class LiveHub:
         self.clients: set[LiveClient] = set()
         self.by_chatbot: dict[str, set[LiveClient]] = {}
         self.dropped_slow = 0
+        # Close handshakes in flight: the event loop keeps only weak references to tasks,
+        # so an unreferenced one may be collected before the socket is closed.
+        self.closing: set[asyncio.Task[None]] = set()
 
     def add(self, client: LiveClient) -> None:
         self.clients.add(client)
@@ -104,7 +107,7 @@ class LiveHub:
         ended = [c for c in self.clients if c.session_digest == session_digest]
         for client in ended:
             self.remove(client)
-            asyncio.get_running_loop().create_task(_close_quietly(client.websocket, code))
+            self._close(client, code)
         return len(ended)
 
     async def revalidate(self, memberships_of: Callable[[str], Awaitable[set[str] | None]], code: int) -> int:
@@ -124,7 +127,7 @@ class LiveHub:
                     continue
                 if memberships is None:
                     self.remove(client)
-                    asyncio.get_running_loop().create_task(_close_quietly(client.websocket, code))
+                    self._close(client, code)
                     closed += 1
                     continue
                 client.member_of = set(memberships)
@@ -135,11 +138,16 @@ class LiveHub:
                         break
         return closed
 
+    def _close(self, client: LiveClient, code: int) -> None:
+        task = asyncio.get_running_loop().create_task(_close_quietly(client.websocket, code))
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
     def _drop(self, client: LiveClient) -> None:
         log.warning("dropping a websocket client of agent %s that fell behind", client.agent_id)
         self.dropped_slow += 1
         self.remove(client)
-        asyncio.get_running_loop().create_task(_close_quietly(client.websocket, CLOSE_TOO_SLOW))
+        self._close(client, CLOSE_TOO_SLOW)
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:

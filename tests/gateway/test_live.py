@@ -89,3 +89,22 @@ async def test_revalidate_looks_up_each_session_once_and_applies_the_answer():
     for c in (s1a, s1b):
         assert json.loads(c.outbox.get_nowait()) == {"type": "error", "chatbot_id": "alpha", "code": 403,
                                                      "error": "Not a member of this chatbot."}
+
+
+async def test_close_handshakes_stay_referenced_until_done():
+    """The loop holds tasks weakly: the hub keeps each close task until it has finished."""
+
+    class SlowClose(FakeSocket):
+        async def close(self, code: int = 1000, reason: str | None = None) -> None:
+            await asyncio.sleep(0.05)
+            self.closed_with = code
+
+    hub = LiveHub()
+    ws = SlowClose()
+    client = LiveClient(ws, "a", {"alpha"}, queue_size=10, session_digest="d1")
+    hub.add(client)
+    assert hub.end_session("d1", 4401) == 1
+    assert len(hub.closing) == 1
+    await asyncio.wait_for(asyncio.gather(*hub.closing), 1)
+    await asyncio.sleep(0)
+    assert ws.closed_with == 4401 and not hub.closing
