@@ -164,8 +164,11 @@ class Bus:
             try:
                 event = adapter.validate_json(raw)
             except ValidationError as exc:
-                log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, exc.errors()[:3])
-                return await self._park(msg, topic, consumer_name, raw, "invalid", str(exc), where)
+                # Where and why, never the values: an invalid record may carry secrets (e.g. a
+                # chatbot's channel tokens). The DLQ keeps the payload itself, as the topic did.
+                errors = exc.errors(include_input=False, include_url=False, include_context=False)
+                log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, errors[:3])
+                return await self._park(msg, topic, consumer_name, raw, "invalid", json.dumps(errors, default=str), where)
 
             with bind_event(event):
                 if processed is not None and await processed.seen(consumer_name, event.event_id):

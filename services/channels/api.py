@@ -10,7 +10,6 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from services.channels.domain import (
     valid_whatsapp_signature,
     valid_whatsapp_verification,
     visitor_message,
-    whatsapp_window,
 )
 from services.channels.inbound import InboundPublisher, InFlight, PublishFailed
 from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
@@ -225,11 +223,9 @@ def build_router(api: ChannelsApi) -> APIRouter:
             return _retry_later()
         return {"ok": True}
 
-    @router.get("/whatsapp/{chatbot_id}/window/{conversation_id}")
-    async def whatsapp_window_state(chatbot_id: str, conversation_id: str) -> dict:
-        api.chatbot_or_404(chatbot_id)
-        state = whatsapp_window(await api.window.last_inbound(chatbot_id, conversation_id), datetime.now(UTC))
-        return {"open": state.open, "ends_at": state.ends_at.isoformat() if state.ends_at else None}
+    # No public endpoint for the WhatsApp window: it would tell anyone who knows a chatbot id
+    # whether (and when) a phone number wrote to it. The dashboard shows the window from the
+    # queue's ConversationView.reply_window_ends_at; channels enforces it on delivery.
 
     return router
 

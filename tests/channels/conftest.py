@@ -88,6 +88,16 @@ class ChannelsStack:
     def handlers(self) -> Any:
         return self.service.app.state.channels
 
+    async def window(self, chatbot_id: str, conversation_id: str) -> dict[str, Any]:
+        """The WhatsApp 24-hour window as channels' delivery sees it."""
+        from datetime import UTC, datetime
+
+        from services.channels.domain import whatsapp_window
+
+        last = await self.service.app.state.channels_api.window.last_inbound(chatbot_id, conversation_id)
+        state = whatsapp_window(last, datetime.now(UTC))
+        return {"open": state.open, "ends_at": state.ends_at.isoformat() if state.ends_at else None}
+
     async def publish(self, topic: str, event: Envelope) -> None:
         await self.producer.send_and_wait(self.iso.topic_prefix + topic, event.model_dump_json().encode(),
                                           key=event.partition_key())

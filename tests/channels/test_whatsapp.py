@@ -79,11 +79,11 @@ async def test_signed_message_published_once_and_opens_window(stack):
     wa_id = "15551230001"
     conversation_id = conversation_id_for(bot.chatbot_id, "whatsapp", wa_id)
     async with httpx.AsyncClient() as client:
-        before = (await client.get(f"{stack.url}/whatsapp/{bot.chatbot_id}/window/{conversation_id}")).json()
+        before = await stack.window(bot.chatbot_id, conversation_id)
         r1 = await _post_signed(client, url, _message_payload(wa_id, "wamid.IN1", "Hola"), creds["whatsapp_app_secret"])
         r2 = await _post_signed(client, url, _message_payload(wa_id, "wamid.IN1", "Hola"), creds["whatsapp_app_secret"])
         r3 = await _post_signed(client, url, _message_payload(wa_id, "wamid.IN2", "Second"), creds["whatsapp_app_secret"])
-        after = (await client.get(f"{stack.url}/whatsapp/{bot.chatbot_id}/window/{conversation_id}")).json()
+        after = await stack.window(bot.chatbot_id, conversation_id)
     assert (r1.status_code, r2.status_code, r3.status_code) == (200, 200, 200)
     assert before == {"open": False, "ends_at": None}
     assert after["open"] is True and after["ends_at"]
@@ -180,7 +180,8 @@ async def test_window_closed_after_24_hours(stack):
     async with httpx.AsyncClient() as client:
         await _post_signed(client, url, _message_payload(wa_id, "wamid.OLD", "yesterday", ts=old), creds["whatsapp_app_secret"])
         conversation_id = conversation_id_for(bot.chatbot_id, "whatsapp", wa_id)
-        state = (await client.get(f"{stack.url}/whatsapp/{bot.chatbot_id}/window/{conversation_id}")).json()
+        state = await stack.window(bot.chatbot_id, conversation_id)
+        assert (await client.get(f"{stack.url}/whatsapp/{bot.chatbot_id}/window/{conversation_id}")).status_code == 404
     assert state["open"] is False and state["ends_at"].startswith(
         time.strftime("%Y-%m-%dT%H", time.gmtime(old + 24 * 3600)))
     event = _outbound(bot.chatbot_id, wa_id, "too late")

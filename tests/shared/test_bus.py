@@ -5,6 +5,7 @@ idempotency by event id. The same handler is also exercised with TestKafkaBroker
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import TestKafkaBroker
@@ -224,3 +225,36 @@ async def test_concurrent_consumer_never_commits_past_an_unfinished_message(isol
             await bus3.broker.stop()
     finally:
         await raw.stop()
+
+
+async def test_invalid_event_logs_and_parks_no_input_values(isolated, caplog):
+    """A record that fails validation may carry secrets: the log line and the DLQ's error
+    text say where and why, never the values (the DLQ's payload field keeps the record)."""
+    settings = _settings(isolated, "secrets")
+    topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+    seen: list[str] = []
+
+    async def handler(event: MessageAppended) -> None:
+        seen.append(event.text)
+
+    bus = Bus(settings, client_id="secrets")
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, handler, group_id="secrets-group", dedupe=False)
+    raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await raw.start()
+    await bus.broker.start()
+    try:
+        secret = "sk-live-SECRET-TOKEN-42"
+        bad = _message("c1", "x").model_dump(mode="json")
+        bad["sender"] = secret  # an invalid value that happens to be a secret
+        with caplog.at_level("WARNING", logger="handoff.bus"):
+            await raw.send_and_wait(topic, json.dumps(bad).encode(), key=b"c1")
+            await _send(raw, topic, "c1", "after")
+            await eventually(lambda: asyncio.sleep(0, result=seen == ["after"]), timeout=20)
+        assert "invalid event" in caplog.text and "sender" in caplog.text
+        assert secret not in caplog.text
+        [parked] = await read_topic(settings.kafka_bootstrap_servers, isolated.topic_prefix + CONVERSATION_EVENTS.dlq, 1)
+        assert "sender" in parked["error"] and secret not in parked["error"]
+        assert secret in parked["payload"]  # nothing is lost
+    finally:
+        await raw.stop()
+        await bus.broker.stop()
