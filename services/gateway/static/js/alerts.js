@@ -1,10 +1,11 @@
 // Handoff alerts: a desktop notification and a short beep when a handoff arrives, unless the
 // agent muted them. Permission is asked only when the agent clicks the button.
 
-/** A handoff arrived: the update that starts a conversation's waiting period. Only that
- * update has the conversation's last change (updated_at) at the instant its waiting began
- * (waiting_since), and carries no message; later updates of the same open handoff (a
- * visitor message, contact details, a row on a list page not loaded yet) do not alert. */
+/** A handoff arrived: the update that starts a conversation's waiting period (a handoff,
+ * or a Reopen, which starts a new one). Only that update has the conversation's last change
+ * (updated_at) at the instant its waiting began (waiting_since), and carries no message;
+ * later updates of the same open handoff (a visitor message, contact details, a row on a
+ * list page not loaded yet) do not alert. */
 export function isNewHandoff(update) {
   const row = update.row_upserted;
   const c = update.conversation;
