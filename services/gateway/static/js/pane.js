@@ -252,6 +252,8 @@ export class ReplyPane {
     root.append(this.header(c));
     const contact = this.contact(c);
     if (contact) root.append(contact);
+    const windowNote = this.replyWindow(c);
+    if (windowNote) root.append(windowNote);
     if (c.summary && c.summary.status === "ready" && c.summary.text) {
       root.append(h("section", { class: "summary", "aria-label": "Summary" },
         h("h3", { class: "summary-title", text: "Summary" }),
@@ -291,6 +293,19 @@ export class ReplyPane {
           h("span", { class: "channel", text: channelLabel(c.channel) }),
           c.reason ? h("span", { class: "pane-reason", text: c.reason }) : null)),
       actions);
+  }
+
+  // WhatsApp only lets a business send free-form replies within 24 hours of the visitor's
+  // last message: say so before the agent types, not only when a reply is refused.
+  replyWindow(c) {
+    if (c.channel !== "whatsapp" || c.status !== "handed_off") return null;
+    const ends = c.reply_window_ends_at ? Date.parse(c.reply_window_ends_at) : NaN;
+    if (ends > Date.now()) {
+      return h("p", { class: "reply-window reply-window-open", role: "note",
+        text: `WhatsApp reply window open until ${formatMessageTime(c.reply_window_ends_at, Date.now(), this.timezone)}.` });
+    }
+    return h("p", { class: "reply-window reply-window-closed", role: "note",
+      text: "WhatsApp's 24-hour reply window has closed: the visitor has to write first." });
   }
 
   contact(c) {
