@@ -11,7 +11,6 @@ now, not by when the first handoff happened long ago.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -132,11 +131,6 @@ def preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-def cap_transcript(lines: Sequence[dict], cap: int = TRANSCRIPT_CAP) -> list[dict]:
-    """The last `cap` lines (oldest first): enough for a recap, bounded for the bus."""
-    return list(lines[-cap:]) if cap > 0 else []
-
-
 DELIVERY_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
 
 
@@ -199,15 +193,3 @@ class StatsCounts:
     oldest_waiting_ms: int | None
     today: int
     resolved_this_week: int
-
-
-def count_stats(open_waiting_ms: Iterable[int], closed_at_ms: Iterable[int], window: StatsWindow) -> StatsCounts:
-    """The same counts the Redis index computes with ZCARD / ZCOUNT, over plain lists."""
-    waiting = sorted(open_waiting_ms)
-    today_ms, week_ms = to_ms(window.today_starts_at), to_ms(window.week_starts_at)
-    return StatsCounts(
-        open=len(waiting),
-        oldest_waiting_ms=waiting[0] if waiting else None,
-        today=sum(1 for w in waiting if w >= today_ms),
-        resolved_this_week=sum(1 for c in closed_at_ms if c >= week_ms),
-    )

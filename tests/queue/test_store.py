@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.queue.domain import stats_window
+from services.queue.domain import stats_window, to_ms
 from services.queue.store import HandoffIndex, IndexChange, QueueRecord
 from shared.settings import ServiceSettings
 from shared.stores import open_mongo, open_redis
@@ -123,3 +123,54 @@ async def test_stats_boundaries_in_redis_at_local_midnight_and_the_7_day_edge(st
     # The next local midnight starts a new "Today": the same index, a window one day on.
     tomorrow = stats_window(window.today_ends_at + timedelta(minutes=1), timezone)
     assert (await index.stats("b", tomorrow)).counts.today == 0
+
+
+# The boundary tables, on the real index (ZCARD / ZCOUNT over millisecond scores).
+@pytest.mark.parametrize(("now", "tz", "waiting", "today"), [
+    # UTC: midnight itself counts for the new day, one ms before does not.
+    (datetime(2026, 11, 25, 10, tzinfo=UTC), "UTC", datetime(2026, 11, 25, 0, tzinfo=UTC), 1),
+    (datetime(2026, 11, 25, 10, tzinfo=UTC), "UTC", datetime(2026, 11, 24, 23, 59, 59, 999000, tzinfo=UTC), 0),
+    # Berlin (UTC+1 in November): local midnight is 23:00 UTC the day before.
+    (datetime(2026, 11, 25, 10, tzinfo=UTC), "Europe/Berlin", datetime(2026, 11, 24, 23, 0, tzinfo=UTC), 1),
+    (datetime(2026, 11, 25, 10, tzinfo=UTC), "Europe/Berlin", datetime(2026, 11, 24, 22, 59, 59, 999000, tzinfo=UTC), 0),
+    # 23:30 UTC is already tomorrow in Berlin: a handoff at 23:10 UTC is "today" there, not in UTC terms.
+    (datetime(2026, 11, 24, 23, 30, tzinfo=UTC), "Europe/Berlin", datetime(2026, 11, 24, 23, 10, tzinfo=UTC), 1),
+    (datetime(2026, 11, 24, 23, 30, tzinfo=UTC), "UTC", datetime(2026, 11, 24, 0, 10, tzinfo=UTC), 1),
+    (datetime(2026, 11, 24, 23, 30, tzinfo=UTC), "Europe/Berlin", datetime(2026, 11, 24, 22, 50, tzinfo=UTC), 0),
+    # New York (UTC-5): 03:00 UTC on Nov 25 is still Nov 24 there.
+    (datetime(2026, 11, 25, 3, tzinfo=UTC), "America/New_York", datetime(2026, 11, 24, 5, tzinfo=UTC), 1),
+    (datetime(2026, 11, 25, 3, tzinfo=UTC), "America/New_York", datetime(2026, 11, 24, 4, 59, tzinfo=UTC), 0),
+])
+async def test_today_starts_at_local_midnight_on_the_index(stores, now, tz, waiting, today):
+    _, index = stores
+    await index.rebuild("b", [_row(1, waiting)], [])
+    counts = (await index.stats("b", stats_window(now, tz))).counts
+    assert counts.open == 1
+    assert counts.today == today
+
+
+@pytest.mark.parametrize(("closed_ago", "counted"), [
+    (timedelta(0), 1),
+    (timedelta(days=6, hours=23, minutes=59), 1),
+    (timedelta(days=7), 1),  # exactly 7 days ago: still in the last 7 days
+    (timedelta(days=7, milliseconds=1), 0),
+    (timedelta(days=8), 0),
+])
+async def test_resolved_this_week_edge_on_the_index(stores, closed_ago, counted):
+    _, index = stores
+    await index.rebuild("b", [], [("h1", NOW - closed_ago)])
+    counts = (await index.stats("b", stats_window(NOW, "Europe/Berlin"))).counts
+    assert counts.resolved_this_week == counted
+
+
+async def test_oldest_and_open_on_the_index(stores):
+    _, index = stores
+    window = stats_window(NOW, "UTC")
+    await index.rebuild("b", [_row(1, NOW - timedelta(hours=3)), _row(2, NOW - timedelta(days=2))], [])
+    counts = (await index.stats("b", window)).counts
+    assert counts.open == 2
+    assert counts.oldest_waiting_ms == to_ms(NOW - timedelta(days=2))
+    assert counts.today == 1
+    await index.rebuild("b", [], [])
+    empty = (await index.stats("b", window)).counts
+    assert empty.open == 0 and empty.oldest_waiting_ms is None
