@@ -144,6 +144,10 @@ async def test_a_failed_delivery_shows_its_error(browser, stack):
     await context.close()
 
 
+async def _open_count(stack, bot: str, expected: int) -> bool:
+    return (await stack.snapshot(bot))["stats"]["open"] == expected
+
+
 async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, stack):
     bot = bot_id()
     await stack.seed_chatbot(bot, "Busy Shop")
@@ -154,6 +158,10 @@ async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, sta
         v = stack.visitor(bot, name)
         await stack.visitor_writes(v, f"I am {name}")
         await stack.handoff(v, "User asked for a person")
+    # This test is about paging and the search box: load the page once the queue holds all
+    # three (they are on different partitions, so it may apply them in any order; live
+    # arrival is tested in test_flow.py).
+    await eventually(lambda: _open_count(stack, bot, 3))
     context, page = await sign_in(browser, stack, email)
     await page.add_init_script("window.HANDOFF_PAGE_SIZE = 2")
     await page.reload()
