@@ -4,14 +4,11 @@ and a contact form becomes ContactCaptured. The real-broker flows are in test_in
 
 from __future__ import annotations
 
-import uuid
 
-import redis.asyncio as aioredis
 from faststream.kafka import TestKafkaBroker
-from pymongo import AsyncMongoClient
 
 from services.intake.handlers import Intake
-from services.intake.store import ChatbotTable, ConversationMemory
+from services.intake.store import ChatbotTable
 from shared.bus import Bus
 from shared.events import (
     CONVERSATION_EVENT,
@@ -26,11 +23,9 @@ from shared.settings import ServiceSettings
 from shared.topics import CONVERSATION_EVENTS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
 
 
-async def test_replay_gives_the_same_ids_and_contact_form_is_captured(infra):
-    redis = aioredis.from_url(infra.redis_url, decode_responses=True)
+async def test_replay_gives_the_same_ids_and_contact_form_is_captured(memory_stores):
     bus = Bus(ServiceSettings(), client_id="intake-test")
-    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60,
-                                              statuses=AsyncMongoClient(infra.mongodb_uri)[f"t{uuid.uuid4().hex[:8]}_intake"]["conversation_status"]),
+    intake = Intake(memory=memory_stores.memory(),
                     chatbots=ChatbotTable(), conversation_events=bus.publisher(CONVERSATION_EVENTS),
                     outbound=bus.publisher(OUTBOUND_MESSAGES), responder=None)
     bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)
@@ -48,15 +43,12 @@ async def test_replay_gives_the_same_ids_and_contact_form_is_captured(infra):
     visitor_pub = bus.publisher(VISITOR_MESSAGES)
     message = VisitorMessageReceived(chatbot_id="b", conversation_id="cv_x", channel="web",
                                      visitor=VisitorIdentity(external_id="v"), text="hello", channel_message_id="c1")
-    try:
-        async with TestKafkaBroker(bus.broker):
-            await visitor_pub.publish(message)
-            await visitor_pub.publish(message)  # redelivered
-            await visitor_pub.publish(VisitorContactSubmitted(
-                chatbot_id="b", conversation_id="cv_x", channel="web", visitor=VisitorIdentity(external_id="v"),
-                contact=ContactDetails(phone="+1 555 0100")))
-    finally:
-        await redis.aclose()
+    async with TestKafkaBroker(bus.broker):
+        await visitor_pub.publish(message)
+        await visitor_pub.publish(message)  # redelivered
+        await visitor_pub.publish(VisitorContactSubmitted(
+            chatbot_id="b", conversation_id="cv_x", channel="web", visitor=VisitorIdentity(external_id="v"),
+            contact=ContactDetails(phone="+1 555 0100")))
 
     visitor_msgs = [e for e in appended if e.type == "conversation.message_appended" and e.sender == "visitor"]
     ai_msgs = [e for e in appended if e.type == "conversation.message_appended" and e.sender == "ai"]
@@ -82,20 +74,18 @@ class FlakyPublisher:
         await self.inner.publish(event)
 
 
-async def test_a_handoff_interrupted_mid_way_is_finished_by_the_retry(infra):
+async def test_a_handoff_interrupted_mid_way_is_finished_by_the_retry(memory_stores):
     """The handler marks the conversation handed off, publishes HandoffRequested, then fails
     to send the notice. The bus retries it: the retry must finish the handoff (notice, contact
     question) rather than stay silent because the conversation is now handed off."""
     from shared.chatbots import ChatbotSettings, HumanHandoffSettings
 
-    redis = aioredis.from_url(infra.redis_url, decode_responses=True)
     settings = ServiceSettings(kafka_retry_backoff_s=0.01)
     bus = Bus(settings, client_id="intake-test")
     chatbots = ChatbotTable()
     chatbots.apply(ChatbotSettings(chatbot_id="b", name="B", human_handoff=HumanHandoffSettings(
         enabled=True, contact_fields=["phone"])))
-    intake = Intake(memory=ConversationMemory(redis, f"t{uuid.uuid4().hex[:8]}:intake", context_messages=10, ttl_s=60,
-                                              statuses=AsyncMongoClient(infra.mongodb_uri)[f"t{uuid.uuid4().hex[:8]}_intake"]["conversation_status"]),
+    intake = Intake(memory=memory_stores.memory(),
                     chatbots=chatbots, conversation_events=bus.publisher(CONVERSATION_EVENTS),
                     outbound=FlakyPublisher(bus.publisher(OUTBOUND_MESSAGES)), responder=None)
     bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)
@@ -110,13 +100,10 @@ async def test_a_handoff_interrupted_mid_way_is_finished_by_the_retry(infra):
 
     bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_appended, group_id="t1", dedupe=False)
     bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, on_sent, group_id="t2", dedupe=False)
-    try:
-        async with TestKafkaBroker(bus.broker):
-            await bus.publisher(VISITOR_MESSAGES).publish(VisitorMessageReceived(
-                chatbot_id="b", conversation_id="cv_y", channel="telegram", visitor=VisitorIdentity(external_id="7"),
-                text="Can I talk to a real person?", channel_message_id="u1"))
-    finally:
-        await redis.aclose()
+    async with TestKafkaBroker(bus.broker):
+        await bus.publisher(VISITOR_MESSAGES).publish(VisitorMessageReceived(
+            chatbot_id="b", conversation_id="cv_y", channel="telegram", visitor=VisitorIdentity(external_id="7"),
+            text="Can I talk to a real person?", channel_message_id="u1"))
 
     handoffs = [e for e in appended if e.type == "conversation.handoff_requested"]
     assert len(handoffs) == 2 and len({h.event_id for h in handoffs}) == 1  # the retry republished the same one
