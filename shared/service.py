@@ -42,6 +42,7 @@ class ServiceRuntime:
         self.startup_hooks: list[Hook] = [self.processed.create_indexes]
         # Run after the broker started (e.g. warm-up that publishes).
         self.started_hooks: list[Hook] = []
+        # Run in reverse order after in-flight handlers finished and the broker stopped.
         self.shutdown_hooks: list[Hook] = []
         # Extra readiness facts, e.g. {"mode": "offline"}; a callable may add more.
         self.health_details: dict[str, Callable[[], Any]] = {}
@@ -60,11 +61,13 @@ class ServiceRuntime:
         try:
             yield
         finally:
+            # In-flight handlers finish first (up to the graceful timeout), while everything
+            # they use is still open; only then do the hooks close clients and tasks.
+            await self.bus.drain(self.settings.kafka_graceful_timeout_s)
+            await self.bus.broker.stop()
             for hook in reversed(self.shutdown_hooks):
                 with contextlib.suppress(Exception):
                     await hook()
-            await self.bus.drain(self.settings.kafka_graceful_timeout_s)
-            await self.bus.broker.stop()
             await self.redis.aclose()
             await self.mongo_client.close()
             log.info("%s stopped", self.name)

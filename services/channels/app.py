@@ -92,14 +92,7 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     # instead of a 404 (which a platform may not retry).
     runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.apply_chatbot_settings,
                           settings.settings_preload_timeout_s)
-    async def finish_deliveries() -> None:
-        # Shutdown hooks run before the runtime drains the bus: let in-flight deliveries end
-        # while the platform clients are still open (draining again later is a no-op).
-        await runtime.bus.drain(settings.kafka_graceful_timeout_s)
-
-    # Run in reverse: deliveries finish first, the clients close last.
-    runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close, stop_sweeper,
-                               finish_deliveries]
+    runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close, stop_sweeper]
     runtime.health_details["chatbots"] = lambda: len(chatbots)
     runtime.health_details["widget_connections"] = lambda: hub.connections
 

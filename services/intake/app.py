@@ -66,12 +66,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     # settings rather than the defaults (tool off).
     runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, lambda e: chatbots.apply(e.settings, e.deleted),
                           settings.settings_preload_timeout_s)
-    async def finish_answers() -> None:
-        # Shutdown hooks run before the runtime drains the bus: let in-flight answers end while
-        # the model client is still open, or they turn into apologies (draining again is a no-op).
-        await runtime.bus.drain(settings.kafka_graceful_timeout_s)
-
-    runtime.shutdown_hooks += [close_responder, finish_answers]  # run in reverse: answers first
+    runtime.shutdown_hooks.append(close_responder)
     runtime.health_details["ai_mode"] = lambda: intake.mode
     runtime.app.state.intake = intake
     return runtime.app
