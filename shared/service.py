@@ -72,6 +72,32 @@ class ServiceRuntime:
             await self.mongo_client.close()
             log.info("%s stopped", self.name)
 
+    def every(self, name: str, interval_s: float, work: Hook) -> None:
+        """Run `work` every `interval_s` seconds from start-up (broker running) to shutdown; a
+        failed round is logged and the next one runs as usual (e.g. Mongo briefly away)."""
+        task: asyncio.Task | None = None
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await work()
+                except Exception:  # noqa: BLE001
+                    log.exception("%s failed; trying again in %.0fs", name, interval_s)
+
+        async def start() -> None:
+            nonlocal task
+            task = asyncio.create_task(loop(), name=name)
+
+        async def stop() -> None:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        self.started_hooks.append(start)
+        self.shutdown_hooks.append(stop)
+
     def preload_table(self, topic: Topic, adapter: TypeAdapter[Any], apply: Callable[[Any], None],
                       timeout: float) -> None:
         """At start-up, before the broker's consumers start and before HTTP is served, read

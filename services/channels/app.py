@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from fastapi import FastAPI
@@ -13,7 +11,7 @@ from services.channels.api import ChannelsApi, build_router
 from services.channels.chatbots import ChatbotTable, TelegramWebhooks
 from services.channels.handlers import ChannelsHandlers
 from services.channels.inbound import InboundPublisher
-from services.channels.outbound import OutboundDelivery
+from services.channels.outbound import SWEEP_INTERVAL_S, OutboundDelivery
 from services.channels.platforms import TelegramClient, WhatsAppClient
 from services.channels.settings import ChannelsSettings
 from services.channels.store import (
@@ -76,23 +74,13 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
 
     runtime.startup_hooks.append(records.create_indexes)
     runtime.started_hooks.append(hub.start)
-    sweeper: list[asyncio.Task] = []
-
-    async def start_sweeper() -> None:
-        sweeper.append(asyncio.create_task(delivery.run_sweeper(), name="channels-delivery-sweeper"))
-
-    async def stop_sweeper() -> None:
-        for task in sweeper:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    runtime.started_hooks.append(start_sweeper)
     # Before serving: a webhook or widget message right after start-up finds its chatbot
     # instead of a 404 (which a platform may not retry).
     runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.apply_chatbot_settings,
                           settings.settings_preload_timeout_s)
-    runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close, stop_sweeper]
+    runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close]
+    # Settles deliveries whose sender died mid-send; registered last, so it stops first.
+    runtime.every("delivery sweep", SWEEP_INTERVAL_S, delivery.sweep)
     runtime.health_details["chatbots"] = lambda: len(chatbots)
     runtime.health_details["widget_connections"] = lambda: hub.connections
 

@@ -125,14 +125,6 @@ class OutboundDelivery:
             done += 1
         return done
 
-    async def run_sweeper(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.sweep()
-            except Exception:  # noqa: BLE001 - the next round tries again
-                log.exception("sweeping delivery records failed")
-
     async def _settle_expired(self, record: dict, now: datetime) -> bool:
         lease_until = record.get("lease_until")
         if lease_until is None or lease_until >= now:

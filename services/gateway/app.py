@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -57,10 +56,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     # Handoff switches.
     runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, directory.apply, settings.settings_preload_timeout_s)
     runtime.shutdown_hooks.append(gateway.queue.close)
-    revalidation = _Periodic("websocket revalidation", settings.ws_revalidate_s,
-                             lambda: hub.revalidate(_memberships_of(store), CLOSE_NO_SESSION))
-    runtime.started_hooks.append(revalidation.start)
-    runtime.shutdown_hooks.append(revalidation.stop)
+    runtime.every("websocket revalidation", settings.ws_revalidate_s,
+                  lambda: hub.revalidate(_memberships_of(store), CLOSE_NO_SESSION))
     runtime.health_details["websockets"] = lambda: len(hub.clients)
     runtime.health_details["chatbots_known"] = lambda: len(directory.chatbots)
 
@@ -77,32 +74,6 @@ def _memberships_of(store: AgentStore):
         session = await store.session_by_digest(digest)
         return None if session is None else session.chatbot_ids
     return lookup
-
-
-class _Periodic:
-    """Runs `work` every `interval_s` seconds from start-up to shutdown; a failed round is
-    logged and the next one runs as usual."""
-
-    def __init__(self, name: str, interval_s: float, work) -> None:  # noqa: ANN001
-        self.name, self.interval_s, self.work = name, interval_s, work
-        self.task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=self.name)
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.work()
-            except Exception:  # noqa: BLE001 - e.g. Mongo briefly away: try again next round
-                log.exception("%s failed; retrying in %.0fs", self.name, self.interval_s)
 
 
 def _consumer_of(runtime: ServiceRuntime, topic: str):

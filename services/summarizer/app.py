@@ -27,7 +27,6 @@ def create_app(settings: SummarizerSettings) -> FastAPI:
     model = LLMSummarizer(settings) if settings.llm_configured else None
     worker = SummaryWorker(jobs=jobs, publisher=runtime.bus.publisher(HANDOFF_SUMMARIES), model=model,
                            concurrency=settings.summary_concurrency,
-                           sweep_interval_s=settings.summary_sweep_interval_s,
                            lease_s=settings.summary_lease_s)
     summarizer = Summarizer(worker)
     runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, summarizer.on_state_changed, group_id=GROUP)
@@ -43,8 +42,11 @@ def create_app(settings: SummarizerSettings) -> FastAPI:
             await model.close()
 
     runtime.startup_hooks += [announce_mode, jobs.create_indexes]
-    runtime.started_hooks.append(worker.start)  # publishing needs the broker
+    # Resume what a previous process left pending (publishing needs the broker), then keep
+    # picking up pending jobs that are not running (e.g. their publish failed).
+    runtime.started_hooks.append(worker.resume_pending)
     runtime.shutdown_hooks += [close_model, worker.stop]  # run in reverse: stop jobs first
+    runtime.every("summary sweep", settings.summary_sweep_interval_s, worker.resume_pending)  # stops first
     runtime.health_details["ai_mode"] = lambda: "llm" if model is not None else "offline"
     runtime.app.state.summarizer_worker = worker
     return runtime.app

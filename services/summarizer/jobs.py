@@ -24,29 +24,22 @@ log = logging.getLogger("handoff.summarizer")
 
 class SummaryWorker:
     def __init__(self, *, jobs: SummaryJobs, publisher: EventPublisher, model: LLMSummarizer | None,
-                 concurrency: int, sweep_interval_s: float, lease_s: float) -> None:
+                 concurrency: int, lease_s: float) -> None:
         self.jobs = jobs
         self.publisher = publisher
         self.model = model
-        self.sweep_interval_s = sweep_interval_s
         self.lease_s = lease_s
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._running: dict[str, asyncio.Task] = {}
-        self._sweeper: asyncio.Task | None = None
 
     @property
     def mode(self) -> str:
         return "llm" if self.model is not None else "extractive"
 
     # ------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        """Resume what a previous process left pending, then keep sweeping."""
-        await self.resume_pending()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="summary-sweep")
-
     async def stop(self) -> None:
         # Unfinished jobs stay pending in Mongo and are resumed by the next process.
-        tasks = [t for t in [self._sweeper, *self._running.values()] if t is not None]
+        tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -60,14 +53,6 @@ class SummaryWorker:
         if ids:
             log.info("resumed %d pending summary job(s)", len(ids))
         return len(ids)
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval_s)
-            try:
-                await self.resume_pending()
-            except Exception:  # noqa: BLE001 - the next sweep tries again
-                log.exception("sweeping pending summaries failed")
 
     # ------------------------------------------------------------ the consumer's entry
     async def accept(self, event: ConversationStateChanged) -> None:
