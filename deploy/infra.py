@@ -142,6 +142,18 @@ def start_mongo(port: int, log_dir: Path, data_dir: Path | None = None) -> Serve
                   port, log_dir)
 
 
+def local_env(kafka_port: int, redis_port: int, mongo_port: int) -> dict[str, str]:
+    """The environment variables that point a service at the embedded servers on these ports."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        # The embedded broker rejects idempotent producers.
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        # retryWrites=false: SecantusDB's retryable-write log slows writes down over time.
+        "MONGODB_URI": f"mongodb://127.0.0.1:{mongo_port}/?retryWrites=false",
+    }
+
+
 @dataclass
 class Infra:
     """The three servers; `env()` is what services need to reach them."""
@@ -153,24 +165,10 @@ class Infra:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka.port}"
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis.port}/0"
-
-    @property
-    def mongodb_uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.mongo.port}/?retryWrites=false"
+        return self.env()["KAFKA_BOOTSTRAP_SERVERS"]
 
     def env(self) -> dict[str, str]:
-        return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
-            "KAFKA_ENABLE_IDEMPOTENCE": "false",
-            "REDIS_URL": self.redis_url,
-            "MONGODB_URI": self.mongodb_uri,
-            **self.extra_env,
-        }
+        return {**local_env(self.kafka.port, self.redis.port, self.mongo.port), **self.extra_env}
 
     def stop(self) -> None:
         for s in (self.kafka, self.redis, self.mongo):

@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.infra import Infra, Server, port_is_free, start_kafka, start_mongo, start_redis, wait_for_port
+from deploy.infra import Infra, Server, local_env, port_is_free, start_kafka, start_mongo, start_redis, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("HANDOFF_DATA_DIR", ROOT / ".data"))
@@ -68,16 +68,24 @@ class Ports:
 SERVICES = ("queue", "intake", "summarizer", "gateway", "channels")
 
 
-def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
-    env = {
+def command_env(name: str, infra_env: dict[str, str]) -> dict[str, str]:
+    """What one service's process or command reads on this stack: the servers, and the
+    service's own database and Redis prefix."""
+    return {
         **os.environ,
-        **infra.env(),
-        "SERVICE_NAME": name,
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(getattr(ports, name)),
+        **infra_env,
         "MONGODB_DB": f"handoff_{name}",
         "REDIS_PREFIX": f"handoff:{name}",
         "LOG_JSON": os.environ.get("LOG_JSON", "false"),
+    }
+
+
+def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
+    env = {
+        **command_env(name, infra.env()),
+        "SERVICE_NAME": name,
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(getattr(ports, name)),
         "PYTHONUNBUFFERED": "1",
         # Short fetch waits: the embedded broker never answers a waiting fetch early.
         "KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "20"),
@@ -193,12 +201,11 @@ def up(detach: bool = False) -> int:
                 _wait_ready(name, getattr(ports, name), procs[name])
                 print(f"  {name:<11} ready  (pid {procs[name].pid}, port {getattr(ports, name)})", flush=True)
 
-        seed_env = {**os.environ, **infra.env(), "LOG_JSON": "false"}
         _run_cli("services.queue", ["seed-chatbot", "--id", DEMO_CHATBOT, "--name", "Demo Shop", "--handoff-on"],
-                 {**seed_env, "MONGODB_DB": "handoff_queue"})
+                 command_env("queue", infra.env()))
         _run_cli("services.gateway", ["create-agent", "--email", DEMO_EMAIL, "--password", DEMO_PASSWORD,
                                       "--first-name", "Dana", "--chatbot", DEMO_CHATBOT],
-                 {**seed_env, "MONGODB_DB": "handoff_gateway"})
+                 command_env("gateway", infra.env()))
     except BaseException as exc:
         print(f"Start-up failed: {exc}", file=sys.stderr)
         _stop_all(pids)
@@ -346,16 +353,7 @@ def run_cli(service: str, args: list[str]) -> int:
         print("The stack is not running: `./handoff start` first.", file=sys.stderr)
         return 1
     ports = json.loads(STATE_FILE.read_text())["ports"]
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports['kafka']}",
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-        "MONGODB_URI": f"mongodb://127.0.0.1:{ports['mongo']}/?retryWrites=false",
-        "MONGODB_DB": f"handoff_{service}",
-        "REDIS_PREFIX": f"handoff:{service}",
-        "LOG_JSON": "false",
-    }
+    env = command_env(service, local_env(ports["kafka"], ports["redis"], ports["mongo"]))
     return subprocess.run([sys.executable, "-m", f"services.{service}", *args], cwd=ROOT, env=env).returncode
 
 
