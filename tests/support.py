@@ -7,9 +7,28 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+
+from shared.ids import utcnow
+
+_last_instant: datetime | None = None
+
+
+def next_instant() -> datetime:
+    """Now, but at least a millisecond after the previous call: the time for events a test
+    builds in a row. The store keeps milliseconds (BSON dates, index scores) and orders ties
+    by conversation id, while two sends to the local broker take well under a millisecond, so
+    events built with plain `utcnow()` can tie and a test of "oldest first" would then pass
+    or fail by the ids' hash."""
+    global _last_instant
+    at = utcnow()
+    if _last_instant is not None and at < _last_instant + timedelta(milliseconds=1):
+        at = _last_instant + timedelta(milliseconds=1)
+    _last_instant = at
+    return at
 
 
 async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from shared.stores import open_mongo
 from shared.topics import CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES, OUTBOUND_MESSAGES
 from tests.conftest import Isolated
 from tests.harness import RunningService, run_in_process, settings_from_env
-from tests.support import eventually
+from tests.support import eventually, next_instant
 
 PASSWORD = "a good long password"
 
@@ -96,24 +96,24 @@ class Stack:
     async def visitor_writes(self, v: Visitor, text: str) -> None:
         await self.conversation_events.publish(MessageAppended(
             chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, sender="visitor", text=text,
-            channel=v.channel, visitor=v.identity))
+            channel=v.channel, visitor=v.identity, occurred_at=next_instant()))
 
     async def ai_writes(self, v: Visitor, text: str) -> None:
         await self.conversation_events.publish(MessageAppended(
             chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, sender="ai", text=text,
-            channel=v.channel, visitor=v.identity))
+            channel=v.channel, visitor=v.identity, occurred_at=next_instant()))
 
     async def handoff(self, v: Visitor, reason: str) -> str:
         """Intake's handoff request; its event id becomes the handoff id (returned)."""
         event = HandoffRequested(chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, reason=reason,
-                                 source="ai_tool", channel=v.channel, visitor=v.identity)
+                                 source="ai_tool", channel=v.channel, visitor=v.identity, occurred_at=next_instant())
         await self.conversation_events.publish(event)
         return event.event_id
 
     async def contact(self, v: Visitor, **fields: str) -> None:
         await self.conversation_events.publish(ContactCaptured(
             chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, contact=ContactDetails(**fields),
-            channel=v.channel, visitor=v.identity))
+            channel=v.channel, visitor=v.identity, occurred_at=next_instant()))
 
     async def summary(self, v: Visitor, handoff_id: str, text: str) -> None:
         await self.summaries.publish(HandoffSummaryReady(

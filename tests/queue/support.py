@@ -31,6 +31,7 @@ from shared.topics import (
     by_name,
 )
 from tests.harness import run_in_process, settings_from_env
+from tests.support import next_instant
 
 WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SETTINGS)
 
@@ -154,13 +155,15 @@ def conv_id(chatbot_id: str, visitor_id: str, channel: str = "web") -> str:
 def message(chatbot_id: str, visitor_id: str, text: str, *, sender: str = "visitor", channel: str = "web",
             name: str | None = None, **kw: Any) -> MessageAppended:
     return MessageAppended(chatbot_id=chatbot_id, conversation_id=conv_id(chatbot_id, visitor_id, channel),
-                           sender=sender, text=text, channel=channel, visitor=visitor(visitor_id, name), **kw)
+                           sender=sender, text=text, channel=channel, visitor=visitor(visitor_id, name),
+                           **{"occurred_at": next_instant(), **kw})
 
 
 def handoff(chatbot_id: str, visitor_id: str, reason: str = "User asked for a person", *, channel: str = "web",
             **kw: Any) -> HandoffRequested:
     return HandoffRequested(chatbot_id=chatbot_id, conversation_id=conv_id(chatbot_id, visitor_id, channel),
-                            reason=reason, source="ai_tool", channel=channel, visitor=visitor(visitor_id), **kw)
+                            reason=reason, source="ai_tool", channel=channel, visitor=visitor(visitor_id),
+                            **{"occurred_at": next_instant(), **kw})
 
 
 def command(chatbot_id: str, conversation_id: str, action: str, text: str | None = None, *,
