@@ -364,7 +364,9 @@ def build_router(gw: Gateway) -> APIRouter:
                         continue
                     # No await between these two: "subscribed" precedes every update it covers.
                     gw.hub.subscribe(client, frame.chatbot_id)
-                    client.offer({"type": "subscribed", "chatbot_id": frame.chatbot_id, "epoch": epoch, "seq": seq})
+                    # `at` (server time) lets a client that reconnects ask what it missed since.
+                    client.offer({"type": "subscribed", "chatbot_id": frame.chatbot_id, "epoch": epoch, "seq": seq,
+                                  "at": datetime.now(UTC).isoformat()})
                 else:
                     gw.hub.unsubscribe(client, frame.chatbot_id)
         except (WebSocketDisconnect, RuntimeError):

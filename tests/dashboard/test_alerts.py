@@ -149,6 +149,70 @@ async def test_a_silent_socket_is_dropped_and_replaced(browser, stack):
     await context.close()
 
 
+async def test_handoffs_the_page_could_not_hear_about_still_alert_once(browser, stack):
+    alpha, beta = bot_id(), bot_id()
+    await stack.seed_chatbot(alpha, "Alpha Store")
+    await stack.seed_chatbot(beta, "Beta Store")
+    email = f"away-{alpha}@example.com"
+    await stack.create_agent(email, "Aw", [alpha, beta])
+    # Waiting before the page opened: on the list, not news.
+    before = stack.visitor(alpha, "Already Waiting")
+    await stack.visitor_writes(before, "hello")
+    await stack.handoff(before, "User asked for a person")
+    await eventually(lambda: _has_row(stack, alpha, before.conversation_id), timeout=20)
+    control = SocketControl()
+    context, page = await sign_in(browser, stack, email, ws_route=control.route)
+    await page.get_by_label("Chatbot", exact=True).select_option(label="Alpha Store")
+    await expect(row(page, before.conversation_id)).to_have_count(1)
+    await expect(page.locator("#connection")).to_be_hidden()
+
+    # Every update about this handoff is lost on the way; the next update shows the gap.
+    lost = stack.visitor(alpha, "Lost On The Way")
+    control.drop_about.add(lost.conversation_id)
+    await stack.visitor_writes(lost, "hello?")
+    await stack.handoff(lost, "Topic is a refund")
+    await eventually(lambda: _has_row(stack, alpha, lost.conversation_id), timeout=20)
+    await stack.visitor_writes(before, "still there")
+    await page.wait_for_function("window.__notifications.length === 1")
+    assert await page.evaluate("window.__notifications") == [
+        {"title": "New handoff — Alpha Store", "body": "Lost On The Way: Topic is a refund"}]
+    assert await page.evaluate("window.__beeps") == 1
+    await expect(page.locator("#announcer")).to_have_text("New handoff: Lost On The Way — Topic is a refund")
+
+    # The socket drops and the server cannot be reached; handoffs arrive in both chatbots.
+    control.blocked = True
+    await control.drop_all()
+    await expect(page.locator("#connection")).to_have_text("Reconnecting…")
+    away = [stack.visitor(alpha, "Away Alpha"), stack.visitor(beta, "Away Beta One"), stack.visitor(beta, "Away Beta Two")]
+    for v in away:
+        await stack.visitor_writes(v, "anyone?")
+        await stack.handoff(v, "User asked for a person")
+    for v in away:
+        await eventually(lambda v=v: _has_row(stack, v.chatbot_id, v.conversation_id), timeout=20)
+
+    # Back: each missed handoff alerts once (one beep per chatbot); what was alerted or was
+    # waiting before the page opened does not alert again.
+    control.blocked = False
+    await expect(page.locator("#connection")).to_be_hidden(timeout=20000)
+    await page.wait_for_function("window.__notifications.length >= 4")
+    alerted = await page.evaluate("window.__notifications")
+    assert sorted((n["title"], n["body"]) for n in alerted[1:]) == [
+        ("New handoff — Alpha Store", "Away Alpha: User asked for a person"),
+        ("New handoff — Beta Store", "Away Beta One: User asked for a person"),
+        ("New handoff — Beta Store", "Away Beta Two: User asked for a person"),
+    ]
+    assert await page.evaluate("window.__beeps") == 3
+    # Live again: the next one alerts as usual, and only it.
+    live = stack.visitor(alpha, "Live Again")
+    await stack.visitor_writes(live, "hi")
+    await stack.handoff(live, "User asked for a person")
+    await page.wait_for_function("window.__notifications.length >= 5")
+    assert [n["body"] for n in await page.evaluate("window.__notifications")][4:] == ["Live Again: User asked for a person"]
+    assert await page.evaluate("window.__beeps") == 4
+    assert page.errors == []
+    await context.close()
+
+
 async def _more(control: SocketControl, than: int) -> bool:
     return len(control.open) > than
 

@@ -83,7 +83,11 @@ async def test_subscribe_receives_updates_results_and_settings_never_other_chatb
         alpha_cookie = await session_cookie(gw.url, "alpha-only@example.com")
         both_cookie = await session_cookie(gw.url, "both@example.com")
         async with open_ws(gw, alpha_cookie) as ws, open_ws(gw, both_cookie) as witness:
-            assert await subscribe(ws, "alpha") == {"type": "subscribed", "chatbot_id": "alpha", "epoch": "e1", "seq": 7}
+            before = datetime.now(UTC)
+            subscribed = await subscribe(ws, "alpha")
+            at = datetime.fromisoformat(subscribed.pop("at"))
+            assert subscribed == {"type": "subscribed", "chatbot_id": "alpha", "epoch": "e1", "seq": 7}
+            assert before <= at <= datetime.now(UTC)
             assert await subscribe(ws, "beta") == {"type": "error", "chatbot_id": "beta", "code": 403,
                                                    "error": "Not a member of this chatbot."}
             await ws.send(json.dumps({"type": "unsubscribe", "chatbot_id": "beta"}))

@@ -37,9 +37,10 @@ export class Alerts {
     if (this.audio.state === "suspended") this.audio.resume().catch(() => {});
   }
 
-  handoffArrived(row, chatbot) {
+  /** `beep: false` for the 2nd, 3rd… of handoffs alerted together (one beep is enough). */
+  handoffArrived(row, chatbot, { beep = true } = {}) {
     if (this.isMuted()) return;
-    this.beep();
+    if (beep) this.beep();
     if ("Notification" in window && Notification.permission === "granted") {
       const title = `New handoff — ${chatbot ? chatbot.name : "Handoff"}`;
       const body = row.reason ? `${row.display_name}: ${row.reason}` : row.display_name;

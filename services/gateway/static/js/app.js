@@ -9,8 +9,11 @@ import { ChatbotFeed, LiveConnection } from "./live.js";
 import { ReplyPane } from "./pane.js";
 import { ToolsView } from "./tools.js";
 import { Alerts, isNewHandoff } from "./alerts.js";
+import { MissedHandoffs } from "./missed.js";
 
 const TAB_NAMES = { conversations: "Conversations", handoff: "Handoff", tools: "Tools" };
+// At most this many pages of 50 are read to find handoffs missed while away.
+const MISSED_PAGES_MAX = 4;
 
 const app = {
   me: null,
@@ -24,6 +27,7 @@ const app = {
   waitingResults: new Map(), // command id -> resolve
   unclaimedResults: new Map(), // command id -> a result that came before anyone waited for it
   alerted: new Set(), // "conversation id|waiting since": handoffs already alerted
+  missed: new MissedHandoffs(), // when to look for handoffs this page could not hear about
   ownReopens: new Map(), // conversation id -> when this page reopened it (no alert for that)
   ticker: null,
   todayTimer: null,
@@ -316,15 +320,21 @@ function setConnection(status) {
 function onFrame(frame) {
   const feed = frame.chatbot_id ? app.feeds.get(frame.chatbot_id) : null;
   switch (frame.type) {
-    case "subscribed":
+    case "subscribed": {
       if (feed && app.bot && app.bot.chatbotId === frame.chatbot_id) feed.subscribed();
+      const from = app.missed.subscribed(frame);
+      if (from !== null) alertMissedHandoffs(frame.chatbot_id, from);
       break;
-    case "update":
+    }
+    case "update": {
       // Alerts for every chatbot of the agent, whichever is on screen (and even while the
       // one on screen is resyncing: the snapshot would bring the row in silently).
       if (frame.update) alertIfNewHandoff(frame.chatbot_id, frame.update);
+      const from = app.missed.update(frame);
+      if (from !== null) alertMissedHandoffs(frame.chatbot_id, from);
       if (feed && app.bot && app.bot.chatbotId === frame.chatbot_id) feed.update(frame);
       break;
+    }
     case "command_result": {
       const id = frame.result.command_id;
       const resolve = app.waitingResults.get(id);
@@ -349,21 +359,60 @@ const alerts = new Alerts({ isMuted: () => Boolean(app.me && app.me.agent.muted)
 app.alerts = alerts;
 
 function alertIfNewHandoff(chatbotId, update) {
-  if (!isNewHandoff(update)) return;
-  const row = update.row_upserted;
+  if (isNewHandoff(update)) alertHandoff(chatbotId, update.row_upserted);
+}
+
+/** Alert once per waiting period of a conversation; true when this call alerted. */
+function alertHandoff(chatbotId, row, { beep = true, announced = true } = {}) {
   const key = `${row.conversation_id}|${Date.parse(row.waiting_since)}`;
-  if (app.alerted.has(key)) return;
+  if (app.alerted.has(key)) return false;
   app.alerted.add(key);
   // The agent's own Reopen puts the row back: nothing to be alerted about.
   const reopenedAt = app.ownReopens.get(row.conversation_id);
   if (reopenedAt !== undefined) {
     app.ownReopens.delete(row.conversation_id);
-    if (Date.now() - reopenedAt < 60000) return;
+    if (Date.now() - reopenedAt < 60000) return false;
   }
+  alerts.handoffArrived(row, chatbot(chatbotId), { beep });
+  if (announced) announce(`New handoff${whereOf(chatbotId)}: ${row.display_name}${row.reason ? ` — ${row.reason}` : ""}`);
+  return true;
+}
+
+function whereOf(chatbotId) {
   const bot = chatbot(chatbotId);
-  alerts.handoffArrived(row, bot);
-  const where = app.bot && app.bot.chatbotId === chatbotId ? "" : ` in ${bot ? bot.name : chatbotId}`;
-  announce(`New handoff${where}: ${row.display_name}${row.reason ? ` — ${row.reason}` : ""}`);
+  return app.bot && app.bot.chatbotId === chatbotId ? "" : ` in ${bot ? bot.name : chatbotId}`;
+}
+
+/** Handoffs of a chatbot whose waiting began after `from` and that this page has not alerted
+ * yet (it could not hear about them): alert them now, oldest first, with one beep. The
+ * Needs Reply conversations come most recently changed first, so the pages after `from`
+ * hold every one of them. */
+async function alertMissedHandoffs(chatbotId, from) {
+  const missed = [];
+  let cursor = null;
+  try {
+    for (let page = 0; page < MISSED_PAGES_MAX; page += 1) {
+      const { data } = await api.conversations(chatbotId, { status: "needs_reply", cursor, limit: 50 });
+      missed.push(...data.items.filter((c) => Date.parse(c.waiting_since) > from));
+      const last = data.items[data.items.length - 1];
+      if (!data.next_cursor || !last || Date.parse(last.updated_at) <= from) break;
+      cursor = data.next_cursor;
+    }
+  } catch (err) {
+    console.warn("could not check for handoffs missed while away", err);
+    return;
+  }
+  missed.sort((a, b) => Date.parse(a.waiting_since) - Date.parse(b.waiting_since));
+  const alerted = [];
+  for (const c of missed) {
+    if (alertHandoff(chatbotId, c, { beep: alerted.length === 0, announced: false })) alerted.push(c);
+  }
+  if (alerted.length === 1) {
+    const [c] = alerted;
+    announce(`New handoff${whereOf(chatbotId)}: ${c.display_name}${c.reason ? ` — ${c.reason}` : ""}`);
+  } else if (alerted.length > 1) {
+    announce(`${alerted.length} new handoffs${whereOf(chatbotId)}: ${alerted.map((c) => c.display_name).join(", ")}`);
+  }
 }
 
 /** A command_result can beat the 202 that makes the pane wait for it: keep it a while. */
