@@ -22,8 +22,6 @@ UNKNOWN_OUTCOME_ERROR = (
     "It is not sent again, so it may not have reached the visitor."
 )
 WHATSAPP_WINDOW = timedelta(hours=24)
-# WhatsApp message types whose caption is the visitor's words.
-WHATSAPP_CAPTIONED = ("image", "video", "document")
 MAX_TEXT = 4096
 
 
@@ -94,6 +92,98 @@ def visitor_message(
     )
 
 
+# ---------------------------------------------------------------- what the visitor sent
+# Media and other messages without typed words still reach the transcript, as words: an
+# agent must see that a photo came in (and ask about it) rather than a visitor being
+# ignored; the AI and search read the same words. The media itself is not fetched.
+TELEGRAM_MEDIA = {  # checked in this order: an animation also carries a "document"
+    "animation": "GIF", "photo": "Photo", "video": "Video", "video_note": "Video message",
+    "voice": "Voice message", "audio": "Audio", "document": "Document", "sticker": "Sticker",
+}
+WHATSAPP_MEDIA = {"image": "Photo", "video": "Video", "audio": "Audio", "document": "Document", "sticker": "Sticker"}
+
+
+def _words(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def described(label: str, detail: str | None = None, caption: str | None = None) -> str:
+    """"[Photo]", "[Document: invoice.pdf] Here it is", "[Location: 52.52, 13.405]"."""
+    tag = f"[{label}: {detail}]" if detail else f"[{label}]"
+    return f"{tag} {caption}" if caption else tag
+
+
+def _joined(*parts: Any) -> str | None:
+    return " ".join(w for w in (_words(p) for p in parts) if w) or None
+
+
+def _place(part: dict[str, Any]) -> str | None:
+    named = ", ".join(w for w in (_words(part.get("name") or part.get("title")), _words(part.get("address"))) if w)
+    lat, lon = part.get("latitude"), part.get("longitude")
+    point = f"{lat}, {lon}" if isinstance(lat, int | float) and isinstance(lon, int | float) else None
+    return named or point
+
+
+def telegram_text(message: dict[str, Any]) -> str | None:
+    """What a Telegram message says, as words; None when it carries nothing we can show."""
+    text = _words(message.get("text"))
+    if text:
+        return message["text"]
+    caption = _words(message.get("caption"))
+    for key, label in TELEGRAM_MEDIA.items():
+        if message.get(key) is None:
+            continue
+        part = message[key] if isinstance(message[key], dict) else {}  # a photo is a list of sizes
+        detail = (_words(part.get("emoji")) if key == "sticker" else
+                  _joined(part.get("performer"), part.get("title")) or _words(part.get("file_name")) if key == "audio" else
+                  _words(part.get("file_name")) if key == "document" else None)
+        return described(label, detail, caption)
+    for key in ("venue", "location"):  # a venue also carries its location
+        part = message.get(key)
+        if isinstance(part, dict) and _place(part):
+            return described("Location", _place(part))
+    contact = message.get("contact")
+    if isinstance(contact, dict):
+        detail = _joined(contact.get("first_name"), contact.get("last_name"), contact.get("phone_number"))
+        if detail:
+            return described("Contact", detail)
+    poll = message.get("poll")
+    if isinstance(poll, dict) and _words(poll.get("question")):
+        return described("Poll", _words(poll["question"]))
+    dice = message.get("dice")
+    if isinstance(dice, dict) and _words(dice.get("emoji")):
+        return described("Dice", f"{dice['emoji']} {dice.get('value', '')}".strip())
+    return None
+
+
+def whatsapp_text(message: dict[str, Any]) -> str | None:
+    """What a WhatsApp message says, as words; None when it carries nothing we can show
+    (a reaction, an unsupported or system message)."""
+    kind = message.get("type")
+    part = message.get(kind) if isinstance(kind, str) else None
+    if kind == "contacts" and isinstance(part, list) and part and isinstance(part[0], dict):
+        first = part[0]
+        name = first.get("name") if isinstance(first.get("name"), dict) else {}
+        phones = [p.get("phone") for p in first.get("phones") or [] if isinstance(p, dict)]
+        detail = _joined(name.get("formatted_name"), phones[0] if phones else None)
+        return described("Contact", detail) if detail else None
+    if not isinstance(part, dict):
+        return None
+    if kind == "text":
+        return part["body"] if _words(part.get("body")) else None
+    if kind == "button":  # a tap on a quick-reply button: its words
+        return _words(part.get("text"))
+    if kind == "interactive":  # a tap on a reply button or a list row: its title
+        reply = part.get("button_reply") or part.get("list_reply")
+        return _words(reply.get("title")) if isinstance(reply, dict) else None
+    if kind in WHATSAPP_MEDIA:
+        label = "Voice message" if kind == "audio" and part.get("voice") else WHATSAPP_MEDIA[kind]
+        return described(label, _words(part.get("filename")) if kind == "document" else None, _words(part.get("caption")))
+    if kind == "location":
+        return described("Location", _place(part)) if _place(part) else None
+    return None
+
+
 def telegram_display_name(user: dict[str, Any] | None) -> str | None:
     if not user:
         return None
@@ -105,17 +195,16 @@ def parse_telegram_update(chatbot_id: str, update: dict[str, Any]) -> VisitorMes
     """A Telegram update -> a visitor message, or None for what we do not handle.
     channel_message_id is the update id (Telegram's retry key).
 
-    Decided: what the visitor wrote is the message — its text, or the caption of a photo,
-    video, document or voice note (the media itself is not shown). A message without any
-    words (a sticker, a bare photo, a location) and every other update kind (edits, channel
-    posts) is acknowledged and dropped: there is nothing for the AI or an agent to read."""
+    Decided: the message is what the visitor wrote, or a description of what they sent
+    (`telegram_text`: "[Photo] Is this broken?", "[Sticker: 👍]", "[Location: …]"). Other
+    update kinds (edits, channel posts, service messages) are acknowledged and dropped."""
     update_id = update.get("update_id")
     message = update.get("message")
     if update_id is None or not isinstance(message, dict):
         return None
-    text = message.get("text") if message.get("text") is not None else message.get("caption")
+    text = telegram_text(message)
     chat = message.get("chat")
-    if not isinstance(text, str) or not text.strip() or not isinstance(chat, dict) or chat.get("id") is None:
+    if text is None or not isinstance(chat, dict) or chat.get("id") is None:
         return None
     sent_at = message.get("date")
     sender = message.get("from")
@@ -159,14 +248,11 @@ def parse_whatsapp_payload(chatbot_id: str, payload: dict[str, Any]) -> tuple[li
                     sent_at = datetime.fromtimestamp(int(m.get("timestamp")), UTC)
                 except (TypeError, ValueError):
                     sent_at = datetime.now(UTC)
-                # What the visitor wrote: a text's body or a media message's caption (the media
-                # itself is not shown); other kinds carry no words and only open the window.
-                kind = m.get("type")
-                part = m.get(kind) if isinstance(kind, str) else None
-                part = part if isinstance(part, dict) else {}
-                body = part.get("body") if kind == "text" else part.get("caption") if kind in WHATSAPP_CAPTIONED else None
+                # What the visitor wrote or sent, as words; what has none (a reaction, an
+                # unsupported message) only opens the window.
+                body = whatsapp_text(m)
                 event = None
-                if isinstance(body, str) and body.strip():
+                if body is not None:
                     event = visitor_message(chatbot_id, "whatsapp", wa_id, names.get(wa_id), body, str(m["id"]), sent_at)
                 inbound.append(WhatsAppInbound(str(m["id"]), wa_id, sent_at, event))
             for s in value.get("statuses") or []:

@@ -7,6 +7,8 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.channels.domain import (
     OUTSIDE_WINDOW_ERROR,
     parse_telegram_update,
@@ -64,9 +66,10 @@ def test_parse_telegram_text_update():
         "message_id": 1, "date": 1764000000, "text": "hi", "chat": {"id": -5}}}).event_id
 
 
-def test_parse_telegram_ignores_what_is_not_text():
+def test_parse_telegram_ignores_what_is_not_a_visitor_message():
     assert parse_telegram_update("b", {"update_id": 1, "edited_message": {"text": "x", "chat": {"id": 1}}}) is None
-    assert parse_telegram_update("b", {"update_id": 1, "message": {"sticker": {}, "chat": {"id": 1}}}) is None
+    assert parse_telegram_update("b", {"update_id": 1, "message": {"new_chat_members": [{}], "chat": {"id": 1}}}) is None
+    assert parse_telegram_update("b", {"update_id": 1, "message": {"text": "   ", "chat": {"id": 1}}}) is None
     assert parse_telegram_update("b", {"message": {"text": "x", "chat": {"id": 1}}}) is None
 
 
@@ -75,7 +78,8 @@ def test_parse_whatsapp_messages_and_statuses():
         "contacts": [{"profile": {"name": "Grace"}, "wa_id": "155"}],
         "messages": [
             {"from": "155", "id": "wamid.A", "timestamp": "1764000000", "type": "text", "text": {"body": "hello"}},
-            {"from": "155", "id": "wamid.B", "timestamp": "1764000100", "type": "image", "image": {"id": "m"}},
+            {"from": "155", "id": "wamid.B", "timestamp": "1764000100", "type": "reaction",
+             "reaction": {"message_id": "wamid.OUT", "emoji": "👍"}},
         ],
         "statuses": [
             {"id": "wamid.OUT", "status": "delivered"},
@@ -86,7 +90,7 @@ def test_parse_whatsapp_messages_and_statuses():
     assert [i.wamid for i in inbound] == ["wamid.A", "wamid.B"]
     assert inbound[0].message is not None and inbound[0].message.visitor.name == "Grace"
     assert inbound[0].message.text == "hello" and inbound[0].message.channel_message_id == "wamid.A"
-    assert inbound[1].message is None  # not text, but it still opens the window
+    assert inbound[1].message is None  # not a message to show, but it still opens the window
     assert inbound[1].sent_at == datetime.fromtimestamp(1764000100, UTC)
     assert [(s.wamid, s.status) for s in statuses] == [("wamid.OUT", "delivered"), ("wamid.OUT2", "failed")]
     assert statuses[1].error == "Re-engagement message (code 131047)"
@@ -145,27 +149,60 @@ def test_same_client_message_id_from_two_visitors_are_two_events():
     assert a.event_id == visitor_message("b", "web", "v_0000000000000001", None, "hi again", "c1").event_id
 
 
-def test_a_caption_is_what_the_visitor_wrote():
-    """A photo with a caption used to be dropped whole, words included; the caption is the
-    message now. Media without words stays dropped (nothing to read)."""
-    photo = parse_telegram_update("b", {"update_id": 5, "message": {
-        "message_id": 5, "date": 1764000000, "chat": {"id": 7}, "photo": [{"file_id": "p"}],
-        "caption": "Is this item broken?"}})
-    assert photo is not None and photo.text == "Is this item broken?" and photo.channel_message_id == "5"
-    assert parse_telegram_update("b", {"update_id": 6, "message": {
-        "chat": {"id": 7}, "photo": [{"file_id": "p"}]}}) is None
-    assert parse_telegram_update("b", {"update_id": 6, "message": {
-        "chat": {"id": 7}, "document": {"file_id": "d"}, "caption": "   "}}) is None
+TELEGRAM_SENT = [
+    ({"photo": [{"file_id": "p"}], "caption": "Is this item broken?"}, "[Photo] Is this item broken?"),
+    ({"photo": [{"file_id": "p"}]}, "[Photo]"),
+    ({"document": {"file_id": "d", "file_name": "invoice.pdf"}, "caption": "   "}, "[Document: invoice.pdf]"),
+    ({"animation": {"file_id": "a"}, "document": {"file_id": "a", "file_name": "cat.gif"}}, "[GIF]"),
+    ({"sticker": {"file_id": "s", "emoji": "👍"}}, "[Sticker: 👍]"),
+    ({"sticker": {"file_id": "s"}}, "[Sticker]"),
+    ({"voice": {"file_id": "v", "duration": 3}}, "[Voice message]"),
+    ({"video_note": {"file_id": "n"}}, "[Video message]"),
+    ({"video": {"file_id": "v"}, "caption": "look"}, "[Video] look"),
+    ({"audio": {"file_id": "a", "performer": "Nina Simone", "title": "Feeling Good"}}, "[Audio: Nina Simone Feeling Good]"),
+    ({"location": {"latitude": 52.52, "longitude": 13.405}}, "[Location: 52.52, 13.405]"),
+    ({"venue": {"location": {"latitude": 1, "longitude": 2}, "title": "Shop", "address": "Main St 1"},
+      "location": {"latitude": 1, "longitude": 2}}, "[Location: Shop, Main St 1]"),
+    ({"contact": {"first_name": "Bo", "last_name": "Berg", "phone_number": "+49 170 1"}}, "[Contact: Bo Berg +49 170 1]"),
+    ({"poll": {"question": "Which size?"}}, "[Poll: Which size?]"),
+    ({"dice": {"emoji": "🎲", "value": 4}}, "[Dice: 🎲 4]"),
+]
 
+
+@pytest.mark.parametrize(("sent", "text"), TELEGRAM_SENT)
+def test_what_a_telegram_visitor_sent_reaches_the_transcript_as_words(sent, text):
+    """Media without typed words used to be dropped: an agent never learnt that a photo came
+    in. Each kind is now described in words, with its caption after it."""
+    event = parse_telegram_update("b", {"update_id": 5, "message": {"message_id": 5, "date": 1764000000,
+                                                                    "chat": {"id": 7}, **sent}})
+    assert event is not None and event.text == text and event.channel_message_id == "5"
+
+
+WHATSAPP_SENT = [
+    ({"type": "image", "image": {"id": "m", "caption": "My receipt"}}, "[Photo] My receipt"),
+    ({"type": "image", "image": {"id": "m"}}, "[Photo]"),
+    ({"type": "sticker", "sticker": {"id": "s"}}, "[Sticker]"),
+    ({"type": "audio", "audio": {"id": "a", "voice": True}}, "[Voice message]"),
+    ({"type": "audio", "audio": {"id": "a"}}, "[Audio]"),
+    ({"type": "document", "document": {"id": "d", "filename": "order.pdf", "caption": "see"}}, "[Document: order.pdf] see"),
+    ({"type": "location", "location": {"latitude": 40.7, "longitude": -74.0}}, "[Location: 40.7, -74.0]"),
+    ({"type": "location", "location": {"latitude": 1, "longitude": 2, "name": "Shop"}}, "[Location: Shop]"),
+    ({"type": "contacts", "contacts": [{"name": {"formatted_name": "Bo Berg"}, "phones": [{"phone": "+1 555"}]}]},
+     "[Contact: Bo Berg +1 555]"),
+    ({"type": "button", "button": {"text": "Talk to sales", "payload": "x"}}, "Talk to sales"),
+    ({"type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"id": "1", "title": "Size M"}}}, "Size M"),
+    ({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}}, None),
+    ({"type": "unsupported", "errors": [{"code": 131051}]}, None),
+    ({"type": "image", "image": "garbage"}, None),
+]
+
+
+@pytest.mark.parametrize(("sent", "text"), WHATSAPP_SENT)
+def test_what_a_whatsapp_visitor_sent_reaches_the_transcript_as_words(sent, text):
     inbound, _ = parse_whatsapp_payload("b", {"entry": [{"changes": [{"value": {"messages": [
-        {"from": "155", "id": "wamid.C", "timestamp": "1764000000", "type": "image",
-         "image": {"id": "m", "caption": "My receipt"}},
-        {"from": "155", "id": "wamid.D", "timestamp": "1764000001", "type": "sticker", "sticker": {"id": "s"}},
-        {"from": "155", "id": "wamid.E", "timestamp": "1764000002", "type": "image", "image": "garbage"},
-    ]}}]}]})
-    assert inbound[0].message is not None and inbound[0].message.text == "My receipt"
-    assert inbound[1].message is None and inbound[2].message is None
-    assert [i.wamid for i in inbound] == ["wamid.C", "wamid.D", "wamid.E"]  # all still open the window
+        {"from": "155", "id": "wamid.C", "timestamp": "1764000000", **sent}]}}]}]})
+    assert [i.wamid for i in inbound] == ["wamid.C"]  # a message of any kind opens the window
+    assert (inbound[0].message.text if inbound[0].message else None) == text
 
 
 def test_parse_telegram_tolerates_odd_shapes():

@@ -168,7 +168,7 @@ async def test_publish_failure_answers_503_so_telegram_retries(stack):
     assert [r["text"] for r in got] == ["keep me"]
 
 
-async def test_unknown_chatbot_and_non_text_updates(stack):
+async def test_unknown_chatbot_media_and_other_updates(stack):
     creds = _creds()
     bot = await stack.add_chatbot(**creds)
     headers = {"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"]}
@@ -176,11 +176,19 @@ async def test_unknown_chatbot_and_non_text_updates(stack):
         unknown = await client.post(f"{stack.url}/telegram/nobody/webhook", json=_update(1, 1, "x"), headers=headers)
         sticker = await client.post(f"{stack.url}/telegram/{bot.chatbot_id}/webhook", headers=headers,
                                     json={"update_id": 9, "message": {"message_id": 9, "date": 1, "chat": {"id": 9},
-                                                                      "sticker": {"file_id": "x"}}})
+                                                                      "sticker": {"file_id": "x", "emoji": "😀"}}})
+        joined = await client.post(f"{stack.url}/telegram/{bot.chatbot_id}/webhook", headers=headers,
+                                   json={"update_id": 10, "message": {"message_id": 10, "date": 1, "chat": {"id": 9},
+                                                                      "new_chat_members": [{"id": 1}]}})
         not_json = await client.post(f"{stack.url}/telegram/{bot.chatbot_id}/webhook", headers=headers,
                                      content=b"{not json")
     assert unknown.status_code == 404
-    assert sticker.status_code == 200 and sticker.json()["ignored"] is True
+    # A sticker is something the visitor sent: it reaches the conversation as words. A
+    # service message is not: acknowledged (or Telegram redelivers it) and dropped.
+    assert sticker.status_code == 200 and "ignored" not in sticker.json()
+    assert joined.status_code == 200 and joined.json()["ignored"] is True
+    got = await stack.visitor_messages.wait_for(lambda r: r["chatbot_id"] == bot.chatbot_id)
+    assert [(r["text"], r["channel_message_id"]) for r in got] == [("[Sticker: 😀]", "9")]
     assert not_json.status_code == 400 and not_json.json() == {"detail": "The body is not JSON."}
 
 

@@ -96,6 +96,32 @@ async def test_signed_message_published_once_and_opens_window(stack):
     assert records[0]["channel"] == "whatsapp" and records[0]["conversation_id"] == conversation_id
 
 
+async def test_media_arrives_described_and_a_reaction_only_opens_the_window(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    url = f"{stack.url}/whatsapp/{bot.chatbot_id}/webhook"
+    wa_id = "15551230077"
+    photo = _message_payload(wa_id, "wamid.PH1", "unused")
+    photo["entry"][0]["changes"][0]["value"]["messages"][0] |= {
+        "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg", "caption": "The box was crushed"}}
+    photo["entry"][0]["changes"][0]["value"]["messages"][0].pop("text")
+    reaction = _message_payload(wa_id, "wamid.RE1", "unused")
+    reaction["entry"][0]["changes"][0]["value"]["messages"][0] |= {
+        "type": "reaction", "reaction": {"message_id": "wamid.PH1", "emoji": "👍"}}
+    reaction["entry"][0]["changes"][0]["value"]["messages"][0].pop("text")
+    async with httpx.AsyncClient() as client:
+        r1 = await _post_signed(client, url, reaction, creds["whatsapp_app_secret"])
+        window = await stack.window(bot.chatbot_id, conversation_id_for(bot.chatbot_id, "whatsapp", wa_id))
+        r2 = await _post_signed(client, url, photo, creds["whatsapp_app_secret"])
+    assert (r1.status_code, r2.status_code) == (200, 200)
+    assert window["open"] is True
+    mine = lambda r: r["chatbot_id"] == bot.chatbot_id  # noqa: E731
+    await stack.visitor_messages.wait_for(lambda r: mine(r) and r["channel_message_id"] == "wamid.PH1")
+    # Published in order on one partition: had the reaction been published, it came first.
+    assert [(r["text"], r["channel_message_id"]) for r in stack.visitor_messages.matching(mine)] == [
+        ("[Photo] The box was crushed", "wamid.PH1")]
+
+
 async def test_bad_or_missing_signature_refused_and_nothing_published(stack):
     creds = _creds()
     bot = await stack.add_chatbot(**creds)
