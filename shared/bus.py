@@ -51,7 +51,7 @@ class ProcessedEventsProto(Protocol):
 
 
 class EventPublisher:
-    """A declared publisher for one topic; keys every event by its partition key."""
+    """A declared publisher for one topic; keys every event as the topic declares."""
 
     def __init__(self, broker: KafkaBroker, topic: Topic, prefix: str = "", schema: Any | None = None) -> None:
         self.topic = topic
@@ -61,7 +61,7 @@ class EventPublisher:
     async def publish(self, event: Envelope) -> None:
         await self._publisher.publish(
             event.model_dump_json().encode(),
-            key=event.partition_key(),
+            key=event.partition_key(self.topic.key),
             headers={"content-type": "application/json", "event-type": getattr(event, "type", "")},
         )
 

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.chatbots import ChatbotSettings
 from shared.ids import new_id, utcnow
+from shared.topics import KeyKind
 from shared.views import (
     Channel,
     ConversationStatus,
@@ -38,8 +39,13 @@ class Envelope(BaseModel):
     conversation_id: str | None = Field(default=None, max_length=128)
     schema_version: int = SCHEMA_VERSION
 
-    def partition_key(self) -> bytes:
-        """Conversation events keep their order on one partition; the rest key by chatbot."""
+    def partition_key(self, by: KeyKind = "conversation_id") -> bytes:
+        """The key of this event on a topic keyed `by` (shared.topics): by conversation, an
+        event without one falls back to its chatbot. A chatbot-keyed topic must not key by
+        the conversation id the event also carries: the chatbot's sequence would spread
+        over partitions and reach the gateway out of order."""
+        if by == "chatbot_id":
+            return self.chatbot_id.encode()
         return (self.conversation_id or self.chatbot_id).encode()
 
 

@@ -40,10 +40,12 @@ WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SET
 class Collector:
     prefix: str
     records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # The partition each record was read from, in the same order as `records`.
+    partitions: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     chatbot_id: str | None = None  # a view that only sees this chatbot's records
 
     def for_chatbot(self, chatbot_id: str) -> Collector:
-        return Collector(self.prefix, self.records, chatbot_id)
+        return Collector(self.prefix, self.records, self.partitions, chatbot_id)
 
     def of(self, topic: Topic | str) -> list[dict[str, Any]]:
         found = self.records[topic if isinstance(topic, str) else topic.name]
@@ -67,6 +69,10 @@ class Collector:
         found = await self.wait_for(DASHBOARD_UPDATES, lambda r: r.get("type") == "dashboard.command_result"
                                     and r["command_id"] == command_id, timeout=timeout)
         return found[0]
+
+    def with_partitions(self, topic: Topic) -> list[tuple[dict[str, Any], int]]:
+        pairs = zip(self.records[topic.name], self.partitions[topic.name], strict=True)
+        return [(r, p) for r, p in pairs if self.chatbot_id is None or r.get("chatbot_id") == self.chatbot_id]
 
     def updates(self, chatbot_id: str) -> list[dict[str, Any]]:
         return [r for r in self.for_chatbot(chatbot_id).of(DASHBOARD_UPDATES) if r.get("type") == "dashboard.update"]
@@ -94,6 +100,7 @@ async def _collect(bootstrap: str, prefix: str, topics: list[str], sink: Collect
             for tp, records in batch.items():
                 for r in records:
                     sink.records[tp.topic[len(prefix):]].append(json.loads(r.value))
+                    sink.partitions[tp.topic[len(prefix):]].append(tp.partition)
     finally:
         await consumer.stop()
 
@@ -110,7 +117,7 @@ class QueueUnderTest:
 
     async def send(self, topic: Topic, event: Envelope | bytes, key: bytes | None = None) -> None:
         if isinstance(event, Envelope):
-            value, key = event.model_dump_json().encode(), event.partition_key()
+            value, key = event.model_dump_json().encode(), event.partition_key(topic.key)
         else:
             value = event
         await self.producer.send_and_wait(self.prefix + topic.name, value, key=key or b"k")

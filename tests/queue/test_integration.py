@@ -252,6 +252,25 @@ async def _hand_off(q, bot: str, visitor_id: str, text: str, *, name: str | None
     return h.event_id
 
 
+async def test_a_chatbots_updates_reach_the_gateway_in_seq_order(queue):
+    """Dashboard updates are keyed by chatbot, not by the conversation they also carry: one
+    chatbot's sequence stays on one partition, so a gateway reads it in order and its
+    dashboards do not take a reordering for a lost update (and resync for nothing)."""
+    q = queue
+    BOT = "order"  # each test its own chatbot on the shared queue
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    for i in range(6):  # conversations on different partitions of conversation.events
+        await _hand_off(q, BOT, f"o{i}", f"hello {i}")
+    await seen.wait_for(CONVERSATION_STATE, lambda r: r["transition"] == "handoff", count=6)
+    await seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("type") == "dashboard.update", count=12)
+    updates = [(r, p) for r, p in seen.with_partitions(DASHBOARD_UPDATES) if r.get("type") == "dashboard.update"]
+    assert len({r["conversation_id"] for r, _ in updates}) == 6
+    assert len({p for _, p in updates}) == 1
+    seqs = [r["seq"] for r, _ in updates]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
 async def test_redis_wiped_mid_run_is_rebuilt_with_exact_counts(queue):
     q = queue
     BOT = "wipe"  # each test its own chatbot on the shared queue
