@@ -1,6 +1,6 @@
 """The per-chatbot ordering rules of static/js/live.js (ChatbotFeed), in Chromium: apply in
-order, ignore what a snapshot already holds, resync on a gap or a new epoch, and keep what
-arrives during a resync."""
+order, ignore what a snapshot already holds, wait a moment for updates that arrive out of
+order, resync on a gap that stays or a new epoch, and keep what arrives during a resync."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ SCRIPT = """async (steps) => {
     fetchSnapshot: () => new Promise((resolve) => { release = () => resolve(snapshots.shift()); }),
     onSnapshot: (s) => log.push(`snapshot ${s.epoch}/${s.seq}`),
     onUpdate: (u, f) => log.push(`apply ${f.epoch}/${f.seq}`),
+    reorderWaitMs: 50,
   });
   const frame = (epoch, seq) => ({ type: 'update', chatbot_id: 'demo', epoch, seq, update: { n: seq } });
   for (const [op, a, b] of steps) {
     if (op === 'subscribed') feed.subscribed();
     else if (op === 'update') feed.update(frame(a, b));
+    else if (op === 'wait') await new Promise((r) => setTimeout(r, a));
     else if (op === 'snapshot') { snapshots.push({ epoch: a, seq: b }); const r = release; release = null; r(); await feed.syncing; }
   }
   return { log, epoch: feed.epoch, seq: feed.seq, resyncs: feed.resyncs };
@@ -42,7 +44,8 @@ async def test_a_gap_resyncs_and_buffered_updates_after_the_snapshot_apply(modul
     out = await module_page.evaluate(SCRIPT, [
         ["subscribed"], ["snapshot", "e1", 5],
         ["update", "e1", 6],
-        ["update", "e1", 9],  # 7 and 8 were missed: resync
+        ["update", "e1", 9],  # 7 and 8 are missing
+        ["wait", 150],  # and do not come: resync
         ["update", "e1", 10],  # arrives during the resync
         ["snapshot", "e1", 9],
         ["update", "e1", 11],
@@ -68,3 +71,15 @@ async def test_a_reconnect_resyncs_even_without_a_gap(module_page):
         ["subscribed"], ["snapshot", "e1", 4], ["update", "e1", 4], ["update", "e1", 5],
     ])
     assert out["log"] == ["snapshot e1/1", "apply e1/2", "snapshot e1/4", "apply e1/5"]
+
+
+async def test_updates_out_of_order_are_put_back_in_order_without_a_resync(module_page):
+    out = await module_page.evaluate(SCRIPT, [
+        ["subscribed"], ["snapshot", "e1", 5],
+        ["update", "e1", 7], ["update", "e1", 8],  # 6 is late (another queue instance)
+        ["update", "e1", 6],
+        ["wait", 150],
+        ["update", "e1", 9],
+    ])
+    assert out["log"] == ["snapshot e1/5", "apply e1/6", "apply e1/7", "apply e1/8", "apply e1/9"]
+    assert (out["seq"], out["resyncs"]) == (9, 1)

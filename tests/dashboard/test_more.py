@@ -171,6 +171,13 @@ async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, sta
     await page.locator(".list-panel").get_by_role("button", name="Load more").click()
     await expect(page.locator(".handoff-row .row-name")).to_have_text(names)
     await expect(page.locator(".list-panel").get_by_role("button", name="Load more")).to_be_hidden()
+    # A resync (what a seq gap or a reconnect starts) keeps the rows Load more brought in.
+    feed = f"window.handoffDashboard.feeds.get('{bot}')"
+    resyncs = await page.evaluate(f"{feed}.resyncs")
+    await page.evaluate(f"{feed}.resync()")
+    await page.wait_for_function(f"{feed}.resyncs > {resyncs} && !{feed}.syncing")
+    await expect(page.locator(".handoff-row .row-name")).to_have_text(names)
+    await expect(page.locator(".list-panel").get_by_role("button", name="Load more")).to_be_hidden()
 
     await page.locator('#tabs [data-tab="conversations"]').click()
     rows = page.locator(".conv-row")

@@ -12,6 +12,8 @@ import { Alerts, isNewHandoff } from "./alerts.js";
 import { MissedHandoffs } from "./missed.js";
 
 const TAB_NAMES = { conversations: "Conversations", handoff: "Handoff", tools: "Tools" };
+// The gateway's largest snapshot page.
+const SNAPSHOT_MAX_ROWS = 200;
 // At most this many pages of 50 are read to find handoffs missed while away.
 const MISSED_PAGES_MAX = 4;
 
@@ -90,7 +92,7 @@ function switchChatbot(id) {
   app.bot = { chatbotId: id, stats: null, rows: [], nextCursor: null, timezone: undefined, epoch: null };
   if (!app.feeds.has(id)) {
     app.feeds.set(id, new ChatbotFeed(id, {
-      fetchSnapshot: async (bot) => (await api.snapshot(bot, pageSize())).data,
+      fetchSnapshot: async (bot) => (await api.snapshot(bot, snapshotSize(bot))).data,
       onSnapshot: (snapshot) => applySnapshot(id, snapshot),
       onUpdate: (update) => applyUpdate(id, update),
       onError: (err) => showSyncProblem(`Could not load the latest handoffs: ${err.message} Retrying…`),
@@ -107,6 +109,13 @@ function switchChatbot(id) {
       if (app.view && app.view.tick) app.view.render();
     }
   }).catch((err) => console.warn("chatbot settings not loaded; dates use the browser's time zone", err));
+}
+
+/** A resync (after a gap or a reconnect) reloads as many rows as the list shows, so the
+ * rows "Load more" brought in do not vanish (up to the API's largest page). */
+function snapshotSize(chatbotId) {
+  const shown = app.bot && app.bot.chatbotId === chatbotId ? app.bot.rows.length : 0;
+  return Math.min(SNAPSHOT_MAX_ROWS, Math.max(pageSize(), shown));
 }
 
 function showSyncProblem(text) {

@@ -3,7 +3,12 @@
 
 /** Per-chatbot ordering. Pure: it decides, the caller fetches snapshots and applies. */
 export class ChatbotFeed {
-  constructor(chatbotId, { fetchSnapshot, onSnapshot, onUpdate, onError }) {
+  // reorderWaitMs: how long a seq gap may wait for the missing updates before a resync.
+  // Queue instances publish a chatbot's updates in parallel, so seq N+1 can arrive just
+  // before N; only a gap that stays is a loss.
+  constructor(chatbotId, { fetchSnapshot, onSnapshot, onUpdate, onError, reorderWaitMs = 1000 }) {
+    this.reorderWaitMs = reorderWaitMs;
+    this.gapTimer = null;
     this.chatbotId = chatbotId;
     this.fetchSnapshot = fetchSnapshot;
     this.onSnapshot = onSnapshot;
@@ -27,17 +32,33 @@ export class ChatbotFeed {
       this.buffer.push(frame);
       return;
     }
-    if (this.epoch === null || frame.epoch !== this.epoch || frame.seq > this.seq + 1) {
+    if (this.epoch === null || frame.epoch !== this.epoch) {
       this.buffer.push(frame);
       this.resync();
       return;
     }
     if (frame.seq <= this.seq) return; // already reflected in what we hold
+    if (frame.seq > this.seq + 1 || this.gapTimer !== null) {
+      // Hold it; apply once the missing ones came, resync if they do not come in time.
+      this.buffer.push(frame);
+      if (this.drain()) this.stopGapTimer();
+      else if (this.gapTimer === null) {
+        if (this.reorderWaitMs <= 0) this.resync();
+        else this.gapTimer = setTimeout(() => { this.gapTimer = null; this.resync(); }, this.reorderWaitMs);
+      }
+      return;
+    }
     this.seq = frame.seq;
     this.onUpdate(frame.update, frame);
   }
 
+  stopGapTimer() {
+    clearTimeout(this.gapTimer);
+    this.gapTimer = null;
+  }
+
   resync() {
+    this.stopGapTimer();
     if (this.syncing) {
       this.again = true;
       return this.syncing;
