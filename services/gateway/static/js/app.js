@@ -383,8 +383,12 @@ function alertHandoff(chatbotId, row, { beep = true, announced = true } = {}) {
     if (Date.now() - reopenedAt < 60000) return false;
   }
   alerts.handoffArrived(row, chatbot(chatbotId), { beep });
-  if (announced) announce(`New handoff${whereOf(chatbotId)}: ${row.display_name}${row.reason ? ` — ${row.reason}` : ""}`);
+  if (announced) announce(newHandoffText(chatbotId, row));
   return true;
+}
+
+function newHandoffText(chatbotId, row) {
+  return `New handoff${whereOf(chatbotId)}: ${row.display_name}${row.reason ? ` — ${row.reason}` : ""}`;
 }
 
 function whereOf(chatbotId) {
@@ -417,8 +421,7 @@ async function alertMissedHandoffs(chatbotId, from) {
     if (alertHandoff(chatbotId, c, { beep: alerted.length === 0, announced: false })) alerted.push(c);
   }
   if (alerted.length === 1) {
-    const [c] = alerted;
-    announce(`New handoff${whereOf(chatbotId)}: ${c.display_name}${c.reason ? ` — ${c.reason}` : ""}`);
+    announce(newHandoffText(chatbotId, alerted[0]));
   } else if (alerted.length > 1) {
     announce(`${alerted.length} new handoffs${whereOf(chatbotId)}: ${alerted.map((c) => c.display_name).join(", ")}`);
   }
