@@ -124,6 +124,16 @@ def _place(part: dict[str, Any]) -> str | None:
     return named or point
 
 
+def _telegram_detail(key: str, part: dict[str, Any]) -> str | None:
+    if key == "sticker":
+        return _words(part.get("emoji"))
+    if key == "audio":
+        return _joined(part.get("performer"), part.get("title")) or _words(part.get("file_name"))
+    if key == "document":
+        return _words(part.get("file_name"))
+    return None
+
+
 def telegram_text(message: dict[str, Any]) -> str | None:
     """What a Telegram message says, as words; None when it carries nothing we can show."""
     text = _words(message.get("text"))
@@ -134,10 +144,7 @@ def telegram_text(message: dict[str, Any]) -> str | None:
         if message.get(key) is None:
             continue
         part = message[key] if isinstance(message[key], dict) else {}  # a photo is a list of sizes
-        detail = (_words(part.get("emoji")) if key == "sticker" else
-                  _joined(part.get("performer"), part.get("title")) or _words(part.get("file_name")) if key == "audio" else
-                  _words(part.get("file_name")) if key == "document" else None)
-        return described(label, detail, caption)
+        return described(label, _telegram_detail(key, part), caption)
     for key in ("venue", "location"):  # a venue also carries its location
         part = message.get(key)
         if isinstance(part, dict) and _place(part):
