@@ -103,6 +103,14 @@ class Stack:
             chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, sender="ai", text=text,
             channel=v.channel, visitor=v.identity, occurred_at=next_instant()))
 
+    async def handed_off(self, chatbot_id: str, name: str | None, *, text: str, reason: str,
+                         channel: str = "web") -> Visitor:
+        """A new visitor writes `text`, then intake hands the conversation off with `reason`."""
+        v = self.visitor(chatbot_id, name, channel)
+        await self.visitor_writes(v, text)
+        await self.handoff(v, reason)
+        return v
+
     async def handoff(self, v: Visitor, reason: str) -> str:
         """Intake's handoff request; its event id becomes the handoff id (returned)."""
         event = HandoffRequested(chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, reason=reason,

@@ -17,9 +17,7 @@ async def test_the_focus_follows_the_actions_of_the_pane(browser, stack):
     await stack.seed_chatbot(bot, "Keys Shop")
     email = f"keys-{bot}@example.com"
     await stack.create_agent(email, "Kay", [bot])
-    v = stack.visitor(bot, "Keyboard Visitor")
-    await stack.visitor_writes(v, "hello")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(bot, "Keyboard Visitor", text="hello", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email)
     await row(page, v.conversation_id).click()
     pane = page.locator(".pane")

@@ -27,13 +27,9 @@ async def test_only_a_real_new_handoff_alerts(browser, stack):
     await stack.seed_chatbot(bot, "Alert Shop")
     email = f"alert-{bot}@example.com"
     await stack.create_agent(email, "Al", [bot])
-    first = stack.visitor(bot, "First Waiting")
-    await stack.visitor_writes(first, "hello")
-    await stack.handoff(first, "User asked for a person")
+    first = await stack.handed_off(bot, "First Waiting", text="hello", reason="User asked for a person")
     await eventually(lambda: _has_row(stack, bot, first.conversation_id), timeout=20)
-    second = stack.visitor(bot, "Second Waiting")
-    await stack.visitor_writes(second, "hello")
-    await stack.handoff(second, "User asked for a person")
+    second = await stack.handed_off(bot, "Second Waiting", text="hello", reason="User asked for a person")
     await eventually(lambda: _has_row(stack, bot, second.conversation_id), timeout=20)
 
     context, page = await sign_in(browser, stack, email)
@@ -48,9 +44,7 @@ async def test_only_a_real_new_handoff_alerts(browser, stack):
     await stack.visitor_writes(second, "Is anybody there?")
     await stack.contact(second, email="second@example.com")
     # A real one: row and alert. Updates come in order, so the two above were seen first.
-    third = stack.visitor(bot, "Third Arrives")
-    await stack.visitor_writes(third, "hi")
-    await stack.handoff(third, "Topic is a refund")
+    third = await stack.handed_off(bot, "Third Arrives", text="hi", reason="Topic is a refund")
     await expect(row(page, third.conversation_id)).to_have_count(1)
     assert await page.evaluate("window.__notifications") == [
         {"title": "New handoff — Alert Shop", "body": "Third Arrives: Topic is a refund"}]
@@ -64,9 +58,7 @@ async def test_only_a_real_new_handoff_alerts(browser, stack):
     await pane.get_by_role("button", name="Reopen").click()
     await expect(row(page, first.conversation_id)).to_have_count(1)
     await expect(pane.locator(".notice")).to_have_text("Conversation reopened.")
-    fourth = stack.visitor(bot, "Fourth Arrives")
-    await stack.visitor_writes(fourth, "hi")
-    await stack.handoff(fourth, "User asked for a person")
+    fourth = await stack.handed_off(bot, "Fourth Arrives", text="hi", reason="User asked for a person")
     await expect(row(page, fourth.conversation_id)).to_have_count(1)
     assert [n["body"] for n in await page.evaluate("window.__notifications")] == [
         "Third Arrives: Topic is a refund", "Fourth Arrives: User asked for a person"]
@@ -86,9 +78,7 @@ async def test_a_handoff_in_another_chatbot_alerts_and_its_notification_opens_it
     await expect(page).to_have_url(re.compile(rf"#/{alpha}/handoff$"))
     await expect(page.locator("#connection")).to_be_hidden()
 
-    v = stack.visitor(beta, "Beta Caller", channel="telegram")
-    await stack.visitor_writes(v, "hello beta")
-    await stack.handoff(v, "Topic is billing")
+    v = await stack.handed_off(beta, "Beta Caller", channel="telegram", text="hello beta", reason="Topic is billing")
     await page.wait_for_function("window.__notifications.length === 1")
     assert await page.evaluate("window.__notifications") == [
         {"title": "New handoff — Beta Store", "body": "Beta Caller: Topic is billing"}]
@@ -106,9 +96,7 @@ async def test_a_handoff_in_another_chatbot_alerts_and_its_notification_opens_it
     await expect(stat(page, "open")).to_have_text("1")
     # Back on Alpha, Alpha's handoffs still alert (and Beta's too).
     await page.get_by_label("Chatbot", exact=True).select_option(label="Alpha Store")
-    a = stack.visitor(alpha, "Alpha Caller")
-    await stack.visitor_writes(a, "hello alpha")
-    await stack.handoff(a, "User asked for a person")
+    a = await stack.handed_off(alpha, "Alpha Caller", text="hello alpha", reason="User asked for a person")
     await expect(row(page, a.conversation_id)).to_have_count(1)
     await page.wait_for_function("window.__notifications.length === 2")
     assert (await page.evaluate("window.__notifications"))[1]["title"] == "New handoff — Alpha Store"
@@ -141,9 +129,7 @@ async def test_a_silent_socket_is_dropped_and_replaced(browser, stack):
     control.frozen = False
     await page.clock.run_for(21_000)  # its next ping gets a pong
     await expect(page.locator("#connection")).to_be_hidden()
-    v = stack.visitor(bot, "After The Silence")
-    await stack.visitor_writes(v, "hi")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(bot, "After The Silence", text="hi", reason="User asked for a person")
     await expect(row(page, v.conversation_id)).to_have_count(1)
     assert page.errors == []
     await context.close()
@@ -156,9 +142,7 @@ async def test_handoffs_the_page_could_not_hear_about_still_alert_once(browser, 
     email = f"away-{alpha}@example.com"
     await stack.create_agent(email, "Aw", [alpha, beta])
     # Waiting before the page opened: on the list, not news.
-    before = stack.visitor(alpha, "Already Waiting")
-    await stack.visitor_writes(before, "hello")
-    await stack.handoff(before, "User asked for a person")
+    before = await stack.handed_off(alpha, "Already Waiting", text="hello", reason="User asked for a person")
     await eventually(lambda: _has_row(stack, alpha, before.conversation_id), timeout=20)
     control = SocketControl()
     context, page = await sign_in(browser, stack, email, ws_route=control.route)
@@ -203,9 +187,7 @@ async def test_handoffs_the_page_could_not_hear_about_still_alert_once(browser, 
     ]
     assert await page.evaluate("window.__beeps") == 3
     # Live again: the next one alerts as usual, and only it.
-    live = stack.visitor(alpha, "Live Again")
-    await stack.visitor_writes(live, "hi")
-    await stack.handoff(live, "User asked for a person")
+    await stack.handed_off(alpha, "Live Again", text="hi", reason="User asked for a person")
     await page.wait_for_function("window.__notifications.length >= 5")
     assert [n["body"] for n in await page.evaluate("window.__notifications")][4:] == ["Live Again: User asked for a person"]
     assert await page.evaluate("window.__beeps") == 4
@@ -222,9 +204,7 @@ async def test_a_202_waits_for_the_command_result_on_the_websocket(browser, stac
     await stack.seed_chatbot(bot, "Slow Queue Shop")
     email = f"slowq-{bot}@example.com"
     await stack.create_agent(email, "Sal", [bot])
-    v = stack.visitor(bot, "Patient Person")
-    await stack.visitor_writes(v, "hello")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(bot, "Patient Person", text="hello", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email)
     await row(page, v.conversation_id).click()
     pane = page.locator(".pane")

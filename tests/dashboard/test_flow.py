@@ -66,9 +66,7 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
     assert await page.evaluate("window.__beeps") == 1
 
     # A second visitor whose name and words are markup: shown as text, nothing runs.
-    mallory = stack.visitor(bot, XSS, channel="telegram")
-    await stack.visitor_writes(mallory, XSS)
-    await stack.handoff(mallory, "Topic is a refund")
+    mallory = await stack.handed_off(bot, XSS, channel="telegram", text=XSS, reason="Topic is a refund")
     mallory_row = row(page, mallory.conversation_id)
     await expect(mallory_row.locator(".row-name")).to_have_text(XSS)
     await expect(mallory_row.locator(".channel")).to_have_text("Telegram")
@@ -275,9 +273,7 @@ async def test_an_agent_of_another_chatbot_sees_none_of_it(browser, stack):
     await stack.seed_chatbot(theirs, "Theirs")
     await stack.create_agent(f"a-{mine}@example.com", "Alice", [mine])
     await stack.create_agent(f"b-{theirs}@example.com", "Bob", [theirs])
-    v = stack.visitor(mine, "Secret Customer")
-    await stack.visitor_writes(v, "my account number is 42")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(mine, "Secret Customer", text="my account number is 42", reason="User asked for a person")
 
     ctx_a, alice = await sign_in(browser, stack, f"a-{mine}@example.com")
     await expect(row(alice, v.conversation_id)).to_have_count(1)
@@ -291,9 +287,7 @@ async def test_an_agent_of_another_chatbot_sees_none_of_it(browser, stack):
     await expect(bob).to_have_url(re.compile(rf"#/{theirs}/handoff"))
     await expect(bob.locator(".pane-name")).to_have_count(0)
     # A new handoff in the other chatbot reaches Alice live, never Bob.
-    w = stack.visitor(mine, "Another Customer")
-    await stack.visitor_writes(w, "hello")
-    await stack.handoff(w, "Topic is billing")
+    w = await stack.handed_off(mine, "Another Customer", text="hello", reason="Topic is billing")
     await expect(row(alice, w.conversation_id)).to_have_count(1)
     await expect(stat(alice, "open")).to_have_text("2")
     await expect(bob.locator(".handoff-row")).to_have_count(0)
@@ -326,9 +320,7 @@ async def test_alerts_can_be_muted_and_notifications_are_asked_for_politely(brow
     await expect(mute).to_have_attribute("aria-pressed", "false")
     await mute.click()
     await expect(mute).to_have_attribute("aria-pressed", "true")
-    v = stack.visitor(bot, "Muted Visitor")
-    await stack.visitor_writes(v, "hi")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(bot, "Muted Visitor", text="hi", reason="User asked for a person")
     await expect(row(page, v.conversation_id)).to_have_count(1)
     assert await page.evaluate("window.__beeps") == 0
     # Remembered for the agent: still muted after a reload.
@@ -336,9 +328,7 @@ async def test_alerts_can_be_muted_and_notifications_are_asked_for_politely(brow
     await expect(page.locator("#mute")).to_have_attribute("aria-pressed", "true")
     await page.locator("#mute").click()
     await expect(page.locator("#mute")).to_have_attribute("aria-pressed", "false")
-    w = stack.visitor(bot, "Loud Visitor")
-    await stack.visitor_writes(w, "hi")
-    await stack.handoff(w, "User asked for a person")
+    w = await stack.handed_off(bot, "Loud Visitor", text="hi", reason="User asked for a person")
     await expect(row(page, w.conversation_id)).to_have_count(1)
     assert await page.evaluate("window.__beeps") == 1
     await context.close()
@@ -349,9 +339,7 @@ async def test_phone_width_stacks_list_and_pane(browser, stack):
     await stack.seed_chatbot(bot, "Pocket Shop")
     email = f"phone-{bot}@example.com"
     await stack.create_agent(email, "Pia", [bot])
-    v = stack.visitor(bot, "Small Screen")
-    await stack.visitor_writes(v, "Can someone help me with my order?")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(bot, "Small Screen", text="Can someone help me with my order?", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email, viewport={"width": 390, "height": 844})
     await row(page, v.conversation_id).click()
     await expect(page.locator(".pane-name")).to_have_text("Small Screen")

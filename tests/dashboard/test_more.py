@@ -23,12 +23,8 @@ async def test_an_agent_of_two_chatbots_switches_between_them(browser, stack):
     await stack.seed_chatbot(beta, "Beta Store")
     email = f"two-{alpha}@example.com"
     await stack.create_agent(email, "Tom", [alpha, beta])
-    a = stack.visitor(alpha, "Alpha Visitor")
-    await stack.visitor_writes(a, "hi alpha")
-    await stack.handoff(a, "User asked for a person")
-    b = stack.visitor(beta, "Beta Visitor", channel="whatsapp")
-    await stack.visitor_writes(b, "hi beta")
-    await stack.handoff(b, "Topic is billing")
+    await stack.handed_off(alpha, "Alpha Visitor", text="hi alpha", reason="User asked for a person")
+    await stack.handed_off(beta, "Beta Visitor", channel="whatsapp", text="hi beta", reason="Topic is billing")
 
     context, page = await sign_in(browser, stack, email)
     picker = page.get_by_label("Chatbot", exact=True)
@@ -45,12 +41,8 @@ async def test_an_agent_of_two_chatbots_switches_between_them(browser, stack):
     await expect(page).to_have_title("(1) Handoff — Beta Store")
 
     # While on Beta, a handoff in Alpha does not land in Beta's list...
-    a2 = stack.visitor(alpha, "Second Alpha")
-    await stack.visitor_writes(a2, "me too")
-    await stack.handoff(a2, "User asked for a person")
-    b2 = stack.visitor(beta, "Second Beta")
-    await stack.visitor_writes(b2, "me too")
-    await stack.handoff(b2, "User asked for a person")
+    await stack.handed_off(alpha, "Second Alpha", text="me too", reason="User asked for a person")
+    await stack.handed_off(beta, "Second Beta", text="me too", reason="User asked for a person")
     await expect(page.locator(".handoff-row .row-name")).to_have_text(["Beta Visitor", "Second Beta"])
     # ...and is there when the agent switches back.
     await page.go_back()
@@ -84,9 +76,7 @@ async def test_waiting_times_tick_and_today_is_refetched_at_midnight(browser, st
     await stack.seed_chatbot(bot, "Clock Shop")
     email = f"clock-{bot}@example.com"
     await stack.create_agent(email, "Cleo", [bot])
-    v = stack.visitor(bot, "Waiting Visitor")
-    await stack.visitor_writes(v, "hello")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(bot, "Waiting Visitor", text="hello", reason="User asked for a person")
     snapshot = await eventually(lambda: _with_rows(stack, bot), timeout=20)
 
     context, page = await sign_in(browser, stack, email)
@@ -127,9 +117,7 @@ async def test_a_failed_delivery_shows_its_error(browser, stack):
     await stack.seed_chatbot(bot, "Fail Shop")
     email = f"fail-{bot}@example.com"
     await stack.create_agent(email, "Finn", [bot])
-    v = stack.visitor(bot, "Unreachable", channel="whatsapp")
-    await stack.visitor_writes(v, "help")
-    await stack.handoff(v, "User asked for a person")
+    v = await stack.handed_off(bot, "Unreachable", channel="whatsapp", text="help", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email)
     await row(page, v.conversation_id).click()
     pane = page.locator(".pane")
@@ -155,9 +143,7 @@ async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, sta
     await stack.create_agent(email, "Bea", [bot])
     names = ["Ann Early", "Ben Middle", "Zed Late"]
     for name in names:
-        v = stack.visitor(bot, name)
-        await stack.visitor_writes(v, f"I am {name}")
-        await stack.handoff(v, "User asked for a person")
+        await stack.handed_off(bot, name, text=f"I am {name}", reason="User asked for a person")
     # This test is about paging and the search box: load the page once the queue holds all
     # three (they are on different partitions, so it may apply them in any order; live
     # arrival is tested in test_flow.py).

@@ -21,9 +21,7 @@ async def test_the_pane_shows_the_whatsapp_reply_window(browser, stack):
     email = f"window-{bot}@example.com"
     await stack.create_agent(email, "Wes", [bot])
 
-    fresh = stack.visitor(bot, "Fresh Visitor", channel="whatsapp")
-    await stack.visitor_writes(fresh, "hi, quick question")
-    await stack.handoff(fresh, "User asked for a person")
+    fresh = await stack.handed_off(bot, "Fresh Visitor", channel="whatsapp", text="hi, quick question", reason="User asked for a person")
 
     late = stack.visitor(bot, "Late Visitor", channel="whatsapp")
     await stack.conversation_events.publish(MessageAppended(
@@ -31,9 +29,7 @@ async def test_the_pane_shows_the_whatsapp_reply_window(browser, stack):
         channel="whatsapp", visitor=late.identity, occurred_at=datetime.now(UTC) - timedelta(hours=25)))
     await stack.handoff(late, "User asked for a person")
 
-    web = stack.visitor(bot, "Web Visitor")
-    await stack.visitor_writes(web, "hello")
-    await stack.handoff(web, "User asked for a person")
+    web = await stack.handed_off(bot, "Web Visitor", text="hello", reason="User asked for a person")
 
     context, page = await sign_in(browser, stack, email)
     pane = page.locator(".pane")
