@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 
 from services.channels.domain import (
     PermanentDeliveryError,
     TransientDeliveryError,
-    redact,
     retry_delay,
     telegram_webhook_secret,
 )
 from services.channels.platforms import TelegramClient
 from services.channels.store import TelegramWebhookRegistry
 from shared.chatbots import ChatbotSettings
+from shared.ids import derived_id, redact
 
 log = logging.getLogger("handoff.channels.chatbots")
 
@@ -39,10 +38,6 @@ class ChatbotTable:
 
     def __len__(self) -> int:
         return len(self._by_id)
-
-
-def webhook_fingerprint(token: str, url: str, secret: str | None) -> str:
-    return hashlib.sha256(f"{token}\x1f{url}\x1f{secret or ''}".encode()).hexdigest()
 
 
 class TelegramWebhooks:
@@ -73,7 +68,7 @@ class TelegramWebhooks:
 
     async def _register(self, chatbot_id: str, token: str, secret: str | None) -> None:
         url = self.url_for(chatbot_id)
-        fingerprint = webhook_fingerprint(token, url, secret)
+        fingerprint = derived_id("", token, url, secret or "", length=64)  # a hash: no secret in Redis
         try:
             if await self.registry.registered(chatbot_id) == fingerprint:
                 return

@@ -1,18 +1,16 @@
 """The channels' rules, without I/O: webhook authentication, parsing platform payloads into
-our events, the WhatsApp customer-service window, delivery retry decisions, redaction."""
+our events, the WhatsApp customer-service window, delivery retry decisions."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared.events import DeliveryStatusChanged, VisitorIdentity, VisitorMessageReceived
-from shared.ids import conversation_id_for
+from shared.ids import conversation_id_for, derived_id
 
 OUTSIDE_WINDOW_ERROR = (
     "Outside WhatsApp's 24-hour customer service window: the visitor has to write first."
@@ -26,12 +24,9 @@ MAX_TEXT = 4096
 
 
 # ---------------------------------------------------------------- identifiers
-def stable_event_id(*parts: str) -> str:
-    """The same platform event always gets the same event id, so a duplicate that slips
-    past the edge dedupe is still skipped by the consumers' processed-events check."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, "\x1f".join(parts)).hex
-
-
+# Event ids are derived from the platform's ids (shared.ids.derived_id): the same platform
+# event always gets the same event id, so a duplicate that slips past the edge dedupe is
+# still skipped by the consumers' processed-events check.
 def inbound_dedupe_key(chatbot_id: str, channel: str, channel_message_id: str) -> str:
     return f"{chatbot_id}:{channel}:{channel_message_id}"
 
@@ -59,8 +54,8 @@ def valid_whatsapp_signature(app_secret: str | None, raw_body: bytes, header: st
     """Meta signs the raw body: X-Hub-Signature-256: sha256=<hex HMAC-SHA256 with the app secret>."""
     if not app_secret or not header or not header.startswith("sha256="):
         return False
-    expected = hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), header[len("sha256="):].strip().lower().encode())
+    given = "sha256=" + header[len("sha256="):].strip().lower()
+    return hmac.compare_digest(whatsapp_signature(app_secret, raw_body).encode(), given.encode())
 
 
 def whatsapp_signature(app_secret: str, raw_body: bytes) -> str:
@@ -81,7 +76,7 @@ def visitor_message(
     extra: dict[str, Any] = {"occurred_at": occurred_at} if occurred_at else {}
     return VisitorMessageReceived(
         # The visitor is part of the key: a widget's client message id is only unique per visitor.
-        event_id=stable_event_id(chatbot_id, channel, external_id, "message", channel_message_id),
+        event_id=derived_id("", chatbot_id, channel, external_id, "message", channel_message_id),
         chatbot_id=chatbot_id,
         conversation_id=conversation_id_for(chatbot_id, channel, external_id),
         channel=channel,
@@ -281,7 +276,7 @@ def status_event(
     channel_message_id: str | None = None, error: str | None = None, permanent: bool = False,
 ) -> DeliveryStatusChanged:
     return DeliveryStatusChanged(
-        event_id=stable_event_id(chatbot_id, "delivery", message_id, status),
+        event_id=derived_id("", chatbot_id, "delivery", message_id, status),
         chatbot_id=chatbot_id, conversation_id=conversation_id, message_id=message_id,
         status=status,  # type: ignore[arg-type]
         channel_message_id=channel_message_id, error=error[:1000] if error else None, permanent=permanent,
@@ -322,11 +317,3 @@ def retry_delay(attempt: int, base: float, cap: float, retry_after: float | None
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Remove every secret from a text that may reach a log line or an error shown to agents."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "[redacted]")
-    return text

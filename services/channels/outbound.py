@@ -15,7 +15,6 @@ from services.channels.domain import (
     UNKNOWN_OUTCOME_ERROR,
     PermanentDeliveryError,
     TransientDeliveryError,
-    redact,
     retry_delay,
     status_event,
     whatsapp_window,
@@ -24,7 +23,7 @@ from services.channels.platforms import TelegramClient, WhatsAppClient
 from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
 from shared.bus import EventPublisher
 from shared.events import OutboundMessage
-from shared.ids import conversation_id_for, new_id
+from shared.ids import conversation_id_for, new_id, redact
 
 log = logging.getLogger("handoff.channels.outbound")
 

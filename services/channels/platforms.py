@@ -22,7 +22,8 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from services.channels.domain import PermanentDeliveryError, TransientDeliveryError, redact
+from services.channels.domain import PermanentDeliveryError, TransientDeliveryError
+from shared.ids import redact
 
 
 def _retry_after_s(exc: RetryAfter) -> float:

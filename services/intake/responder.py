@@ -8,17 +8,14 @@ the caller answers with a short apology."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
 
-import openai
-
 from services.intake.domain import TOOL_NAME, build_system_prompt, clean_reason, tools_for
 from services.intake.settings import IntakeSettings
 from shared.chatbots import ChatbotSettings
-from shared.llm import open_llm_client
+from shared.llm import ChatModel, ModelCallFailed
 
 log = logging.getLogger("handoff.intake.ai")
 
@@ -47,38 +44,23 @@ def build_messages(settings: ChatbotSettings, context: list[dict[str, str]]) -> 
     ]
 
 
-class LLMResponder:
+class LLMResponder(ChatModel):
     def __init__(self, settings: IntakeSettings) -> None:
-        self.model = settings.openai_model
+        super().__init__(settings)
         self.max_tokens = settings.openai_max_tokens
         self.total_timeout_s = settings.openai_total_timeout_s
-        self.client = open_llm_client(settings)
-        self._api_key = settings.openai_api_key
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
-
-    async def close(self) -> None:
-        await self.client.close()
 
     async def respond(self, chatbot: ChatbotSettings, context: list[dict[str, str]]) -> ModelOutcome:
         tools = tools_for(chatbot)
-        kwargs: dict = {"tools": tools, "tool_choice": "auto"} if tools else {}
         try:
-            completion = await asyncio.wait_for(self.client.chat.completions.create(
-                model=self.model,
-                messages=build_messages(chatbot, context),  # type: ignore[arg-type]
-                max_tokens=self.max_tokens,
-                **kwargs,
-            ), self.total_timeout_s)
-        except TimeoutError:
-            log.error("the AI model did not answer within %.0fs", self.total_timeout_s)
-            return ModelFailed("timeout")
-        except openai.OpenAIError as exc:
-            # Some OpenAI-compatible servers echo the key they refused: never log it.
-            error = self._redact(repr(exc))
-            log.error("the AI model failed: %s", error)
-            return ModelFailed(error)
+            completion = await self.complete(build_messages(chatbot, context), max_tokens=self.max_tokens,
+                                             tools=tools, total_timeout_s=self.total_timeout_s)
+        except ModelCallFailed as exc:
+            if exc.timed_out:
+                log.error("the AI model did not answer within %.0fs", self.total_timeout_s)
+            else:
+                log.error("the AI model failed: %s", exc.error)  # the key is redacted already
+            return ModelFailed(exc.error)
         if not completion.choices:
             log.error("the AI model returned no choices")
             return ModelFailed("no choices")

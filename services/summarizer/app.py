@@ -13,6 +13,7 @@ from services.summarizer.model import LLMSummarizer
 from services.summarizer.settings import SummarizerSettings
 from services.summarizer.store import SummaryJobs
 from shared.events import STATE_EVENT
+from shared.llm import log_ai_mode
 from shared.service import ServiceRuntime
 from shared.topics import CONVERSATION_STATE, HANDOFF_SUMMARIES
 
@@ -32,20 +33,15 @@ def create_app(settings: SummarizerSettings) -> FastAPI:
     runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, summarizer.on_state_changed, group_id=GROUP)
 
     async def announce_mode() -> None:
-        if model is None:
-            log.warning("AI mode: offline (no OPENAI_API_KEY / OPENAI_BASE_URL): summaries are extractive")
-        else:
-            log.info("AI mode: llm (model %s at %s)", settings.openai_model, settings.openai_base_url or "api.openai.com")
-
-    async def close_model() -> None:
-        if model is not None:
-            await model.close()
+        log_ai_mode(log, settings, offline="summaries are extractive")
 
     runtime.startup_hooks += [announce_mode, jobs.create_indexes]
     # Resume what a previous process left pending (publishing needs the broker), then keep
     # picking up pending jobs that are not running (e.g. their publish failed).
     runtime.started_hooks.append(worker.resume_pending)
-    runtime.shutdown_hooks += [close_model, worker.stop]  # run in reverse: stop jobs first
+    if model is not None:
+        runtime.shutdown_hooks.append(model.close)
+    runtime.shutdown_hooks.append(worker.stop)  # hooks run in reverse: jobs stop before the model closes
     runtime.every("summary sweep", settings.summary_sweep_interval_s, worker.resume_pending)  # stops first
     runtime.health_details["ai_mode"] = lambda: "llm" if model is not None else "offline"
     runtime.app.state.summarizer_worker = worker

@@ -32,10 +32,6 @@ class SummaryWorker:
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._running: dict[str, asyncio.Task] = {}
 
-    @property
-    def mode(self) -> str:
-        return "llm" if self.model is not None else "extractive"
-
     # ------------------------------------------------------------ lifecycle
     async def stop(self) -> None:
         # Unfinished jobs stay pending in Mongo and are resumed by the next process.
@@ -73,11 +69,6 @@ class SummaryWorker:
         task = asyncio.create_task(self._run(handoff_id), name=f"summary-{handoff_id}")
         self._running[handoff_id] = task
         task.add_done_callback(lambda _t: self._running.pop(handoff_id, None))
-
-    async def wait_idle(self) -> None:
-        """For tests and shutdown: wait for the jobs running now."""
-        while self._running:
-            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
 
     # ------------------------------------------------------------ one job
     async def _run(self, handoff_id: str) -> None:
