@@ -8,12 +8,13 @@ Then, one message at a time (each waits for its frame, so no queueing), a web-wi
 posts to channels and the clock stops when the gateway's websocket delivers the queue's
 `update` frame carrying that message. The path is
 
-    HTTP POST -> channels -> visitor.messages -> intake -> conversation.events -> queue
-      -> dashboard.updates -> gateway -> websocket
+    HTTP POST -> channels -> visitor.messages -> queue -> dashboard.updates -> gateway -> websocket
 
-i.e. three Kafka hops plus the services' work (Mongo/Redis writes) plus one websocket send.
-If channels cannot be started, the visitor message is published straight onto
-`visitor.messages` (the same three hops, without the HTTP edge) and the output says so.
+i.e. two Kafka hops plus the services' work (Mongo/Redis writes) plus one websocket send.
+Intake runs too (the queue asks it for an AI turn after the dashboard update): it is on the
+AI's path, not on this one. If channels cannot be started, the visitor message is published
+straight onto `visitor.messages` (the same two hops, without the HTTP edge) and the output
+says so.
 
 Beside it, in the same run and on the same broker, the raw floor: the same number of Kafka
 hops done with bare aiokafka producers/consumers relaying a message (same fetch wait),
@@ -102,6 +103,10 @@ def service_env(infra: Infra, prefix: str, name: str, fetch_wait_ms: int) -> dic
 def run_cli(module: str, args: list[str], env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, timeout=120)
+
+
+# The Kafka hops from the visitor's message to the agent's websocket.
+HOPS = ("visitor.messages", "dashboard.updates")
 
 
 # ---------------------------------------------------------------------- the measured path
@@ -199,7 +204,7 @@ async def one_message(ws, send, text: str, timeout: float = 30) -> float:
 
 
 # ---------------------------------------------------------------------- the raw floor
-async def measure_floor(infra: Infra, n: int, fetch_wait_ms: int, hops: int = 3) -> list[float]:
+async def measure_floor(infra: Infra, n: int, fetch_wait_ms: int, hops: int = len(HOPS)) -> list[float]:
     """`hops` Kafka hops relayed by bare aiokafka clients, then a bare websocket send."""
     prefix = f"floor{uuid.uuid4().hex[:6]}."
     topics = [f"{prefix}hop{i}" for i in range(hops)]
@@ -278,9 +283,8 @@ async def main(n: int, fetch_wait_ms: int) -> None:
         finally:
             infra.stop()
     print(f"visitor message: {how}")
-    print("path: -> channels -> visitor.messages -> intake -> conversation.events -> queue -> dashboard.updates"
-          " -> gateway -> websocket")
-    rows = (("system: visitor -> dashboard ws", system), ("floor: 3 bare Kafka hops + ws send", floor))
+    print("path: -> channels -> visitor.messages -> queue -> dashboard.updates -> gateway -> websocket")
+    rows = (("system: visitor -> dashboard ws", system), (f"floor: {len(HOPS)} bare Kafka hops + ws send", floor))
     for label, s in rows:
         print(f"{label:40s} p50 {pct(s, 50):8.1f} ms   p99 {pct(s, 99):8.1f} ms   "
               f"mean {statistics.mean(s):8.1f} ms   n={len(s)}")

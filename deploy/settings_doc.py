@@ -64,7 +64,7 @@ def own_fields(cls: type[ServiceSettings]) -> list[str]:
 def _default(name: str, value: object) -> str:
     if value is None or value == "":
         return "empty"
-    if any(h in name for h in SECRET_HINTS):
+    if isinstance(value, str) and any(h in name for h in SECRET_HINTS):  # never print a secret
         return "empty"
     return f"`{value}`"
 

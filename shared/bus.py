@@ -318,7 +318,7 @@ async def _ack(msg: Any, grouped: bool) -> None:
 
 # ---------------------------------------------------------------------- tables
 async def read_table(settings: ServiceSettings, topic: Topic, adapter: TypeAdapter[Any],
-                     apply: Callable[[Any], None]) -> int:
+                     apply: Callable[[Any], Awaitable[None]]) -> int:
     """Read `topic` from the beginning to its current end, calling `apply(event)` for each
     valid record; returns how many were applied. For tables such as `chatbot.settings` that
     a service must hold before it consumes or serves anything. Invalid records are skipped
@@ -344,7 +344,7 @@ async def read_table(settings: ServiceSettings, topic: Topic, adapter: TypeAdapt
                         event = adapter.validate_json(record.value)
                     except ValidationError:
                         continue
-                    apply(event)
+                    await apply(event)
                     applied += 1
         return applied
     finally:

@@ -1,7 +1,8 @@
-"""A chatbot's settings, the Human Handoff tool's settings among them (RELATED.md).
+"""A chatbot's settings, the Human Handoff tool's settings among them (the product specification).
 
 Owned by the queue service (Mongo `chatbots`), published on `chatbot.settings` whenever
-they change so intake, channels and gateway keep their own copy.
+they change so channels and gateway keep their own copy (intake gets what it needs with
+each AI turn).
 """
 
 from __future__ import annotations

@@ -13,11 +13,12 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.chatbots import ChatbotSettings
+from shared.chatbots import ChatbotSettings, ContactField, HumanHandoffSettings
 from shared.ids import new_id, utcnow
 from shared.topics import KeyKind
 from shared.views import (
     Channel,
+    Contact,
     ConversationStatus,
     ConversationView,
     DeliveryState,
@@ -56,17 +57,9 @@ class VisitorIdentity(BaseModel):
     name: str | None = Field(default=None, max_length=200)
 
 
-class ContactDetails(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=64)
-
-
 # ---------------------------------------------------------------- visitor.messages
 class VisitorMessageReceived(Envelope):
-    """channels -> intake: a visitor wrote. conversation_id is always set."""
+    """channels -> queue: a visitor wrote. conversation_id is always set."""
 
     type: Literal["visitor.message_received"] = "visitor.message_received"
     channel: Channel
@@ -77,64 +70,94 @@ class VisitorMessageReceived(Envelope):
 
 
 class VisitorContactSubmitted(Envelope):
-    """channels -> intake: the visitor filled in the contact fields the tool asked for."""
+    """channels -> queue: the visitor filled in the contact fields the tool asked for."""
 
     type: Literal["visitor.contact_submitted"] = "visitor.contact_submitted"
     channel: Channel
     visitor: VisitorIdentity
-    contact: ContactDetails
+    contact: Contact
 
 
 VisitorEvent = Annotated[VisitorMessageReceived | VisitorContactSubmitted, Field(discriminator="type")]
 
 
-# ---------------------------------------------------------------- conversation.events
-class MessageAppended(Envelope):
-    """intake -> queue: a visitor or AI message belongs in the transcript.
-
-    The queue creates the conversation on its first message (hence channel and visitor).
-    `message_id` is the message's id for ever (dedupe, delivery status)."""
-
-    type: Literal["conversation.message_appended"] = "conversation.message_appended"
-    message_id: str = Field(default_factory=new_id)
-    sender: Literal["visitor", "ai"]
-    text: str = Field(min_length=1, max_length=8192)
-    channel: Channel
-    visitor: VisitorIdentity
-
-
-class HandoffRequested(Envelope):
-    """intake -> queue: hand this conversation to a human. The queue decides (it may already
-    be handed off); the event id becomes the handoff id."""
-
-    type: Literal["conversation.handoff_requested"] = "conversation.handoff_requested"
-    reason: str = Field(min_length=1, max_length=500)
-    source: Literal["ai_tool", "explicit_request"]
-    channel: Channel
-    visitor: VisitorIdentity
-
-
-class ContactCaptured(Envelope):
-    """intake -> queue: contact fields collected from the visitor."""
-
-    type: Literal["conversation.contact_captured"] = "conversation.contact_captured"
-    contact: ContactDetails
-    channel: Channel
-    visitor: VisitorIdentity
-
-
-ConversationEvent = Annotated[
-    MessageAppended | HandoffRequested | ContactCaptured, Field(discriminator="type")
-]
-
-
-# ---------------------------------------------------------------- conversation.state
 class TranscriptLine(BaseModel):
     sender: Literal["visitor", "ai", "agent", "system"]
     text: str
     at: datetime
+    sender_name: str | None = None  # the agent's display name on agent lines
 
 
+# ---------------------------------------------------------------- ai.turns
+class AiProfile(BaseModel):
+    """What the AI needs of a chatbot's settings (never its channel credentials)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    instructions: str = Field(default="You are a helpful assistant.", max_length=20000)
+    human_handoff: HumanHandoffSettings = Field(default_factory=HumanHandoffSettings)
+
+    @classmethod
+    def of(cls, settings: ChatbotSettings) -> AiProfile:
+        return cls(instructions=settings.instructions, human_handoff=settings.human_handoff)
+
+
+class AiTurnRequested(Envelope):
+    """queue -> intake: the AI has this conversation; answer the visitor's message.
+
+    Carries everything the model needs, so intake keeps no state: the chatbot's AI profile
+    as it is now, the recent transcript (oldest first, ending with the message), the contact
+    already collected. `version` is the conversation's version the turn was asked at: the
+    queue applies the outcome only if nothing changed the conversation's status since."""
+
+    type: Literal["ai.turn_requested"] = "ai.turn_requested"
+    turn_id: str = Field(min_length=1, max_length=128)
+    message_id: str
+    version: int = Field(ge=0)
+    channel: Channel
+    visitor: VisitorIdentity
+    text: str = Field(min_length=1, max_length=4096)
+    transcript: list[TranscriptLine] = Field(default_factory=list)
+    profile: AiProfile
+    contact: Contact = Field(default_factory=Contact)
+
+
+AI_TURN_EVENT = TypeAdapter(AiTurnRequested)
+
+
+# ---------------------------------------------------------------- conversation.events
+class AiReply(BaseModel):
+    """One message the AI sends the visitor; its id is derived from the turn."""
+
+    message_id: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1, max_length=4096)
+    # Ask the widget to show the contact form for these fields (Human Handoff tool).
+    request_contact_fields: list[ContactField] = Field(default_factory=list)
+
+
+class HandoffAsked(BaseModel):
+    """The AI's tool, or the visitor's explicit request, asks for a human (and the schedule
+    allows it): the queue hands off, then asks for `contact_fields`."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    source: Literal["ai_tool", "explicit_request"]
+    contact_fields: list[ContactField] = Field(default_factory=list)
+
+
+class AiTurnCompleted(Envelope):
+    """intake -> queue: the outcome of one AI turn, applied only at the version it was asked
+    for (a late answer after an agent took over is recorded as not sent)."""
+
+    type: Literal["ai.turn_completed"] = "ai.turn_completed"
+    turn_id: str = Field(min_length=1, max_length=128)
+    version: int = Field(ge=0)
+    replies: list[AiReply] = Field(default_factory=list, max_length=4)
+    handoff: HandoffAsked | None = None
+    # "offline" (no model configured), "llm", or "apology" (the model failed).
+    mode: Literal["llm", "offline", "apology"] = "llm"
+
+
+# ---------------------------------------------------------------- conversation.state
 class ConversationStateChanged(Envelope):
     """queue -> anyone: the conversation's status changed (every transition, in order).
 
@@ -150,7 +173,7 @@ class ConversationStateChanged(Envelope):
     handoff_id: str | None = None
     reason: str | None = None
     by: str  # "ai", "visitor", or "agent:<agent id>"
-    contact: ContactDetails = Field(default_factory=ContactDetails)
+    contact: Contact = Field(default_factory=Contact)
     transcript: list[TranscriptLine] = Field(default_factory=list)
 
 
@@ -185,7 +208,7 @@ AgentCommandEvent = Annotated[AgentCommand | ChatbotSettingsUpdate, Field(discri
 
 # ---------------------------------------------------------------- outbound.messages
 class OutboundMessage(Envelope):
-    """intake (AI) or queue (agent) -> channels: deliver this text to the visitor.
+    """queue -> channels: deliver this text (an agent's or the AI's) to the visitor.
     `message_id` is the dedupe key: channels send each message id at most once."""
 
     type: Literal["outbound.message"] = "outbound.message"
@@ -224,7 +247,7 @@ class HandoffSummaryReady(Envelope):
 
 # ---------------------------------------------------------------- chatbot.settings
 class ChatbotSettingsChanged(Envelope):
-    """queue -> intake, channels, gateway (keyed by chatbot; read from the beginning)."""
+    """queue -> channels, gateway and other queue instances (keyed by chatbot; a table)."""
 
     type: Literal["chatbot.settings_changed"] = "chatbot.settings_changed"
     settings: ChatbotSettings
@@ -268,7 +291,7 @@ DashboardEvent = Annotated[DashboardUpdate | CommandResult, Field(discriminator=
 
 # ---------------------------------------------------------------- per-topic adapters
 VISITOR_EVENT = TypeAdapter(VisitorEvent)
-CONVERSATION_EVENT = TypeAdapter(ConversationEvent)
+CONVERSATION_EVENT = TypeAdapter(AiTurnCompleted)
 STATE_EVENT = TypeAdapter(ConversationStateChanged)
 AGENT_COMMAND_EVENT = TypeAdapter(AgentCommandEvent)
 OUTBOUND_EVENT = TypeAdapter(OutboundMessage)

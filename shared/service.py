@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,14 +33,24 @@ Hook = Callable[[], Awaitable[Any]]
 
 
 class ServiceRuntime:
-    def __init__(self, settings: ServiceSettings, *, name: str, title: str | None = None) -> None:
+    """`stateless=True`: a service that owns no data (intake) opens neither Mongo nor Redis,
+    skips the processed-events check (its consumers of it dedupe what it publishes) and is
+    ready when the broker answers."""
+
+    def __init__(self, settings: ServiceSettings, *, name: str, title: str | None = None,
+                 stateless: bool = False) -> None:
         self.settings = settings
         self.name = name
-        self.mongo_client, self.db = open_mongo(settings)
-        self.redis = open_redis(settings)
-        self.processed = ProcessedEvents(self.db)
+        self.stateless = stateless
+        self.startup_hooks: list[Hook] = []
+        if not stateless:
+            self.mongo_client, self.db = open_mongo(settings)
+            self.redis = open_redis(settings)
+            self.processed: ProcessedEvents | None = ProcessedEvents(self.db)
+            self.startup_hooks.append(self.processed.create_indexes)
+        else:
+            self.processed = None
         self.bus = Bus(settings, client_id=f"handoff-{name}", processed=self.processed)
-        self.startup_hooks: list[Hook] = [self.processed.create_indexes]
         # Run after the broker started (e.g. warm-up that publishes).
         self.started_hooks: list[Hook] = []
         # Run in reverse order after in-flight handlers finished and the broker stopped.
@@ -68,8 +79,9 @@ class ServiceRuntime:
             for hook in reversed(self.shutdown_hooks):
                 with contextlib.suppress(Exception):
                     await hook()
-            await self.redis.aclose()
-            await self.mongo_client.close()
+            if not self.stateless:
+                await self.redis.aclose()
+                await self.mongo_client.close()
             log.info("%s stopped", self.name)
 
     def every(self, name: str, interval_s: float, work: Hook) -> None:
@@ -98,27 +110,44 @@ class ServiceRuntime:
         self.started_hooks.append(start)
         self.shutdown_hooks.append(stop)
 
-    def preload_table(self, topic: Topic, adapter: TypeAdapter[Any], apply: Callable[[Any], None],
-                      timeout: float) -> None:
-        """At start-up, before the broker's consumers start and before HTTP is served, read
-        `topic` to its end into memory (e.g. the chatbot settings table), so the first
-        message or request after a restart sees every chatbot rather than defaults. Bounded
-        by `timeout`; the service's live consumer of the topic fills in whatever is missed."""
+    def replicate(self, topic: Topic, adapter: TypeAdapter[Any], apply: Callable[[Any], Any],
+                  *, timeout: float = 10.0, owner: bool = False) -> None:
+        """Keep a replica of a table topic (e.g. `chatbot.settings`) in this process: every
+        instance reads all of it, without a consumer group.
+
+        At start-up, before the broker's consumers start and before HTTP is served, the topic
+        is read to its end (bounded by `timeout`), so the first message or request after a
+        restart sees every record rather than defaults; then a live consumer applies every
+        change, from the beginning again, so nothing between the two reads is missed.
+        `apply(event)` (sync or async) must therefore be idempotent.
+
+        `owner=True`: the table's owner, which loads its own record at start-up (the topic
+        may lag it), only follows the changes other instances publish from now on."""
+
+        async def apply_one(event: Any) -> None:
+            result = apply(event)
+            if inspect.isawaitable(result):
+                await result
 
         async def preload() -> None:
             try:
-                count = await asyncio.wait_for(read_table(self.settings, topic, adapter, apply), timeout)
+                count = await asyncio.wait_for(read_table(self.settings, topic, adapter, apply_one), timeout)
                 log.info("%s read to its end (%d records)", topic.name, count)
             except Exception as exc:  # noqa: BLE001 - the live consumer fills the table anyway
                 log.warning("could not read %s to its end (%r); the live consumer continues", topic.name, exc)
 
-        self.startup_hooks.append(preload)
+        if not owner:
+            self.startup_hooks.append(preload)
+        self.bus.consume(topic, adapter, apply_one, group_id=None, from_beginning=not owner)
 
     async def readiness(self) -> dict[str, Any]:
-        broker_ok, mongo_ok, redis_ok = await asyncio.gather(
-            self.bus.broker.ping(timeout=2.0), mongo_ready(self.mongo_client), redis_ready(self.redis)
-        )
-        checks = {"broker": bool(broker_ok), "mongo": mongo_ok, "redis": redis_ok}
+        if self.stateless:
+            checks = {"broker": bool(await self.bus.broker.ping(timeout=2.0))}
+        else:
+            broker_ok, mongo_ok, redis_ok = await asyncio.gather(
+                self.bus.broker.ping(timeout=2.0), mongo_ready(self.mongo_client), redis_ready(self.redis)
+            )
+            checks = {"broker": bool(broker_ok), "mongo": mongo_ok, "redis": redis_ok}
         return {"service": self.name, "ready": all(checks.values()), "checks": checks,
                 **{k: f() for k, f in self.health_details.items()}}
 

@@ -26,6 +26,7 @@ class Topic:
 
 
 VISITOR_MESSAGES = Topic("visitor.messages", 6, "conversation_id")
+AI_TURNS = Topic("ai.turns", 6, "conversation_id")
 CONVERSATION_EVENTS = Topic("conversation.events", 6, "conversation_id")
 CONVERSATION_STATE = Topic("conversation.state", 6, "conversation_id")
 AGENT_COMMANDS = Topic("agent.commands", 6, "conversation_id")
@@ -37,6 +38,7 @@ CHATBOT_SETTINGS = Topic("chatbot.settings", 1, "chatbot_id", compacted=True)
 
 ALL_TOPICS: tuple[Topic, ...] = (
     VISITOR_MESSAGES,
+    AI_TURNS,
     CONVERSATION_EVENTS,
     CONVERSATION_STATE,
     AGENT_COMMANDS,
@@ -46,13 +48,6 @@ ALL_TOPICS: tuple[Topic, ...] = (
     DASHBOARD_UPDATES,
     CHATBOT_SETTINGS,
 )
-
-
-def all_topic_names(with_dlq: bool = True) -> list[str]:
-    names = [t.name for t in ALL_TOPICS]
-    if with_dlq:
-        names += [t.dlq for t in ALL_TOPICS]
-    return names
 
 
 def by_name(name: str) -> Topic:

@@ -13,10 +13,15 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from shared.chatbots import ContactField
+
 Channel = Literal["web", "whatsapp", "telegram"]
 ConversationStatus = Literal["active", "handed_off", "closed"]
 SenderKind = Literal["visitor", "ai", "agent", "system"]
 DeliveryState = Literal["pending", "sent", "delivered", "read", "failed"]
+# What a message shows: a delivery state, or not_sent — an AI answer that came after the
+# conversation left the AI (an agent took over meanwhile): recorded for the team, never sent.
+MessageDelivery = DeliveryState | Literal["not_sent"]
 
 CHANNEL_LABELS: dict[str, str] = {"web": "Web widget", "whatsapp": "WhatsApp", "telegram": "Telegram"}
 
@@ -25,6 +30,14 @@ class Contact(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320)
     phone: str | None = Field(default=None, max_length=64)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.name or self.email or self.phone)
+
+    def missing(self, fields: list[ContactField]) -> list[ContactField]:
+        """Those of `fields` the visitor has not given."""
+        return [f for f in fields if not getattr(self, f)]
 
 
 class HandoffRow(BaseModel):
@@ -59,7 +72,7 @@ class MessageView(BaseModel):
     sender_name: str | None = None  # the agent's display name for agent messages
     text: str
     created_at: datetime
-    delivery: DeliveryState | None = None  # outbound messages only
+    delivery: MessageDelivery | None = None  # outbound messages only
     delivery_error: str | None = None
 
 

@@ -34,7 +34,8 @@ from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowSt
 from services.channels.web import WebHub
 from shared.bus import EventPublisher
 from shared.chatbots import ChatbotSettings
-from shared.events import ContactDetails, VisitorContactSubmitted, VisitorIdentity
+from shared.events import VisitorContactSubmitted, VisitorIdentity
+from shared.views import Contact
 from shared.ids import conversation_id_for
 
 log = logging.getLogger("handoff.channels.api")
@@ -141,7 +142,7 @@ def build_router(api: ChannelsApi) -> APIRouter:
         event = VisitorContactSubmitted(
             chatbot_id=chatbot_id, conversation_id=conversation_id_for(chatbot_id, "web", body.visitor_id),
             channel="web", visitor=VisitorIdentity(external_id=body.visitor_id, name=body.name),
-            contact=ContactDetails(name=body.name, email=body.email, phone=body.phone),
+            contact=Contact(name=body.name, email=body.email, phone=body.phone),
         )
         try:
             await api.inbound_visitor.publish(event)

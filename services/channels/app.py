@@ -66,18 +66,17 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     hub = WebHub(outbox, status_pub)
     handlers = ChannelsHandlers(chatbots, webhooks, delivery)
 
-    # The settings table: every instance reads all of it, from the beginning, without a group.
-    runtime.bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_chatbot_settings, group_id=None, from_beginning=True)
+    # The settings table, whole in every instance, read before serving: a webhook or widget
+    # message right after start-up finds its chatbot instead of a 404 (which a platform may
+    # not retry).
+    runtime.replicate(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_chatbot_settings,
+                      timeout=settings.settings_preload_timeout_s)
     # Outbound messages are shared between instances; web ones reach the socket's holder via Redis.
     runtime.bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound, group_id=settings.outbound_group_id,
                         concurrency=settings.outbound_concurrency)
 
     runtime.startup_hooks.append(records.create_indexes)
     runtime.started_hooks.append(hub.start)
-    # Before serving: a webhook or widget message right after start-up finds its chatbot
-    # instead of a 404 (which a platform may not retry).
-    runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.apply_chatbot_settings,
-                          settings.settings_preload_timeout_s)
     runtime.shutdown_hooks += [telegram.close, whatsapp.close, webhooks.close, hub.close]
     # Settles deliveries whose sender died mid-send; registered last, so it stops first.
     runtime.every("delivery sweep", SWEEP_INTERVAL_S, delivery.sweep)

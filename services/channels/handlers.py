@@ -17,16 +17,13 @@ class ChannelsHandlers:
         self.webhooks = webhooks
         self.delivery = delivery
 
-    def apply_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
-        """The table only (the start-up preload); the live consumer also registers webhooks."""
+    async def on_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
+        """The table, and the Telegram webhook (registered once per token, url and secret:
+        the replica applies each record again after the start-up read)."""
         if event.deleted:
             self.chatbots.remove(event.settings.chatbot_id)
         else:
             self.chatbots.put(event.settings)
-
-    async def on_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
-        self.apply_chatbot_settings(event)
-        if not event.deleted:
             self.webhooks.schedule(event.settings)
 
     async def on_outbound(self, event: OutboundMessage) -> None:

@@ -46,15 +46,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     # No consumer group: every gateway process sees every update for the sockets it holds.
     runtime.bus.consume(DASHBOARD_UPDATES, DASHBOARD_EVENT, handlers.on_dashboard_event,
                         group_id=None, from_beginning=False)
-    # The settings table, read whole by every instance.
-    runtime.bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_settings_changed,
-                        group_id=None, from_beginning=True)
+    # The settings table, whole in every instance, read before serving: the first /api/me
+    # after start-up already has the chatbots' names and Handoff switches.
+    runtime.replicate(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_settings_changed,
+                      timeout=settings.settings_preload_timeout_s)
 
     runtime.startup_hooks.append(store.create_indexes)
     runtime.started_hooks.append(lambda: _positioned(runtime, settings.kafka_topic_prefix + DASHBOARD_UPDATES.name))
-    # Before serving: the first /api/me after start-up already has the chatbots' names and
-    # Handoff switches.
-    runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, directory.apply, settings.settings_preload_timeout_s)
     runtime.shutdown_hooks.append(gateway.queue.close)
     runtime.every("websocket revalidation", settings.ws_revalidate_s,
                   lambda: hub.revalidate(_memberships_of(store), CLOSE_NO_SESSION))

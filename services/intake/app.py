@@ -1,5 +1,5 @@
-"""Intake's composition root: visitor messages in; transcript events, handoff requests
-and AI replies out."""
+"""Intake's composition root: a stateless AI worker. AI turns in (`ai.turns`), their outcomes
+out (`conversation.events`); no store, no conversation status — the queue owns those."""
 
 from __future__ import annotations
 
@@ -7,66 +7,37 @@ import logging
 
 from fastapi import FastAPI
 
-from services.intake.handlers import Intake
+from services.intake.handlers import IntakeHandlers
 from services.intake.responder import LLMResponder
 from services.intake.settings import IntakeSettings
-from services.intake.store import ChatbotTable, ConversationMemory
-from shared.events import OUTBOUND_EVENT, SETTINGS_EVENT, STATE_EVENT, VISITOR_EVENT
+from services.intake.turns import AiWorker
+from shared.events import AI_TURN_EVENT
+from shared.llm import log_ai_mode
 from shared.service import ServiceRuntime
-from shared.topics import (
-    CHATBOT_SETTINGS,
-    CONVERSATION_EVENTS,
-    CONVERSATION_STATE,
-    OUTBOUND_MESSAGES,
-    VISITOR_MESSAGES,
-)
+from shared.topics import AI_TURNS, CONVERSATION_EVENTS
 
 log = logging.getLogger("handoff.intake")
 
-# One consumer group per topic: members of a group shared across topics rebalance each
-# other on every join, which on a busy broker delays start-up for no gain.
 GROUP = "intake"
-STATE_GROUP = "intake-state"
-CONTEXT_GROUP = "intake-context"
 
 
 def create_app(settings: IntakeSettings) -> FastAPI:
-    runtime = ServiceRuntime(settings, name="intake")
-    chatbots = ChatbotTable()
+    runtime = ServiceRuntime(settings, name="intake", stateless=True)
     responder = LLMResponder(settings) if settings.llm_configured else None
-    intake = Intake(
-        memory=ConversationMemory(runtime.redis, settings.redis_prefix, context_messages=settings.context_messages,
-                                  ttl_s=settings.memory_ttl_s, statuses=runtime.db["conversation_status"]),
-        chatbots=chatbots,
-        conversation_events=runtime.bus.publisher(CONVERSATION_EVENTS),
-        outbound=runtime.bus.publisher(OUTBOUND_MESSAGES),
-        responder=responder,
-        visitor_replay=runtime.bus.publisher(VISITOR_MESSAGES),
-    )
-    bus = runtime.bus
-    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id=GROUP,
-                concurrency=settings.visitor_concurrency)
-    bus.consume(CONVERSATION_STATE, STATE_EVENT, intake.on_state_changed, group_id=STATE_GROUP)
-    bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, intake.on_outbound, group_id=CONTEXT_GROUP)
-    # Every instance keeps the whole settings table: no group, from the beginning.
-    bus.consume(CHATBOT_SETTINGS, SETTINGS_EVENT, intake.on_settings, group_id=None, from_beginning=True)
+    worker = AiWorker(responder)
+    handlers = IntakeHandlers(worker, runtime.bus.publisher(CONVERSATION_EVENTS))
+    # Turns of different conversations in parallel, each conversation's strictly in order, so
+    # one slow model answer holds up only its own conversation. No processed-events check: a
+    # redelivered turn is answered again under the same ids, and the queue keeps the first.
+    runtime.bus.consume(AI_TURNS, AI_TURN_EVENT, handlers.on_turn, group_id=GROUP,
+                        concurrency=settings.turn_concurrency, dedupe=False)
 
     async def announce_mode() -> None:
-        if responder is None:
-            log.warning("AI mode: offline (no OPENAI_API_KEY / OPENAI_BASE_URL): the offline responder answers")
-        else:
-            log.info("AI mode: llm (model %s at %s)", settings.openai_model, settings.openai_base_url or "api.openai.com")
-
-    async def close_responder() -> None:
-        if responder is not None:
-            await responder.close()
+        log_ai_mode(log, settings, offline="the offline responder answers")
 
     runtime.startup_hooks.append(announce_mode)
-    # Before any consumer starts: the first messages after a restart see each chatbot's real
-    # settings rather than the defaults (tool off).
-    runtime.preload_table(CHATBOT_SETTINGS, SETTINGS_EVENT, lambda e: chatbots.apply(e.settings, e.deleted),
-                          settings.settings_preload_timeout_s)
-    runtime.shutdown_hooks.append(close_responder)
-    runtime.health_details["ai_mode"] = lambda: intake.mode
-    runtime.app.state.intake = intake
+    if responder is not None:
+        runtime.shutdown_hooks.append(responder.close)
+    runtime.health_details["ai_mode"] = lambda: worker.mode
+    runtime.app.state.intake = worker
     return runtime.app

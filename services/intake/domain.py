@@ -1,18 +1,18 @@
 """Intake's rules, without I/O: explicit-request detection, the handoff decision, the
-system prompt and the tool the AI is offered, contact extraction, deterministic ids and the
+system prompt and the tool the AI is offered, the model's context, deterministic ids and the
 fixed texts the visitor sees."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.chatbots import ChatbotSettings, ContactField, HumanHandoffSettings
-from shared.events import ContactDetails
+from shared.chatbots import ContactField, HumanHandoffSettings
+from shared.events import AiProfile, TranscriptLine
+from shared.ids import derived_id
 
 # ---------------------------------------------------------------- fixed texts
 HANDOFF_NOTICE = "I'm connecting you with a member of our team. Someone will reply here shortly."
@@ -47,27 +47,19 @@ def contact_question(fields: list[ContactField]) -> str:
     return f"So our team can follow up, please share {listed}."
 
 
-def offline_responder_reply(settings: ChatbotSettings) -> str:
+def offline_responder_reply(settings: AiProfile) -> str:
     return OFFLINE_RESPONDER_WITH_HANDOFF if settings.human_handoff.enabled else OFFLINE_RESPONDER_NO_HANDOFF
 
 
 # ---------------------------------------------------------------- ids
-def derived_id(*parts: str) -> str:
-    """A stable id from stable inputs: a replayed event yields the same ids, so the queue
-    and channels drop the duplicates."""
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+def reply_message_id(visitor_message_id: str, n: int = 0) -> str:
+    """The AI's n-th message answering a visitor message: a turn taken again (a redelivery)
+    yields the same ids, so the queue and channels drop the repeat."""
+    return derived_id("m_", visitor_message_id, "ai", str(n))
 
 
-def visitor_message_id(conversation_id: str, channel_message_id: str) -> str:
-    return "m_" + derived_id(conversation_id, "visitor", channel_message_id)
-
-
-def reply_message_id(visitor_msg_id: str, n: int = 0) -> str:
-    return "m_" + derived_id(visitor_msg_id, "ai", str(n))
-
-
-def handoff_event_id(visitor_msg_id: str) -> str:
-    return "h_" + derived_id(visitor_msg_id, "handoff")
+def outcome_event_id(turn_id: str) -> str:
+    return derived_id("ai_", turn_id, "outcome")
 
 
 # ---------------------------------------------------------------- explicit requests
@@ -134,7 +126,7 @@ def decide_handoff(tool: HumanHandoffSettings, now: datetime) -> HandoffDecision
 
 
 # ---------------------------------------------------------------- prompt and tool
-def build_system_prompt(settings: ChatbotSettings) -> str:
+def build_system_prompt(settings: AiProfile) -> str:
     parts = [settings.instructions.strip() or "You are a helpful assistant."]
     tool = settings.human_handoff
     if tool.enabled:
@@ -167,7 +159,7 @@ def handoff_tool() -> dict[str, Any]:
     }
 
 
-def tools_for(settings: ChatbotSettings) -> list[dict[str, Any]]:
+def tools_for(settings: AiProfile) -> list[dict[str, Any]]:
     """The tool is offered only while the Human Handoff tool is on."""
     return [handoff_tool()] if settings.human_handoff.enabled else []
 
@@ -178,58 +170,17 @@ def clean_reason(raw: Any) -> str:
     return text[:500] if text else DEFAULT_TOOL_REASON
 
 
-# ---------------------------------------------------------------- contact extraction
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w@])(\+?\d[\d\s().\-/]{5,}\d)(?![\w@])")
-_NAME_INTRO = re.compile(
-    # Only unambiguous introductions: "I am ..." too often goes on "... having trouble".
-    r"(?:my name is|my name's|name:|call me|"
-    r"ich heisse|ich heiße|mein name ist|je m'appelle|mon nom est|"
-    r"me llamo|mi nombre es|mi chiamo|il mio nome e|il mio nome è|"
-    r"meu nome e|meu nome é|me chamo|mijn naam is|ik heet)\s+"
-    r"([^\W\d_][^\W\d_'\-]*(?:[ '\-][^\W\d_][^\W\d_'\-]*){0,3})",
-    re.IGNORECASE,
-)
-_BARE_NAME = re.compile(r"^\s*([^\W\d_][^\W\d_'\-]*(?:[ '\-][^\W\d_][^\W\d_'\-]*){0,3})\s*[.!]?\s*$")
-_NOT_NAME_WORDS = {
-    "yes", "no", "ok", "okay", "thanks", "thank", "you", "hello", "hi", "hey", "sure", "please", "ja", "nein",
-    "oui", "non", "si", "sí", "merci", "gracias", "danke", "grazie", "obrigado", "bedankt", "i", "is", "my", "the",
-    "a", "what", "where", "how", "why", "when", "who", "can", "could", "do", "does", "not", "help", "order", "bye",
-}
-
-
-def _looks_like_a_name(candidate: str) -> bool:
-    """One to three capitalised words, none of them an everyday word ("Where is my order"
-    and "Thanks" are not names; "Jane Doe" and "Amélie" are)."""
-    words = re.split(r"[ \-]", candidate.strip())
-    return (1 <= len(words) <= 3 and all(w[:1].isupper() for w in words)
-            and not any(w.casefold() in _NOT_NAME_WORDS for w in words))
-
-
-def extract_contact(text: str, wanted: list[ContactField]) -> ContactDetails:
-    """E-mail, phone and name found in a visitor's message, for the fields still wanted."""
-    found: dict[str, str] = {}
-    rest = text
-    if "email" in wanted and (m := _EMAIL.search(text)):
-        found["email"] = m.group(0)
-        rest = rest.replace(m.group(0), " ")
-    if "phone" in wanted and (m := _PHONE.search(rest)):
-        digits = re.sub(r"\D", "", m.group(1))
-        if 6 <= len(digits) <= 15:
-            found["phone"] = " ".join(m.group(1).split())
-            rest = rest.replace(m.group(1), " ")
-    if "name" in wanted:
-        if m := _NAME_INTRO.search(rest):
-            found["name"] = m.group(1).strip()
-        elif not found and (m := _BARE_NAME.match(rest)) and _looks_like_a_name(m.group(1)):
-            # A message that is only a name, when a name is what we asked for.
-            found["name"] = m.group(1).strip()
-    return ContactDetails(**found)
-
-
-def remaining_fields(wanted: list[ContactField], got: ContactDetails) -> list[ContactField]:
-    return [f for f in wanted if not getattr(got, f)]
-
-
-def contact_is_empty(c: ContactDetails) -> bool:
-    return not (c.name or c.email or c.phone)
+# ---------------------------------------------------------------- the model's context
+def model_context(transcript: list[TranscriptLine]) -> list[dict[str, str]]:
+    """The recent transcript as the model's turns: the visitor is the user; the AI and the
+    team speak as the assistant, a human's words marked as theirs (for after Return to AI)."""
+    out: list[dict[str, str]] = []
+    for line in transcript:
+        if line.sender == "visitor":
+            out.append({"role": "user", "text": line.text})
+        elif line.sender == "ai":
+            out.append({"role": "assistant", "text": line.text})
+        elif line.sender == "agent":
+            who = line.sender_name or "a team member"
+            out.append({"role": "assistant", "text": f"[Reply from {who}, a human team member] {line.text}"})
+    return out

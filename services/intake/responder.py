@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from services.intake.domain import TOOL_NAME, build_system_prompt, clean_reason, tools_for
 from services.intake.settings import IntakeSettings
-from shared.chatbots import ChatbotSettings
+from shared.events import AiProfile
 from shared.llm import ChatModel, ModelCallFailed
 
 log = logging.getLogger("handoff.intake.ai")
@@ -38,7 +38,7 @@ class ModelFailed:
 ModelOutcome = ModelReply | ModelWantsHandoff | ModelFailed
 
 
-def build_messages(settings: ChatbotSettings, context: list[dict[str, str]]) -> list[dict[str, str]]:
+def build_messages(settings: AiProfile, context: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{"role": "system", "content": build_system_prompt(settings)}] + [
         {"role": m["role"], "content": m["text"]} for m in context
     ]
@@ -50,7 +50,7 @@ class LLMResponder(ChatModel):
         self.max_tokens = settings.openai_max_tokens
         self.total_timeout_s = settings.openai_total_timeout_s
 
-    async def respond(self, chatbot: ChatbotSettings, context: list[dict[str, str]]) -> ModelOutcome:
+    async def respond(self, chatbot: AiProfile, context: list[dict[str, str]]) -> ModelOutcome:
         tools = tools_for(chatbot)
         try:
             completion = await self.complete(build_messages(chatbot, context), max_tokens=self.max_tokens,

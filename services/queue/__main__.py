@@ -20,17 +20,21 @@ import sys
 
 from pydantic import ValidationError
 
+from services.queue.parts import Queue, build_queue
 from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
-from services.queue.workflow import HandoffQueue
 from shared.bus import Bus
 from shared.chatbots import ChannelCredentials, ChatbotSettings
 from shared.stores import open_mongo, open_redis
-from shared.topics import CHATBOT_SETTINGS, CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES
 
 
-class _NoPublisher:
-    async def publish(self, event) -> None:  # noqa: ANN001 - the CLI's rebuild publishes nothing
+class _NoBus:
+    """The rebuild-index command publishes nothing: any publisher it reaches fails loudly."""
+
+    def publisher(self, topic) -> _NoBus:  # noqa: ANN001
+        return self
+
+    async def publish(self, event) -> None:  # noqa: ANN001
         raise RuntimeError("the rebuild-index command does not publish")
 
 
@@ -38,16 +42,12 @@ async def _with_queue(settings: QueueSettings, work, *, with_bus: bool):  # noqa
     client, db = open_mongo(settings)
     redis = open_redis(settings)
     bus = Bus(settings, client_id="handoff-queue-cli") if with_bus else None
-    record = QueueRecord(db)
-    pubs = {name: (bus.publisher(t) if bus else _NoPublisher()) for name, t in
-            (("state_out", CONVERSATION_STATE), ("dashboard_out", DASHBOARD_UPDATES),
-             ("outbound_out", OUTBOUND_MESSAGES), ("settings_out", CHATBOT_SETTINGS))}
-    queue = HandoffQueue(record, HandoffIndex(redis, settings.redis_prefix), **pubs)
+    queue = build_queue(settings, bus or _NoBus(), QueueRecord(db), HandoffIndex(redis, settings.redis_prefix))  # type: ignore[arg-type]
     try:
         if bus:
             await bus.broker.start()
-        await record.create_indexes()
-        await queue.load_chatbots()
+        await queue.record.create_indexes()
+        await queue.chatbots.load()
         return await work(queue)
     finally:
         if bus:
@@ -57,16 +57,16 @@ async def _with_queue(settings: QueueSettings, work, *, with_bus: bool):  # noqa
 
 
 async def rebuild_index(settings: QueueSettings, chatbot_id: str | None) -> None:
-    async def work(queue: HandoffQueue) -> None:
-        for bot in [chatbot_id] if chatbot_id else await queue.all_chatbot_ids():
-            epoch = await queue.rebuild(bot)
+    async def work(queue: Queue) -> None:
+        for bot in [chatbot_id] if chatbot_id else await queue.feed.all_chatbot_ids():
+            epoch = await queue.feed.rebuild(bot)
             print(f"rebuilt {bot}: epoch {epoch}")
 
     await _with_queue(settings, work, with_bus=False)
 
 
 async def seed_chatbot(settings: QueueSettings, args: argparse.Namespace) -> None:
-    async def work(queue: HandoffQueue) -> None:
+    async def work(queue: Queue) -> None:
         existing = await queue.record.get_chatbot(args.id)
         base = existing.model_dump() if existing else {"chatbot_id": args.id, "name": args.name}
         base["name"] = args.name
@@ -79,7 +79,7 @@ async def seed_chatbot(settings: QueueSettings, args: argparse.Namespace) -> Non
         if args.contact_fields is not None:
             hh["contact_fields"] = [f.strip() for f in args.contact_fields.split(",") if f.strip()]
         chatbot = ChatbotSettings.model_validate(base)
-        await queue.seed_chatbot(chatbot)
+        await queue.chatbots.save(chatbot)
         print(f"chatbot {chatbot.chatbot_id} ({chatbot.name}) saved and published")
 
     await _with_queue(settings, work, with_bus=True)
@@ -122,12 +122,12 @@ def updated_channels(current: ChannelCredentials, args: argparse.Namespace, envi
 
 
 async def set_channels(settings: QueueSettings, args: argparse.Namespace, environ: dict[str, str]) -> None:
-    async def work(queue: HandoffQueue) -> None:
+    async def work(queue: Queue) -> None:
         existing = await queue.record.get_chatbot(args.chatbot)
         if existing is None:
             raise CliError(f"Unknown chatbot {args.chatbot!r}: create it with seed-chatbot first.")
         chatbot = existing.model_copy(update={"channels": updated_channels(existing.channels, args, environ)})
-        await queue.seed_chatbot(chatbot)
+        await queue.chatbots.save(chatbot)
         # What is configured, never the secrets themselves.
         print(f"chatbot {chatbot.chatbot_id}: channels saved and published {chatbot.channels.public_view()}")
 

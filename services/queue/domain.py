@@ -1,7 +1,7 @@
 """The handoff domain: conversation states, what agents may do, and how the four stats are
 counted. Plain functions, no I/O; the clock is always passed in.
 
-States (RELATED.md): active (the AI answers) -> handed_off (waiting for / talking with a
+States (the product specification): active (the AI answers) -> handed_off (waiting for / talking with a
 human) -> closed. Close does not give the conversation back to the AI; Reopen moves it back
 to handed_off and starts a NEW waiting period (waiting_since = the reopen time): the visitor
 is waiting again from that moment, and the list is ordered by who has been waiting longest
@@ -10,13 +10,12 @@ now, not by when the first handoff happened long ago.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from shared.formatting import local_midnight, next_local_midnight
-from shared.ids import short_visitor_label
+from shared.ids import derived_id, short_visitor_label
 
 Status = Literal["active", "handed_off", "closed"]
 Transition = Literal["handoff", "close", "reopen", "return_to_ai"]
@@ -70,19 +69,6 @@ def plan_transition(current: Status, transition: Transition) -> Status:
     return target
 
 
-HandoffDecision = Literal["hand_off", "already_handed_off", "refused_closed"]
-
-
-def decide_handoff(current: Status | None) -> HandoffDecision:
-    """A HandoffRequested: an active (or brand new) conversation is handed off; one already
-    handed off stays as it is; a closed one stays closed (only an agent reopens it)."""
-    if current in (None, "active"):
-        return "hand_off"
-    if current == "handed_off":
-        return "already_handed_off"
-    return "refused_closed"
-
-
 def reply_window_ends_at(channel: str, last_visitor_message_at: datetime | None) -> datetime | None:
     """WhatsApp lets a business reply freely for 24 h after the visitor's last message."""
     if channel != "whatsapp" or last_visitor_message_at is None:
@@ -109,13 +95,13 @@ def check_reply(
 def agent_message_id(command_id: str) -> str:
     """The agent message's id, derived from the command id so a retried command can only
     ever produce the same message (channels send each message id once)."""
-    return "am_" + hashlib.sha256(f"reply\x1f{command_id}".encode()).hexdigest()[:24]
+    return derived_id("am_", "reply", command_id, length=24)
 
 
 def derived_event_id(*parts: str) -> str:
     """A deterministic event id for what we publish in answer to an input event, so a replay
     publishes the same ids and downstream dedupe recognises it."""
-    return "q_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    return derived_id("q_", *parts)
 
 
 def display_name(contact_name: str | None, visitor_name: str | None, visitor_id: str) -> str:

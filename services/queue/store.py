@@ -25,6 +25,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.queue.conversation import Change, Conversation
 from services.queue.domain import StatsCounts, StatsWindow, from_ms, to_ms, to_us
 from shared.chatbots import ChatbotSettings
 from shared.ids import new_id
@@ -100,34 +101,52 @@ class QueueRecord:
         await self.chatbots.replace_one({"_id": settings.chatbot_id}, {"_id": settings.chatbot_id, **doc}, upsert=True)
 
     # -- conversations
-    async def get_conversation(self, conversation_id: str) -> dict | None:
-        return await self.conversations.find_one({"_id": conversation_id})
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        return Conversation.load(await self.conversations.find_one({"_id": conversation_id}))
 
-    async def upsert_conversation(self, conversation_id: str, on_insert: dict, set_fields: dict,
-                                  inc: Mapping[str, int] | None = None) -> dict:
-        update: dict[str, Any] = {"$setOnInsert": on_insert}
+    async def record_activity(self, conversation_id: str, on_insert: dict, set_fields: dict,
+                              inc: Mapping[str, int] | None = None) -> Conversation:
+        """Activity fields (never state ones): created with `on_insert` when new."""
+        update: dict[str, Any] = {"$setOnInsert": {k: v for k, v in on_insert.items()
+                                                   if k not in set_fields and not (inc and k in inc)}}
         if set_fields:
             update["$set"] = set_fields
         if inc:
             update["$inc"] = dict(inc)
-        return await self.conversations.find_one_and_update(
+        doc = await self.conversations.find_one_and_update(
             {"_id": conversation_id}, update, upsert=True, return_document=ReturnDocument.AFTER
         )
+        return Conversation.model_validate(doc)
 
-    async def transition(self, conversation_id: str, expected: str, set_fields: dict) -> dict | None:
-        """Apply only if the conversation is still in `expected`; None when it is not."""
-        return await self.conversations.find_one_and_update(
-            {"_id": conversation_id, "status": expected}, {"$set": set_fields}, return_document=ReturnDocument.AFTER
+    async def save(self, conversation_id: str, change: Change) -> Conversation | None:
+        """Apply a transition only if the conversation is still at the version it was planned
+        on; None when something else changed it first."""
+        doc = await self.conversations.find_one_and_update(
+            {**change.guard, "_id": conversation_id, "version": _version_is(change.expected_version)},
+            {"$set": change.fields},
+            return_document=ReturnDocument.AFTER,
         )
+        return Conversation.load(doc)
 
-    async def update_conversation(self, conversation_id: str, update: dict, *, expected_status: str | None = None) -> dict | None:
+    async def set_pending(self, conversation_id: str, version: int, message_id: str) -> bool:
+        """Mark the visitor's message as waiting for a human, only while the conversation is
+        still handed off at `version` (a Return to AI since then must route it instead)."""
+        result = await self.conversations.update_one(
+            {"_id": conversation_id, "version": _version_is(version), "status": "handed_off"},
+            {"$set": {"pending_message_id": message_id}})
+        return result.matched_count == 1
+
+    async def update_conversation(self, conversation_id: str, update: dict, *,
+                                  expected_status: str | None = None) -> Conversation | None:
         query: dict[str, Any] = {"_id": conversation_id}
         if expected_status is not None:
             query["status"] = expected_status
-        return await self.conversations.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        return Conversation.load(await self.conversations.find_one_and_update(
+            query, update, return_document=ReturnDocument.AFTER))
 
-    async def open_conversations(self, chatbot_id: str) -> list[dict]:
-        return await self.conversations.find({"chatbot_id": chatbot_id, "status": "handed_off"}).to_list()
+    async def open_conversations(self, chatbot_id: str) -> list[Conversation]:
+        docs = await self.conversations.find({"chatbot_id": chatbot_id, "status": "handed_off"}).to_list()
+        return [Conversation.model_validate(d) for d in docs]
 
     async def count_open(self, chatbot_id: str) -> int:
         return await self.conversations.count_documents({"chatbot_id": chatbot_id, "status": "handed_off"})
@@ -136,7 +155,7 @@ class QueueRecord:
         return sorted(await self.conversations.distinct("chatbot_id", {"status": "handed_off"}))
 
     async def conversations_page(self, chatbot_id: str, status: str | None, q: str | None,
-                                 cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+                                 cursor: str | None, limit: int) -> tuple[list[Conversation], str | None]:
         """Most recent activity first (updated_at desc, id desc); `q` matches name, e-mail,
         phone and message text, case-insensitively."""
         query: dict[str, Any] = {"chatbot_id": chatbot_id}
@@ -165,7 +184,7 @@ class QueueRecord:
         if len(docs) > limit:
             docs = docs[:limit]
             next_cursor = encode_cursor(docs[-1]["updated_at"].isoformat(), docs[-1]["_id"])
-        return docs, next_cursor
+        return [Conversation.model_validate(d) for d in docs], next_cursor
 
     # -- messages
     async def insert_message(self, doc: dict) -> bool:
@@ -234,6 +253,11 @@ class QueueRecord:
             return {"_id": command_id, **doc}
         except DuplicateKeyError:
             return await self.commands.find_one({"_id": command_id}) or {"_id": command_id, **doc}
+
+
+def _version_is(version: int) -> Any:
+    # Conversations stored before versions existed have none: they are at version 0.
+    return {"$in": [0, None]} if version == 0 else version
 
 
 def _chatbot(doc: dict) -> ChatbotSettings:

@@ -1,16 +1,18 @@
 """The real queue and gateway served in-process for the browser tests, and helpers that act
 as the other services do: seed a chatbot the queue's way, create agents with the gateway's
-store, publish what intake publishes (a visitor asking for a human) and what the summarizer
-publishes (a summary)."""
+store, publish what channels publish (a visitor's message, a contact form), answer the AI
+turns the queue asks for as intake would (a reply, a handoff), and publish what the
+summarizer publishes (a summary)."""
 
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -23,21 +25,25 @@ from services.queue.app import create_app as create_queue
 from services.queue.settings import QueueSettings
 from shared.bus import Bus, EventPublisher, ensure_topics
 from shared.chatbots import ChatbotSettings, HumanHandoffSettings
+from services.queue.incoming import handoff_id_for, visitor_message_id
 from shared.events import (
-    ContactCaptured,
-    ContactDetails,
+    AiReply,
+    AiTurnCompleted,
     DeliveryStatusChanged,
-    HandoffRequested,
+    HandoffAsked,
     HandoffSummaryReady,
-    MessageAppended,
+    VisitorContactSubmitted,
     VisitorIdentity,
+    VisitorMessageReceived,
 )
-from shared.ids import conversation_id_for
+from shared.ids import conversation_id_for, derived_id, new_id
 from shared.settings import ServiceSettings
 from shared.stores import open_mongo
-from shared.topics import CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES, OUTBOUND_MESSAGES
+from shared.topics import CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES, OUTBOUND_MESSAGES, VISITOR_MESSAGES
+from shared.views import Contact
 from tests.conftest import Isolated
 from tests.harness import RunningService, run_in_process, settings_from_env
+from tests.intake.watch import TopicWatcher
 from tests.support import eventually, next_instant
 
 PASSWORD = "a good long password"
@@ -49,6 +55,7 @@ class Visitor:
     external_id: str
     channel: str
     name: str | None
+    message_ids: list[str] = field(default_factory=list)  # the visitor's messages, oldest first
 
     @property
     def conversation_id(self) -> str:
@@ -66,9 +73,11 @@ class Stack:
     gateway: RunningService
     agents: AgentStore
     bus: Bus
+    visitor_messages: EventPublisher
     conversation_events: EventPublisher
     summaries: EventPublisher
     delivery: EventPublisher
+    turns: TopicWatcher  # the AI turns the queue asks intake for
 
     @property
     def url(self) -> str:
@@ -82,7 +91,7 @@ class Stack:
         """The queue's own seeding path (what its CLI does): Mongo, then `chatbot.settings`."""
         settings = ChatbotSettings(chatbot_id=chatbot_id, name=name, timezone=timezone,
                                    human_handoff=HumanHandoffSettings(enabled=handoff))
-        await self.queue.app.state.queue.seed_chatbot(settings)
+        await self.queue.app.state.queue.chatbots.save(settings)
         # The gateway learns chatbots from `chatbot.settings`: wait until it knows this one.
         directory = self.gateway.app.state.gateway.directory
         await eventually(lambda: _known(directory, chatbot_id), timeout=20)
@@ -93,15 +102,31 @@ class Stack:
     def visitor(self, chatbot_id: str, name: str | None, channel: str = "web") -> Visitor:
         return Visitor(chatbot_id, f"v-{uuid.uuid4().hex[:10]}", channel, name)
 
-    async def visitor_writes(self, v: Visitor, text: str) -> None:
-        await self.conversation_events.publish(MessageAppended(
-            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, sender="visitor", text=text,
-            channel=v.channel, visitor=v.identity, occurred_at=next_instant()))
+    async def visitor_writes(self, v: Visitor, text: str, at: datetime | None = None) -> None:
+        """What channels publish when a visitor writes."""
+        event = VisitorMessageReceived(chatbot_id=v.chatbot_id, conversation_id=v.conversation_id,
+                                       channel=v.channel, visitor=v.identity, text=text, channel_message_id=new_id(),
+                                       occurred_at=at or next_instant())
+        await self.visitor_messages.publish(event)
+        v.message_ids.append(visitor_message_id(v.conversation_id, event.channel_message_id))
 
-    async def ai_writes(self, v: Visitor, text: str) -> None:
-        await self.conversation_events.publish(MessageAppended(
-            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, sender="ai", text=text,
-            channel=v.channel, visitor=v.identity, occurred_at=next_instant()))
+    async def _answer_turn(self, v: Visitor, replies: list[str], handoff: HandoffAsked | None = None,
+                           nth: int = -1) -> str:
+        """Intake's outcome for the AI turn of the visitor's `nth` message (the latest by
+        default); the turn id."""
+        assert v.message_ids, "the visitor has not written yet"
+        [turn] = await self.turns.wait_for("ai.turns", v.conversation_id, message_id=v.message_ids[nth], timeout=20)
+        await self.conversation_events.publish(AiTurnCompleted(
+            event_id=derived_id("ai_", turn["turn_id"]), chatbot_id=v.chatbot_id, conversation_id=v.conversation_id,
+            turn_id=turn["turn_id"], version=turn["version"], handoff=handoff, occurred_at=next_instant(),
+            replies=[AiReply(message_id=derived_id("m_", turn["message_id"], "ai", str(n)), text=t)
+                     for n, t in enumerate(replies)]))
+        return turn["turn_id"]
+
+    async def ai_writes(self, v: Visitor, text: str, *, to: int = -1) -> None:
+        """The AI answers the visitor's `to`-th message (the latest by default): a late answer
+        to an earlier one is what the queue records as not sent."""
+        await self._answer_turn(v, [text], nth=to)
 
     async def handed_off(self, chatbot_id: str, name: str | None, *, text: str, reason: str,
                          channel: str = "web") -> Visitor:
@@ -112,15 +137,15 @@ class Stack:
         return v
 
     async def handoff(self, v: Visitor, reason: str) -> str:
-        """Intake's handoff request; its event id becomes the handoff id (returned)."""
-        event = HandoffRequested(chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, reason=reason,
-                                 source="ai_tool", channel=v.channel, visitor=v.identity, occurred_at=next_instant())
-        await self.conversation_events.publish(event)
-        return event.event_id
+        """The AI hands the conversation off on the visitor's latest message (no notice, so the
+        transcript holds only what the test wrote); the handoff id."""
+        turn_id = await self._answer_turn(v, [], HandoffAsked(reason=reason, source="ai_tool"))
+        return handoff_id_for(turn_id)
 
     async def contact(self, v: Visitor, **fields: str) -> None:
-        await self.conversation_events.publish(ContactCaptured(
-            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, contact=ContactDetails(**fields),
+        """The widget's contact form."""
+        await self.visitor_messages.publish(VisitorContactSubmitted(
+            chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, contact=Contact(**fields),
             channel=v.channel, visitor=v.identity, occurred_at=next_instant()))
 
     async def summary(self, v: Visitor, handoff_id: str, text: str) -> None:
@@ -176,15 +201,18 @@ async def running_stack(iso: Isolated) -> AsyncIterator[Stack]:
             client, db = open_mongo(gateway_settings)
             agents = AgentStore(db)
             await agents.create_indexes()
-            # Stand-ins for intake and the summarizer: a plain bus that only publishes.
+            # Stand-ins for channels, intake and the summarizer: a plain bus that only publishes,
+            # and a reader of the AI turns the queue asks for.
             bus = Bus(settings_from_env(ServiceSettings, iso.env("visitors")), client_id="dashboard-test")
-            stack = Stack(iso, queue, gateway, agents, bus,
-                          conversation_events=bus.publisher(CONVERSATION_EVENTS),
-                          summaries=bus.publisher(HANDOFF_SUMMARIES),
-                          delivery=bus.publisher(DELIVERY_STATUS))
-            await bus.broker.start()
-            try:
-                yield stack
-            finally:
-                await bus.broker.stop()
-                await client.close()
+            async with TopicWatcher(iso.infra.kafka_bootstrap, iso.topic_prefix, "ai.turns") as turns:
+                stack = Stack(iso, queue, gateway, agents, bus,
+                              visitor_messages=bus.publisher(VISITOR_MESSAGES),
+                              conversation_events=bus.publisher(CONVERSATION_EVENTS),
+                              summaries=bus.publisher(HANDOFF_SUMMARIES),
+                              delivery=bus.publisher(DELIVERY_STATUS), turns=turns)
+                await bus.broker.start()
+                try:
+                    yield stack
+                finally:
+                    await bus.broker.stop()
+                    await client.close()

@@ -127,8 +127,10 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
     await expect(agent_msg.locator(".msg-who")).to_have_text("Ada")
     await expect(box).to_have_value("")
     await expect(page).to_have_url(re.compile(rf"#/{bot}/handoff\?c="))
-    outbound = await stack.outbound_for(grace.conversation_id, 1)
+    # What went to Grace: the AI's answer (sent by the queue, which owns the status), then Ada's.
+    outbound = await stack.outbound_for(grace.conversation_id, 2)
     assert [(m["sender"], m["sender_name"], m["text"], m["conversation_id"]) for m in outbound] == [
+        ("ai", None, "I'm sorry to hear that. Let me check.", grace.conversation_id),
         ("agent", "Ada", "Hi Grace, I'm on it.\nGive me one minute.", grace.conversation_id)]
 
     # Close: the row leaves, Resolved this week counts it, and we stay on the Handoff tab.

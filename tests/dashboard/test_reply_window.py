@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.async_api import expect
 
-from shared.events import MessageAppended
 from tests.dashboard.pages import bot_id, row, shot, sign_in
 
 pytestmark = pytest.mark.browser
@@ -24,9 +23,7 @@ async def test_the_pane_shows_the_whatsapp_reply_window(browser, stack):
     fresh = await stack.handed_off(bot, "Fresh Visitor", channel="whatsapp", text="hi, quick question", reason="User asked for a person")
 
     late = stack.visitor(bot, "Late Visitor", channel="whatsapp")
-    await stack.conversation_events.publish(MessageAppended(
-        chatbot_id=bot, conversation_id=late.conversation_id, sender="visitor", text="are you there?",
-        channel="whatsapp", visitor=late.identity, occurred_at=datetime.now(UTC) - timedelta(hours=25)))
+    await stack.visitor_writes(late, "are you there?", at=datetime.now(UTC) - timedelta(hours=25))
     await stack.handoff(late, "User asked for a person")
 
     web = await stack.handed_off(bot, "Web Visitor", text="hello", reason="User asked for a person")

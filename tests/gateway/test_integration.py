@@ -12,10 +12,10 @@ import httpx
 from services.gateway.api import SESSION_COOKIE
 from shared.bus import Bus
 from shared.chatbots import ChatbotSettings, HumanHandoffSettings
-from shared.events import HandoffRequested, MessageAppended, VisitorIdentity
+from shared.events import AiTurnCompleted, HandoffAsked, VisitorIdentity, VisitorMessageReceived
 from shared.ids import conversation_id_for
 from shared.settings import ServiceSettings
-from shared.topics import CONVERSATION_EVENTS, OUTBOUND_MESSAGES
+from shared.topics import AI_TURNS, CONVERSATION_EVENTS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
 from tests.gateway.conftest import add_agent, login
 from tests.gateway.test_live_ws import open_ws, recv_until, subscribe
 from tests.harness import run_in_process, settings_from_env
@@ -31,7 +31,7 @@ async def test_command_round_trip_with_the_real_queue(isolated):
 
     qsettings = settings_from_env(QueueSettings, isolated.env("queue"))
     async with run_in_process("queue", create_queue, qsettings) as queue:
-        await queue.app.state.queue.seed_chatbot(ChatbotSettings(
+        await queue.app.state.queue.chatbots.save(ChatbotSettings(
             chatbot_id="demo", name="Demo Shop", human_handoff=HumanHandoffSettings(enabled=True)))
         gsettings = settings_from_env(GatewaySettings, isolated.env("gateway", QUEUE_URL=queue.url,
                                                                     COMMAND_TIMEOUT_S="10"))
@@ -47,9 +47,9 @@ async def test_command_round_trip_with_the_real_queue(isolated):
 
             await eventually(knows_demo, timeout=20)
 
-            # Two visitors, as intake would report them: one handed off, one still with the AI.
+            # Two visitors, as channels report them; intake hands one off, the other stays with the AI.
             bus = Bus(settings_from_env(ServiceSettings, isolated.env("intake-fake")), client_id="intake-fake")
-            events = bus.publisher(CONVERSATION_EVENTS)
+            visitors, events = bus.publisher(VISITOR_MESSAGES), bus.publisher(CONVERSATION_EVENTS)
             await bus.broker.start()
             handed = conversation_id_for("demo", "web", "v-handed")
             active = conversation_id_for("demo", "web", "v-active")
@@ -58,12 +58,15 @@ async def test_command_round_trip_with_the_real_queue(isolated):
                 assert subscribed["type"] == "subscribed"
                 try:
                     for conv, visitor in ((handed, "v-handed"), (active, "v-active")):
-                        await events.publish(MessageAppended(
-                            chatbot_id="demo", conversation_id=conv, sender="visitor", text="I want a refund",
-                            channel="web", visitor=VisitorIdentity(external_id=visitor, name="Ada")))
-                    await events.publish(HandoffRequested(
-                        chatbot_id="demo", conversation_id=handed, reason="Topic is a refund", source="ai_tool",
-                        channel="web", visitor=VisitorIdentity(external_id="v-handed", name="Ada")))
+                        await visitors.publish(VisitorMessageReceived(
+                            chatbot_id="demo", conversation_id=conv, text="I want a refund", channel="web",
+                            visitor=VisitorIdentity(external_id=visitor, name="Ada"), channel_message_id=visitor))
+                    turns = await read_topic(isolated.infra.kafka_bootstrap, isolated.topic_prefix + AI_TURNS.name,
+                                             2, timeout=20)
+                    [turn] = [t for t in turns if t["conversation_id"] == handed]
+                    await events.publish(AiTurnCompleted(
+                        chatbot_id="demo", conversation_id=handed, turn_id=turn["turn_id"], version=turn["version"],
+                        handoff=HandoffAsked(reason="Topic is a refund", source="ai_tool")))
                 finally:
                     await bus.broker.stop()
 

@@ -1,5 +1,6 @@
 """Intake's rules without I/O: explicit-request detection, the schedule, the prompt and
-the tool, contact extraction, deterministic ids."""
+the tool, the model's context, deterministic ids. (Contact extraction and what is still
+missing moved to the queue: tests/queue/test_contact.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import UTC, datetime, time
 import pytest
 
 from services.intake import domain
-from shared.chatbots import ChatbotSettings, HumanHandoffSettings
+from shared.chatbots import HumanHandoffSettings
+from shared.events import AiProfile, TranscriptLine
 
 
 @pytest.mark.parametrize("text", [
@@ -60,9 +62,8 @@ def test_decision_with_tool_off_never_hands_off():
 
 
 def test_prompt_and_tool_follow_the_tool_switch():
-    on = ChatbotSettings(chatbot_id="b", name="B", instructions="You sell bikes.",
-                         human_handoff=_tool(conditions="Hand over refunds."))
-    off = ChatbotSettings(chatbot_id="b", name="B", instructions="You sell bikes.")
+    on = AiProfile(instructions="You sell bikes.", human_handoff=_tool(conditions="Hand over refunds."))
+    off = AiProfile(instructions="You sell bikes.")
     assert domain.build_system_prompt(on).startswith("You sell bikes.")
     assert "Hand over refunds." in domain.build_system_prompt(on)
     assert domain.build_system_prompt(off) == "You sell bikes."
@@ -78,44 +79,46 @@ def test_reason_is_cleaned():
     assert len(domain.clean_reason("x" * 900)) == 500
 
 
-@pytest.mark.parametrize("text, wanted, expected", [
-    ("sure, it's jane.doe@example.com", ["email"], {"email": "jane.doe@example.com"}),
-    ("call me on +49 170 1234567 please", ["phone"], {"phone": "+49 170 1234567"}),
-    ("My name is Jane Doe, jane@example.org, 0612345678", ["name", "email", "phone"],
-     {"name": "Jane Doe", "email": "jane@example.org", "phone": "0612345678"}),
-    ("Jane Doe", ["name"], {"name": "Jane Doe"}),
-    ("Je m'appelle Amélie", ["name", "email"], {"name": "Amélie"}),
-    ("thanks", ["name"], {}),
-    ("Thank You", ["name"], {}),
-    ("Where is my order", ["name"], {}),
-    ("jane doe", ["name"], {}),
-    ("Mary-Jane O'Neil", ["name"], {"name": "Mary-Jane O'Neil"}),
-    ("my name is jane", ["name"], {"name": "jane"}),
-    ("I have no idea what you mean?", ["email", "phone"], {}),
-    ("jane@example.com", ["phone"], {}),
-])
-def test_contact_extraction(text, wanted, expected):
-    got = domain.extract_contact(text, wanted)
-    assert got.model_dump(exclude_none=True) == expected
-
-
-def test_remaining_fields_and_question():
-    got = domain.extract_contact("jane@example.com", ["name", "email"])
-    assert domain.remaining_fields(["name", "email"], got) == ["name"]
+def test_contact_question_lists_the_fields():
+    assert domain.contact_question(["email"]) == "So our team can follow up, please share your e-mail address."
     assert domain.contact_question(["name", "email", "phone"]) == (
         "So our team can follow up, please share your name, your e-mail address and your phone number.")
 
 
 def test_ids_are_deterministic():
-    a = domain.visitor_message_id("cv_1", "tg-42")
-    assert a == domain.visitor_message_id("cv_1", "tg-42") != domain.visitor_message_id("cv_1", "tg-43")
-    assert domain.reply_message_id(a) != domain.reply_message_id(a, 1)
-    assert domain.handoff_event_id(a) == domain.handoff_event_id(a)
+    a = domain.reply_message_id("m_visitor-1")
+    assert a == domain.reply_message_id("m_visitor-1", 0) != domain.reply_message_id("m_visitor-1", 1)
+    assert a != domain.reply_message_id("m_visitor-2")
+    assert domain.outcome_event_id("t_1") == domain.outcome_event_id("t_1") != domain.outcome_event_id("t_2")
+
+
+AT = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+
+
+def _line(sender: str, text: str, name: str | None = None) -> TranscriptLine:
+    return TranscriptLine(sender=sender, text=text, at=AT, sender_name=name)
+
+
+@pytest.mark.parametrize(("transcript", "expected"), [
+    ([], []),
+    ([_line("visitor", "hi"), _line("ai", "Hello!")],
+     [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "Hello!"}]),
+    # After Return to AI the model sees what the team said, marked as a human's words.
+    ([_line("agent", "Refund sent.", "Ann")],
+     [{"role": "assistant", "text": "[Reply from Ann, a human team member] Refund sent."}]),
+    ([_line("agent", "Refund sent.")],
+     [{"role": "assistant", "text": "[Reply from a team member, a human team member] Refund sent."}]),
+    # System lines are not part of the conversation with the model.
+    ([_line("system", "Conversation handed off"), _line("visitor", "still there?")],
+     [{"role": "user", "text": "still there?"}]),
+])
+def test_model_context(transcript, expected):
+    assert domain.model_context(transcript) == expected
 
 
 def test_offline_responder_is_honest():
-    on = ChatbotSettings(chatbot_id="b", name="B", human_handoff=_tool())
-    off = ChatbotSettings(chatbot_id="b", name="B")
+    on = AiProfile(human_handoff=_tool())
+    off = AiProfile()
     assert "without an AI model" in domain.offline_responder_reply(on)
     assert "human" in domain.offline_responder_reply(on)
     assert "isn't available" in domain.offline_responder_reply(off)

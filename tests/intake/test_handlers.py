@@ -1,112 +1,63 @@
-"""Intake's handlers on the in-memory broker (TestKafkaBroker) with the real Redis: a
-replayed visitor message yields the same ids (so the queue and channels drop the copy),
-and a contact form becomes ContactCaptured. The real-broker flows are in test_integration."""
+"""Intake's handler on the in-memory broker (TestKafkaBroker): one outcome per turn, at the
+turn's version, with ids derived from the turn (a redelivered turn yields the same ids, so
+the queue keeps the first); a handoff asks only for the contact fields not yet known. The
+real-broker flows, with the queue, are in test_integration."""
 
 from __future__ import annotations
 
-
 from faststream.kafka import TestKafkaBroker
 
-from services.intake.handlers import Intake
-from services.intake.store import ChatbotTable
+from services.intake import domain
+from services.intake.handlers import IntakeHandlers
+from services.intake.turns import AiWorker
 from shared.bus import Bus
-from shared.events import (
-    CONVERSATION_EVENT,
-    OUTBOUND_EVENT,
-    VISITOR_EVENT,
-    ContactDetails,
-    VisitorContactSubmitted,
-    VisitorIdentity,
-    VisitorMessageReceived,
-)
+from shared.chatbots import HumanHandoffSettings
+from shared.events import AI_TURN_EVENT, CONVERSATION_EVENT
 from shared.settings import ServiceSettings
-from shared.topics import CONVERSATION_EVENTS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
+from shared.topics import AI_TURNS, CONVERSATION_EVENTS
+from shared.views import Contact
+from tests.intake.turns import turn
 
 
-async def test_replay_gives_the_same_ids_and_contact_form_is_captured(memory_stores):
+async def test_one_outcome_per_turn_with_ids_derived_from_it():
     bus = Bus(ServiceSettings(), client_id="intake-test")
-    intake = Intake(memory=memory_stores.memory(),
-                    chatbots=ChatbotTable(), conversation_events=bus.publisher(CONVERSATION_EVENTS),
-                    outbound=bus.publisher(OUTBOUND_MESSAGES), responder=None)
-    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)
-    appended: list = []
-    sent: list = []
+    handlers = IntakeHandlers(AiWorker(responder=None), bus.publisher(CONVERSATION_EVENTS))
+    bus.consume(AI_TURNS, AI_TURN_EVENT, handlers.on_turn, group_id="intake", dedupe=False)
+    outcomes: list = []
 
-    async def on_appended(event) -> None:
-        appended.append(event)
+    async def collect(event) -> None:
+        outcomes.append(event)
 
-    async def on_sent(event) -> None:
-        sent.append(event)
-
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_appended, group_id="t1", dedupe=False)
-    bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, on_sent, group_id="t2", dedupe=False)
-    visitor_pub = bus.publisher(VISITOR_MESSAGES)
-    message = VisitorMessageReceived(chatbot_id="b", conversation_id="cv_x", channel="web",
-                                     visitor=VisitorIdentity(external_id="v"), text="hello", channel_message_id="c1")
+    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, collect, group_id="t1", dedupe=False)
+    turns = bus.publisher(AI_TURNS)
+    tool = HumanHandoffSettings(enabled=True, contact_fields=["name", "email", "phone"])
+    hello = turn("hello", tool=tool, version=3)
+    human = turn("I want to talk to a human", tool=tool, channel="telegram",
+                 contact=Contact(name="Ann", email="ann@example.com"))
     async with TestKafkaBroker(bus.broker):
-        await visitor_pub.publish(message)
-        await visitor_pub.publish(message)  # redelivered
-        await visitor_pub.publish(VisitorContactSubmitted(
-            chatbot_id="b", conversation_id="cv_x", channel="web", visitor=VisitorIdentity(external_id="v"),
-            contact=ContactDetails(phone="+1 555 0100")))
+        await turns.publish(hello)
+        await turns.publish(hello)  # redelivered
+        await turns.publish(human)
 
-    visitor_msgs = [e for e in appended if e.type == "conversation.message_appended" and e.sender == "visitor"]
-    ai_msgs = [e for e in appended if e.type == "conversation.message_appended" and e.sender == "ai"]
-    assert len(visitor_msgs) == 2 and visitor_msgs[0].message_id == visitor_msgs[1].message_id
-    assert visitor_msgs[0].event_id == visitor_msgs[1].event_id
-    assert len(ai_msgs) == 2 and ai_msgs[0].message_id == ai_msgs[1].message_id
-    assert [s.message_id for s in sent] == [ai_msgs[0].message_id] * 2
-    [captured] = [e for e in appended if e.type == "conversation.contact_captured"]
-    assert captured.contact.phone == "+1 555 0100"
+    first, again, handoff = outcomes
+    # Same event id, same reply ids: the queue drops the copy.
+    assert first.model_dump(exclude={"occurred_at"}) == again.model_dump(exclude={"occurred_at"})
+    assert (first.turn_id, first.version, first.handoff, first.mode) == (hello.turn_id, 3, None, "offline")
+    assert [r.text for r in first.replies] == [domain.OFFLINE_RESPONDER_WITH_HANDOFF]
+    assert first.replies[0].message_id == domain.reply_message_id(hello.message_id, 0)
 
-
-class FlakyPublisher:
-    """Fails the first publish, then passes through: a broker hiccup mid-handler."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.failures_left = 1
-
-    async def publish(self, event) -> None:
-        if self.failures_left:
-            self.failures_left -= 1
-            raise ConnectionError("broker hiccup")
-        await self.inner.publish(event)
+    # The explicit request hands off and asks only for what is still missing (the phone).
+    assert handoff.handoff is not None
+    assert (handoff.handoff.reason, handoff.handoff.source) == (domain.EXPLICIT_REQUEST_REASON, "explicit_request")
+    assert handoff.handoff.contact_fields == ["phone"]
+    assert [r.text for r in handoff.replies] == [domain.HANDOFF_NOTICE, domain.contact_question(["phone"])]
+    assert len({r.message_id for r in handoff.replies}) == 2
 
 
-async def test_a_handoff_interrupted_mid_way_is_finished_by_the_retry(memory_stores):
-    """The handler marks the conversation handed off, publishes HandoffRequested, then fails
-    to send the notice. The bus retries it: the retry must finish the handoff (notice, contact
-    question) rather than stay silent because the conversation is now handed off."""
-    from shared.chatbots import ChatbotSettings, HumanHandoffSettings
-
-    settings = ServiceSettings(kafka_retry_backoff_s=0.01)
-    bus = Bus(settings, client_id="intake-test")
-    chatbots = ChatbotTable()
-    chatbots.apply(ChatbotSettings(chatbot_id="b", name="B", human_handoff=HumanHandoffSettings(
-        enabled=True, contact_fields=["phone"])))
-    intake = Intake(memory=memory_stores.memory(),
-                    chatbots=chatbots, conversation_events=bus.publisher(CONVERSATION_EVENTS),
-                    outbound=FlakyPublisher(bus.publisher(OUTBOUND_MESSAGES)), responder=None)
-    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, intake.on_visitor_event, group_id="intake", dedupe=False)
-    appended: list = []
-    sent: list = []
-
-    async def on_appended(event) -> None:
-        appended.append(event)
-
-    async def on_sent(event) -> None:
-        sent.append(event)
-
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_appended, group_id="t1", dedupe=False)
-    bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, on_sent, group_id="t2", dedupe=False)
-    async with TestKafkaBroker(bus.broker):
-        await bus.publisher(VISITOR_MESSAGES).publish(VisitorMessageReceived(
-            chatbot_id="b", conversation_id="cv_y", channel="telegram", visitor=VisitorIdentity(external_id="7"),
-            text="Can I talk to a real person?", channel_message_id="u1"))
-
-    handoffs = [e for e in appended if e.type == "conversation.handoff_requested"]
-    assert len(handoffs) == 2 and len({h.event_id for h in handoffs}) == 1  # the retry republished the same one
-    assert [s.text for s in sent] == [
-        "I'm connecting you with a member of our team. Someone will reply here shortly.",
-        "So our team can follow up, please share your phone number."]
+async def test_the_web_widget_gets_a_form_and_a_tool_that_is_off_never_hands_off():
+    worker = AiWorker(responder=None)
+    web = await worker.take_turn(turn("I want to talk to a human",
+                                      tool=HumanHandoffSettings(enabled=True, contact_fields=["email"])))
+    assert [(r.text, r.request_contact_fields) for r in web.replies] == [(domain.HANDOFF_NOTICE, ["email"])]
+    off = await worker.take_turn(turn("I want to talk to a human"))
+    assert off.handoff is None and [r.text for r in off.replies] == [domain.OFFLINE_RESPONDER_NO_HANDOFF]

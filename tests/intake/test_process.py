@@ -1,5 +1,5 @@
 """`python -m services.intake` as a real process: it serves, says which AI mode runs (log
-and /readyz), and hands off an explicit request."""
+and /readyz), and answers an AI turn with a handoff for an explicit request."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.intake import domain
-from shared.chatbots import ChatbotSettings, HumanHandoffSettings
+from shared.chatbots import HumanHandoffSettings
+from shared.topics import AI_TURNS
 from tests.harness import ServiceProcess
-from tests.intake.test_integration import Visitor, publish_settings
+from tests.intake.turns import turn
 from tests.intake.watch import TopicWatcher
 
 
@@ -20,8 +21,6 @@ async def test_intake_process_offline_mode(isolated, tmp_path):
     await producer.start()
     proc = ServiceProcess("intake", isolated.env("intake"), tmp_path)
     try:
-        bot = ChatbotSettings(chatbot_id="p", name="P", human_handoff=HumanHandoffSettings(enabled=True))
-        await publish_settings(producer, isolated.topic_prefix, bot)
         proc.start()
         await proc.wait_ready()
         async with httpx.AsyncClient(base_url=proc.url) as http:
@@ -30,11 +29,12 @@ async def test_intake_process_offline_mode(isolated, tmp_path):
         assert "AI mode: offline" in proc.logs()
 
         async with TopicWatcher(isolated.infra.kafka_bootstrap, isolated.topic_prefix, "conversation.events") as w:
-            v = Visitor(producer, isolated.topic_prefix, "p", channel="whatsapp")
-            await v.says("Quiero hablar con una persona")
-            [h] = await w.wait_for("conversation.events", v.conversation_id, type="conversation.handoff_requested",
-                                   timeout=30)
-            assert h["reason"] == domain.EXPLICIT_REQUEST_REASON
+            asked = turn("Quiero hablar con una persona", channel="whatsapp", tool=HumanHandoffSettings(enabled=True))
+            await producer.send_and_wait(isolated.topic_prefix + AI_TURNS.name, asked.model_dump_json().encode(),
+                                         key=asked.partition_key())
+            [outcome] = await w.wait_for("conversation.events", asked.conversation_id, timeout=30)
+            assert outcome["turn_id"] == asked.turn_id
+            assert outcome["handoff"]["reason"] == domain.EXPLICIT_REQUEST_REASON
     finally:
         proc.stop()
         await producer.stop()

@@ -7,7 +7,7 @@ import logging
 
 from services.intake.responder import LLMResponder, ModelFailed
 from services.intake.settings import IntakeSettings
-from shared.chatbots import ChatbotSettings
+from shared.events import AiProfile
 from tests.fakes.openai_server import Error, FakeOpenAI
 
 KEY = "sk-proj-THISISTHESECRETKEY0123456789"
@@ -19,7 +19,7 @@ async def test_an_echoed_api_key_never_reaches_the_logs(caplog):
                                                 openai_max_retries=0))
         try:
             with caplog.at_level(logging.DEBUG):
-                outcome = await responder.respond(ChatbotSettings(chatbot_id="b", name="B"),
+                outcome = await responder.respond(AiProfile(),
                                                   [{"role": "user", "text": "hi"}])
         finally:
             await responder.close()

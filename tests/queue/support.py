@@ -1,6 +1,7 @@
 """The queue under test: served in this event loop against the real broker, Redis and
-Mongo-wire server, with a raw producer for input events and a collector that records
-every event the queue publishes (a plain aiokafka consumer, no group)."""
+Mongo-wire server, with a raw producer for input events (acting as channels, intake, the
+gateway and the summarizer) and a collector that records every event the queue publishes
+(a plain aiokafka consumer, no group)."""
 
 from __future__ import annotations
 
@@ -17,23 +18,36 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.queue.app import create_app
+from services.queue.incoming import handoff_id_for, visitor_message_id
+from services.queue.parts import Queue
 from services.queue.settings import QueueSettings
-from services.queue.workflow import HandoffQueue
-from shared.chatbots import ChatbotSettings
-from shared.events import AgentCommand, AgentRef, Envelope, HandoffRequested, MessageAppended, VisitorIdentity
-from shared.ids import conversation_id_for, new_id
+from shared.chatbots import ChatbotSettings, ContactField
+from shared.events import (
+    AgentCommand,
+    AgentRef,
+    AiReply,
+    AiTurnCompleted,
+    Envelope,
+    HandoffAsked,
+    VisitorIdentity,
+    VisitorMessageReceived,
+)
+from shared.ids import conversation_id_for, derived_id, new_id
 from shared.topics import (
+    AI_TURNS,
     CHATBOT_SETTINGS,
+    CONVERSATION_EVENTS,
     CONVERSATION_STATE,
     DASHBOARD_UPDATES,
     OUTBOUND_MESSAGES,
+    VISITOR_MESSAGES,
     Topic,
     by_name,
 )
 from tests.harness import run_in_process, settings_from_env
 from tests.support import next_instant
 
-WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SETTINGS)
+WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SETTINGS, AI_TURNS)
 
 
 @dataclass
@@ -109,7 +123,7 @@ async def _collect(bootstrap: str, prefix: str, topics: list[str], sink: Collect
 class QueueUnderTest:
     settings: QueueSettings
     url: str
-    queue: HandoffQueue
+    queue: Queue
     producer: AIOKafkaProducer
     seen: Collector
     http: httpx.AsyncClient
@@ -125,6 +139,38 @@ class QueueUnderTest:
     async def api(self, path: str, **params: Any) -> httpx.Response:
         return await self.http.get(self.url + path, params={k: v for k, v in params.items() if v is not None})
 
+    # ---------------------------------------------------------- acting as channels and intake
+    async def visitor_says(self, chatbot_id: str, visitor_id: str, text: str, **kw: Any) -> VisitorMessageReceived:
+        """What channels publish when a visitor writes."""
+        event = visitor_message(chatbot_id, visitor_id, text, **kw)
+        await self.send(VISITOR_MESSAGES, event)
+        return event
+
+    async def turn_for(self, message: VisitorMessageReceived, timeout: float = 15.0) -> dict[str, Any]:
+        """The AI turn the queue asked intake for, for this visitor message."""
+        message_id = message_id_of(message)
+        found = await self.seen.wait_for(AI_TURNS, lambda r: r["message_id"] == message_id, timeout=timeout)
+        return found[0]
+
+    async def ai_answers(self, turn: dict[str, Any], *texts: str, handoff: str | None = None,
+                         source: str = "ai_tool", contact_fields: list[ContactField] | None = None,
+                         **kw: Any) -> AiTurnCompleted:
+        """What intake publishes for a turn: replies, and a handoff when `handoff` (the reason)."""
+        outcome = ai_outcome(turn, *texts, handoff=handoff, source=source, contact_fields=contact_fields, **kw)
+        await self.send(CONVERSATION_EVENTS, outcome)
+        return outcome
+
+    async def hand_off(self, chatbot_id: str, visitor_id: str, reason: str = "User asked for a person", *,
+                       text: str = "I need a person", at: Any = None, **kw: Any) -> str:
+        """A visitor writes and the AI hands the conversation off; the handoff id, once applied."""
+        message = await self.visitor_says(chatbot_id, visitor_id, text, **({"occurred_at": at} if at else {}), **kw)
+        turn = await self.turn_for(message)
+        await self.ai_answers(turn, "I'm connecting you with a member of our team.", handoff=reason,
+                              **({"occurred_at": at} if at else {}))
+        handoff_id = handoff_id_for(turn["turn_id"])
+        await self.seen.wait_for(CONVERSATION_STATE, lambda r: r["handoff_id"] == handoff_id)
+        return handoff_id
+
 
 @contextlib.asynccontextmanager
 async def queue_under_test(isolated, **env: str) -> AsyncIterator[QueueUnderTest]:
@@ -135,7 +181,7 @@ async def queue_under_test(isolated, **env: str) -> AsyncIterator[QueueUnderTest
     ready = asyncio.Event()
     collector = asyncio.create_task(_collect(settings.kafka_bootstrap_servers, isolated.topic_prefix,
                                              [t.name for t in WATCHED] + [by_name(n).dlq for n in
-                                              ("conversation.events", "agent.commands")], seen, ready))
+                                              ("conversation.events", "agent.commands", "visitor.messages")], seen, ready))
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
     await producer.start()
     try:
@@ -159,18 +205,28 @@ def conv_id(chatbot_id: str, visitor_id: str, channel: str = "web") -> str:
     return conversation_id_for(chatbot_id, channel, visitor_id)
 
 
-def message(chatbot_id: str, visitor_id: str, text: str, *, sender: str = "visitor", channel: str = "web",
-            name: str | None = None, **kw: Any) -> MessageAppended:
-    return MessageAppended(chatbot_id=chatbot_id, conversation_id=conv_id(chatbot_id, visitor_id, channel),
-                           sender=sender, text=text, channel=channel, visitor=visitor(visitor_id, name),
-                           **{"occurred_at": next_instant(), **kw})
+def visitor_message(chatbot_id: str, visitor_id: str, text: str, *, channel: str = "web", name: str | None = None,
+                    **kw: Any) -> VisitorMessageReceived:
+    return VisitorMessageReceived(chatbot_id=chatbot_id, conversation_id=conv_id(chatbot_id, visitor_id, channel),
+                                  channel=channel, visitor=visitor(visitor_id, name), text=text,
+                                  channel_message_id=new_id(), **{"occurred_at": next_instant(), **kw})
 
 
-def handoff(chatbot_id: str, visitor_id: str, reason: str = "User asked for a person", *, channel: str = "web",
-            **kw: Any) -> HandoffRequested:
-    return HandoffRequested(chatbot_id=chatbot_id, conversation_id=conv_id(chatbot_id, visitor_id, channel),
-                            reason=reason, source="ai_tool", channel=channel, visitor=visitor(visitor_id),
-                            **{"occurred_at": next_instant(), **kw})
+def message_id_of(message: VisitorMessageReceived) -> str:
+    assert message.conversation_id is not None
+    return visitor_message_id(message.conversation_id, message.channel_message_id)
+
+
+def ai_outcome(turn: dict[str, Any], *texts: str, handoff: str | None = None, source: str = "ai_tool",
+               contact_fields: list[ContactField] | None = None, **kw: Any) -> AiTurnCompleted:
+    replies = [AiReply(message_id=derived_id("m_", turn["message_id"], "ai", str(n)), text=t)
+               for n, t in enumerate(texts)]
+    kw.setdefault("event_id", derived_id("ai_", turn["turn_id"], "outcome"))
+    return AiTurnCompleted(
+        chatbot_id=turn["chatbot_id"],
+        conversation_id=turn["conversation_id"], turn_id=turn["turn_id"], version=turn["version"],
+        replies=replies, handoff=HandoffAsked(reason=handoff, source=source, contact_fields=contact_fields or [])
+        if handoff else None, **{"occurred_at": next_instant(), **kw})  # event_id may be overridden
 
 
 def command(chatbot_id: str, conversation_id: str, action: str, text: str | None = None, *,
@@ -181,5 +237,5 @@ def command(chatbot_id: str, conversation_id: str, action: str, text: str | None
 
 async def seed(qut: QueueUnderTest, chatbot_id: str, timezone: str = "UTC") -> ChatbotSettings:
     bot = ChatbotSettings(chatbot_id=chatbot_id, name=f"Bot {chatbot_id}", timezone=timezone)
-    await qut.queue.seed_chatbot(bot)
+    await qut.queue.chatbots.save(bot)
     return bot

@@ -3,63 +3,102 @@ in test_integration.py): each topic's union reaches the right use case."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from faststream.kafka import TestKafkaBroker
 
 from services.queue.handlers import register
+from services.queue.incoming import handoff_id_for
+from services.queue.parts import build_queue
+from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
-from services.queue.workflow import HandoffQueue
 from shared.bus import Bus
 from shared.chatbots import ChatbotSettings
-from shared.events import ContactCaptured, ContactDetails, DeliveryStatusChanged
-from shared.settings import ServiceSettings
+from shared.events import (
+    AI_TURN_EVENT,
+    AgentRef,
+    AiTurnRequested,
+    ChatbotSettingsUpdate,
+    DeliveryStatusChanged,
+    HandoffSummaryReady,
+    VisitorContactSubmitted,
+)
 from shared.stores import open_mongo, open_redis
 from shared.topics import (
     AGENT_COMMANDS,
-    CHATBOT_SETTINGS,
+    AI_TURNS,
     CONVERSATION_EVENTS,
-    CONVERSATION_STATE,
-    DASHBOARD_UPDATES,
     DELIVERY_STATUS,
-    OUTBOUND_MESSAGES,
+    HANDOFF_SUMMARIES,
+    VISITOR_MESSAGES,
 )
-from tests.queue.support import command, conv_id, handoff, message, visitor
+from shared.views import Contact
+from tests.queue.support import ai_outcome, command, conv_id, message_id_of, visitor, visitor_message
+from tests.support import eventually
 
 
 async def test_handlers_dispatch_in_memory(infra):
     tag = uuid.uuid4().hex[:8]
-    settings = ServiceSettings(redis_url=infra.redis_url, mongodb_uri=infra.mongodb_uri, mongodb_db=f"t{tag}_handlers",
-                               redis_prefix=f"t{tag}:queue")
+    settings = QueueSettings(redis_url=infra.redis_url, mongodb_uri=infra.mongodb_uri, mongodb_db=f"t{tag}_handlers",
+                             redis_prefix=f"t{tag}:queue")
     client, db = open_mongo(settings)
     redis = open_redis(settings)
     bus = Bus(settings, client_id="handlers-test")
     record = QueueRecord(db)
-    queue = HandoffQueue(record, HandoffIndex(redis, settings.redis_prefix),
-                         state_out=bus.publisher(CONVERSATION_STATE), dashboard_out=bus.publisher(DASHBOARD_UPDATES),
-                         outbound_out=bus.publisher(OUTBOUND_MESSAGES), settings_out=bus.publisher(CHATBOT_SETTINGS))
-    register(bus, queue, "queue")
-    conversation_events, agent_commands = bus.publisher(CONVERSATION_EVENTS), bus.publisher(AGENT_COMMANDS)
-    delivery = bus.publisher(DELIVERY_STATUS)
+    queue = build_queue(settings, bus, record, HandoffIndex(redis, settings.redis_prefix))
+    register(bus, queue.incoming, queue.commands, settings)
+    turns: list[AiTurnRequested] = []
+
+    async def on_turn(turn: AiTurnRequested) -> None:  # acting as intake
+        turns.append(turn)
+
+    bus.consume(AI_TURNS, AI_TURN_EVENT, on_turn, group_id=None)
+    visitor_messages, conversation_events = bus.publisher(VISITOR_MESSAGES), bus.publisher(CONVERSATION_EVENTS)
+    agent_commands, summaries, delivery = (bus.publisher(AGENT_COMMANDS), bus.publisher(HANDOFF_SUMMARIES),
+                                           bus.publisher(DELIVERY_STATUS))
     try:
         await record.save_chatbot(ChatbotSettings(chatbot_id="mem", name="Mem"))
         async with TestKafkaBroker(bus.broker):
             cid = conv_id("mem", "v1")
-            await conversation_events.publish(message("mem", "v1", "hello"))
-            await conversation_events.publish(ContactCaptured(chatbot_id="mem", conversation_id=cid, channel="web",
-                                                              visitor=visitor("v1"), contact=ContactDetails(name="Eve")))
-            await conversation_events.publish(handoff("mem", "v1"))
+            hello = visitor_message("mem", "v1", "hello")
+            await visitor_messages.publish(hello)
+            # Visitor messages and AI outcomes are handled concurrently (per conversation in order).
+            [turn] = await eventually(lambda: asyncio.sleep(0, result=turns))
+            assert turn.message_id == message_id_of(hello) and turn.text == "hello"
+            await visitor_messages.publish(VisitorContactSubmitted(chatbot_id="mem", conversation_id=cid, channel="web",
+                                                                   visitor=visitor("v1"), contact=Contact(name="Eve")))
+            await eventually(lambda: _conversation_where(record, cid, display_name="Eve"))
+            await conversation_events.publish(ai_outcome(turn.model_dump(mode="json"), "Connecting you",
+                                                         handoff="User asked for a person"))
+            await eventually(lambda: _conversation_where(record, cid, status="handed_off", message_count=2))
             reply = command("mem", cid, "reply", "hi Eve")
             await agent_commands.publish(reply)
             stored = await record.get_command(reply.command_id)
             agent_msg = await record.messages.find_one({"conversation_id": cid, "sender": "agent"})
             await delivery.publish(DeliveryStatusChanged(chatbot_id="mem", conversation_id=cid,
                                                          message_id=agent_msg["_id"], status="failed", error="blocked"))
+            handoff_id = handoff_id_for(turn.turn_id)
+            await summaries.publish(HandoffSummaryReady(chatbot_id="mem", conversation_id=cid, handoff_id=handoff_id,
+                                                        status="ready", text="Eve wants a person.", mode="extractive"))
+            renamed = ChatbotSettings(chatbot_id="mem", name="Mem 2")
+            await agent_commands.publish(ChatbotSettingsUpdate(chatbot_id="mem", command_id="cmd-settings-1",
+                                                               settings=renamed, agent=AgentRef(agent_id="a1",
+                                                                                                display_name="A1")))
         conv = await record.get_conversation(cid)
-        assert conv["status"] == "handed_off" and conv["display_name"] == "Eve" and conv["message_count"] == 2
+        assert conv is not None and conv.status == "handed_off" and conv.display_name == "Eve"
+        assert conv.handoff_id == handoff_id and conv.message_count == 3  # visitor, AI, agent
+        assert conv.summary is not None and conv.summary.text == "Eve wants a person."
         assert stored["status_code"] == 200
         failed = await record.get_message(agent_msg["_id"])
         assert (failed["delivery"], failed["delivery_error"]) == ("failed", "blocked")
+        assert (await record.get_command("cmd-settings-1"))["status_code"] == 200
+        assert (await record.get_chatbot("mem")).name == "Mem 2"
     finally:
         await redis.aclose()
         await client.close()
+
+
+async def _conversation_where(record: QueueRecord, conversation_id: str, **fields: object) -> bool:
+    conv = await record.get_conversation(conversation_id)
+    return conv is not None and all(getattr(conv, k) == v for k, v in fields.items())

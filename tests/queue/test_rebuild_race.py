@@ -2,7 +2,7 @@
 
 Instance A rebuilds (startup check, `rebuild-index`); instance B writes a handoff to Mongo
 after A has read Mongo, and applies it to the index before A replaces the index. Real
-Redis and Mongo-wire server; two HandoffQueue objects stand for the two instances (their
+Redis and Mongo-wire server; two DashboardFeed objects stand for the two instances (their
 asyncio locks are separate, the Redis rebuild lock is shared)."""
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.queue.chatbots import ChatbotCatalog
+from services.queue.conversation import Conversation
+from services.queue.feed import DashboardFeed
 from services.queue.store import HandoffIndex, IndexChange, QueueRecord
-from services.queue.workflow import HandoffQueue, row_of
 from shared.settings import ServiceSettings
 from shared.stores import open_mongo, open_redis
 
@@ -29,9 +31,8 @@ class _Sink:
         self.events.append(event)
 
 
-def _queue(record: QueueRecord, index: HandoffIndex) -> HandoffQueue:
-    return HandoffQueue(record, index, state_out=_Sink(), dashboard_out=_Sink(), outbound_out=_Sink(),
-                        settings_out=_Sink(), clock=lambda: NOW)
+def _feed(record: QueueRecord, index: HandoffIndex) -> DashboardFeed:
+    return DashboardFeed(record, index, ChatbotCatalog(record, _Sink()), _Sink(), clock=lambda: NOW)
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ async def test_change_applied_during_another_instances_rebuild_is_kept(backends)
     db, redis, prefix = backends
     record_a, record_b = QueueRecord(db), QueueRecord(db)
     index_a, index_b = HandoffIndex(redis, prefix), HandoffIndex(redis, prefix)
-    a, b = _queue(record_a, index_a), _queue(record_b, index_b)
+    a, b = _feed(record_a, index_a), _feed(record_b, index_b)
     first_epoch = await a.rebuild("b")
 
     b_applied = asyncio.Event()
@@ -64,16 +65,18 @@ async def test_change_applied_during_another_instances_rebuild_is_kept(backends)
         return state
 
     index_b.apply = apply_and_tell  # type: ignore[method-assign]
-    conv = {"_id": "c1", "chatbot_id": "b", "status": "handed_off", "channel": "web", "visitor_id": "v1",
-            "waiting_since": NOW, "reason": "User asked for a person", "message_count": 1}
+    conv = {"_id": "c1", "chatbot_id": "b", "status": "handed_off", "version": 1, "channel": "web",
+            "visitor_id": "v1", "created_at": NOW, "waiting_since": NOW, "reason": "User asked for a person",
+            "message_count": 1}
     b_task: asyncio.Task | None = None
     a_read = record_a.open_conversations
 
-    async def read_then_b_hands_off(chatbot_id: str) -> list[dict]:
+    async def read_then_b_hands_off(chatbot_id: str) -> list[Conversation]:
         nonlocal b_task
         found = await a_read(chatbot_id)  # A has read Mongo ...
         await record_b.conversations.insert_one(conv)  # ... then B writes and applies
-        b_task = asyncio.create_task(b.publish_update("b", IndexChange(upsert_row=row_of(conv))))
+        row = Conversation.model_validate(conv).row()
+        b_task = asyncio.create_task(b.publish("b", IndexChange(upsert_row=row), event_id="e-b-handoff"))
         await asyncio.wait_for(b_applied.wait(), 10)
         return found
 
@@ -87,11 +90,12 @@ async def test_change_applied_during_another_instances_rebuild_is_kept(backends)
     assert second_epoch != first_epoch
     # B's update is numbered in the rebuilt index and shows the handoff.
     assert update.epoch == await index_a.epoch("b") and update.stats.open == 1
+    assert b.dashboard_out.events == [update]  # published once, after the rebuild
 
 
 async def test_reader_waiting_on_a_rebuild_does_not_rebuild_again(backends):
     db, redis, prefix = backends
-    a, b = _queue(QueueRecord(db), HandoffIndex(redis, prefix)), _queue(QueueRecord(db), HandoffIndex(redis, prefix))
+    a, b = _feed(QueueRecord(db), HandoffIndex(redis, prefix)), _feed(QueueRecord(db), HandoffIndex(redis, prefix))
     await a.rebuild("b")
     async with a.index.rebuild_lock("b"):
         await a.index.invalidate("b")  # as a rebuild in progress on A looks to B

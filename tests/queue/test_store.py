@@ -1,6 +1,7 @@
 """The stores against the real Redis and Mongo-wire server: the index's paging is exact
-with equal scores and removals between pages; seq/epoch behave; the record's conditional
-transition lets exactly one of two racers through."""
+with equal scores and removals between pages; seq/epoch behave; the record's
+compare-and-set `save` of a conversation's transition lets exactly one of two racers
+through, and activity writes never touch a conversation's state."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.queue.conversation import Conversation
 from services.queue.domain import stats_window, to_ms
 from services.queue.store import HandoffIndex, IndexChange, QueueRecord
+from shared.events import VisitorIdentity
 from shared.settings import ServiceSettings
 from shared.stores import open_mongo, open_redis
 from shared.views import HandoffRow
 
 NOW = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+VISITOR = VisitorIdentity(external_id="v1")
 
 
 def _row(i: int, waiting: datetime) -> HandoffRow:
@@ -72,13 +76,66 @@ async def test_seq_epoch_and_stats_in_one_step(stores):
     assert (await index.stats("b", window)).seq == 0
 
 
-async def test_conditional_transition_lets_one_racer_through(stores):
+async def _handed_off(record: QueueRecord, conv_id: str = "c1") -> Conversation:
+    """A conversation as a visitor's first message creates it, then handed off (version 1)."""
+    conv = await record.record_activity(conv_id, Conversation.new_fields("b", "web", VISITOR, NOW),
+                                        {"updated_at": NOW}, inc={"message_count": 1})
+    saved = await record.save(conv_id, conv.hand_off("h1", "User asked for a person", NOW, ["email"]))
+    assert saved is not None
+    return saved
+
+
+async def test_save_lets_one_racer_through(stores):
     record, _ = stores
-    await record.conversations.insert_one({"_id": "c1", "chatbot_id": "b", "status": "handed_off"})
-    results = await asyncio.gather(*(record.transition("c1", "handed_off", {"status": "closed", "by": n}) for n in range(5)))
+    conv = await _handed_off(record)
+    changes = [conv.agent_transition("close", NOW, f"cmd-{n}") for n in range(5)]
+    results = await asyncio.gather(*(record.save("c1", change) for change in changes))
     winners = [r for r in results if r is not None]
-    assert len(winners) == 1 and winners[0]["status"] == "closed"
-    assert (await record.get_conversation("c1"))["by"] == winners[0]["by"]
+    assert len(winners) == 1 and winners[0].status == "closed" and winners[0].version == conv.version + 1
+    stored = await record.get_conversation("c1")
+    assert stored is not None and stored.last_command_id == winners[0].last_command_id
+    # A change planned on the old version is refused for good.
+    assert await record.save("c1", conv.agent_transition("return_to_ai", NOW, "cmd-late")) is None
+    assert (await record.get_conversation("c1")).status == "closed"
+
+
+async def test_activity_never_overwrites_state(stores):
+    """A visitor message on a handed-off conversation counts and shows, but its
+    `$setOnInsert` of a new conversation's state leaves the handoff as it is."""
+    record, _ = stores
+    conv = await _handed_off(record)
+    later = NOW + timedelta(minutes=1)
+    after = await record.record_activity("c1", Conversation.new_fields("b", "web", VISITOR, later),
+                                         {"updated_at": later, "last_message_preview": "still there?"},
+                                         inc={"message_count": 1})
+    assert (after.status, after.version, after.handoff_id, after.waiting_since) == ("handed_off", 1, "h1", NOW)
+    assert after.contact_wanted == ["email"] and after.created_at == conv.created_at
+    assert (after.message_count, after.last_message_preview, after.updated_at) == (2, "still there?", later)
+
+
+async def test_pending_message_is_set_only_at_the_version_and_guards_return_to_ai(stores):
+    record, _ = stores
+    conv = await _handed_off(record)
+    assert not await record.set_pending("c1", conv.version - 1, "m-stale")  # planned before the handoff
+    back = conv.agent_transition("return_to_ai", NOW, "cmd-1")  # planned while nothing is pending ...
+    assert await record.set_pending("c1", conv.version, "m2")  # ... then the visitor writes
+    assert await record.save("c1", back) is None  # the message must not be dropped
+    fresh = await record.get_conversation("c1")
+    assert fresh is not None and fresh.pending_message_id == "m2"
+    returned = await record.save("c1", fresh.agent_transition("return_to_ai", NOW, "cmd-1"))
+    assert returned is not None and returned.status == "active" and returned.version == 2
+    assert (returned.returned_message_id, returned.pending_message_id, returned.contact_wanted) == ("m2", None, [])
+    assert not await record.set_pending("c1", returned.version, "m3")  # with the AI now: nothing waits
+
+
+async def test_conversation_stored_before_versions_is_at_version_0(stores):
+    record, _ = stores
+    await record.conversations.insert_one({"_id": "old", "chatbot_id": "b", "channel": "web", "visitor_id": "v1",
+                                           "created_at": NOW, "status": "active"})
+    old = await record.get_conversation("old")
+    assert old is not None and old.version == 0
+    saved = await record.save("old", old.hand_off("h-old", "Refund", NOW, []))
+    assert saved is not None and (saved.status, saved.version) == ("handed_off", 1)
 
 
 async def test_messages_page_back_in_exact_order(stores):

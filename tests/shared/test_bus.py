@@ -11,17 +11,19 @@ from aiokafka import AIOKafkaProducer
 from faststream.kafka import TestKafkaBroker
 
 from shared.bus import Bus
-from shared.events import CONVERSATION_EVENT, MessageAppended, VisitorIdentity
+from shared.events import VISITOR_EVENT, VisitorIdentity, VisitorMessageReceived
+from shared.ids import new_id
 from shared.settings import ServiceSettings
 from shared.stores import ProcessedEvents, open_mongo
-from shared.topics import CONVERSATION_EVENTS
+from shared.topics import VISITOR_MESSAGES
 from tests.support import eventually, read_topic
 
 
-def _message(conv: str, text: str, event_id: str | None = None) -> MessageAppended:
+def _message(conv: str, text: str, event_id: str | None = None) -> VisitorMessageReceived:
     kwargs = {"event_id": event_id} if event_id else {}
-    return MessageAppended(chatbot_id="bot1", conversation_id=conv, sender="visitor", text=text,
-                           channel="web", visitor=VisitorIdentity(external_id="v1"), **kwargs)
+    return VisitorMessageReceived(chatbot_id="bot1", conversation_id=conv, channel="web",
+                                  visitor=VisitorIdentity(external_id="v1"), text=text,
+                                  channel_message_id=new_id(), **kwargs)
 
 
 async def test_typed_handler_dlq_and_dedupe_on_real_broker(isolated):
@@ -32,19 +34,19 @@ async def test_typed_handler_dlq_and_dedupe_on_real_broker(isolated):
     seen: list[str] = []
     failures = {"poison": 0}
 
-    async def on_event(event: MessageAppended) -> None:
+    async def on_event(event: VisitorMessageReceived) -> None:
         if event.text == "poison":
             failures["poison"] += 1
             raise RuntimeError("boom")
         seen.append(event.text)
 
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_event, group_id="bustest-group")
-    publisher = bus.publisher(CONVERSATION_EVENTS)
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, on_event, group_id="bustest-group")
+    publisher = bus.publisher(VISITOR_MESSAGES)
     await bus.broker.start()
     raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await raw.start()
     try:
-        topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+        topic = isolated.topic_prefix + VISITOR_MESSAGES.name
         first = _message("c1", "hello", event_id="e-1")
         await publisher.publish(first)
         await raw.send_and_wait(topic, b'{"not": "an event"}', key=b"c1")
@@ -57,7 +59,7 @@ async def test_typed_handler_dlq_and_dedupe_on_real_broker(isolated):
         assert seen == ["hello", "after"]
         assert failures["poison"] == settings.kafka_handler_attempts
 
-        parked = await read_topic(settings.kafka_bootstrap_servers, isolated.topic_prefix + CONVERSATION_EVENTS.dlq, 3)
+        parked = await read_topic(settings.kafka_bootstrap_servers, isolated.topic_prefix + VISITOR_MESSAGES.dlq, 3)
         kinds = [p["error_kind"] for p in parked]
         assert kinds == ["invalid", "invalid", "handler_failed"]
         assert parked[0]["payload"] == '{"not": "an event"}'
@@ -73,16 +75,16 @@ async def test_typed_handler_dlq_and_dedupe_on_real_broker(isolated):
 async def test_commits_only_after_success(isolated):
     """A consumer that dies mid-handler gets the message again after a restart."""
     settings = ServiceSettings(**{k.lower(): v for k, v in isolated.env("committest", KAFKA_GRACEFUL_TIMEOUT_S="0.5").items()})
-    topic = CONVERSATION_EVENTS
+    topic = VISITOR_MESSAGES
     gate = asyncio.Event()
     got: list[str] = []
 
-    async def slow(event: MessageAppended) -> None:
+    async def slow(event: VisitorMessageReceived) -> None:
         got.append(event.text)
         await gate.wait()  # never finishes in the first consumer
 
     bus1 = Bus(settings, client_id="c1")
-    bus1.consume(topic, CONVERSATION_EVENT, slow, group_id="commit-group", dedupe=False)
+    bus1.consume(topic, VISITOR_EVENT, slow, group_id="commit-group", dedupe=False)
     pub = bus1.publisher(topic)
     await bus1.broker.start()
     await pub.publish(_message("c9", "once"))
@@ -91,11 +93,11 @@ async def test_commits_only_after_success(isolated):
 
     again: list[str] = []
 
-    async def fast(event: MessageAppended) -> None:
+    async def fast(event: VisitorMessageReceived) -> None:
         again.append(event.text)
 
     bus2 = Bus(settings, client_id="c2")
-    bus2.consume(topic, CONVERSATION_EVENT, fast, group_id="commit-group", dedupe=False)
+    bus2.consume(topic, VISITOR_EVENT, fast, group_id="commit-group", dedupe=False)
     await bus2.broker.start()
     try:
         await eventually(lambda: asyncio.sleep(0, result=again == ["once"]), timeout=20)
@@ -108,11 +110,11 @@ async def test_same_handler_in_memory_broker():
     bus = Bus(settings, client_id="mem")
     seen: list[str] = []
 
-    async def on_event(event: MessageAppended) -> None:
+    async def on_event(event: VisitorMessageReceived) -> None:
         seen.append(event.text)
 
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, on_event, group_id="mem-group", dedupe=False)
-    pub = bus.publisher(CONVERSATION_EVENTS)
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, on_event, group_id="mem-group", dedupe=False)
+    pub = bus.publisher(VISITOR_MESSAGES)
     async with TestKafkaBroker(bus.broker):
         await pub.publish(_message("c1", "in memory"))
     assert seen == ["in memory"]
@@ -128,17 +130,17 @@ async def _send(raw: AIOKafkaProducer, topic: str, conv: str, text: str, partiti
 
 async def test_concurrent_consumer_keeps_order_per_key_and_does_not_block_other_keys(isolated):
     settings = _settings(isolated, "keyed")
-    topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+    topic = isolated.topic_prefix + VISITOR_MESSAGES.name
     release_slow = asyncio.Event()
     done: list[str] = []
 
-    async def handler(event: MessageAppended) -> None:
+    async def handler(event: VisitorMessageReceived) -> None:
         if event.text == "slow-1":
             await release_slow.wait()  # a slow LLM call for conversation "slow"
         done.append(event.text)
 
     bus = Bus(settings, client_id="keyed")
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, handler, group_id="keyed-group", dedupe=False, concurrency=8)
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, handler, group_id="keyed-group", dedupe=False, concurrency=8)
     raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await raw.start()
     await bus.broker.start()
@@ -164,17 +166,17 @@ async def test_concurrent_consumer_keeps_order_per_key_and_does_not_block_other_
 
 async def test_concurrent_consumer_never_commits_past_an_unfinished_message(isolated):
     settings = _settings(isolated, "watermark", KAFKA_GRACEFUL_TIMEOUT_S="0.5")
-    topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+    topic = isolated.topic_prefix + VISITOR_MESSAGES.name
     never = asyncio.Event()
     first_run: list[str] = []
 
-    async def stuck(event: MessageAppended) -> None:
+    async def stuck(event: VisitorMessageReceived) -> None:
         first_run.append(event.text)
         if event.text == "stuck":
             await never.wait()  # the process dies before this finishes
 
     bus1 = Bus(settings, client_id="w1")
-    bus1.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, stuck, group_id="watermark-group", dedupe=False, concurrency=4)
+    bus1.consume(VISITOR_MESSAGES, VISITOR_EVENT, stuck, group_id="watermark-group", dedupe=False, concurrency=4)
     raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await raw.start()
     await bus1.broker.start()
@@ -188,11 +190,11 @@ async def test_concurrent_consumer_never_commits_past_an_unfinished_message(isol
 
         second_run: list[str] = []
 
-        async def record(event: MessageAppended) -> None:
+        async def record(event: VisitorMessageReceived) -> None:
             second_run.append(event.text)
 
         bus2 = Bus(settings, client_id="w2")
-        bus2.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, record, group_id="watermark-group", dedupe=False,
+        bus2.consume(VISITOR_MESSAGES, VISITOR_EVENT, record, group_id="watermark-group", dedupe=False,
                      concurrency=4)
         await bus2.broker.start()
         try:
@@ -209,11 +211,11 @@ async def test_concurrent_consumer_never_commits_past_an_unfinished_message(isol
         # Everything finished now: a third member of the group gets nothing old again.
         third_run: list[str] = []
 
-        async def record3(event: MessageAppended) -> None:
+        async def record3(event: VisitorMessageReceived) -> None:
             third_run.append(event.text)
 
         bus3 = Bus(settings, client_id="w3")
-        bus3.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, record3, group_id="watermark-group", dedupe=False,
+        bus3.consume(VISITOR_MESSAGES, VISITOR_EVENT, record3, group_id="watermark-group", dedupe=False,
                      concurrency=4)
         await bus3.broker.start()
         try:
@@ -231,29 +233,29 @@ async def test_invalid_event_logs_and_parks_no_input_values(isolated, caplog):
     """A record that fails validation may carry secrets: the log line and the DLQ's error
     text say where and why, never the values (the DLQ's payload field keeps the record)."""
     settings = _settings(isolated, "secrets")
-    topic = isolated.topic_prefix + CONVERSATION_EVENTS.name
+    topic = isolated.topic_prefix + VISITOR_MESSAGES.name
     seen: list[str] = []
 
-    async def handler(event: MessageAppended) -> None:
+    async def handler(event: VisitorMessageReceived) -> None:
         seen.append(event.text)
 
     bus = Bus(settings, client_id="secrets")
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, handler, group_id="secrets-group", dedupe=False)
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, handler, group_id="secrets-group", dedupe=False)
     raw = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await raw.start()
     await bus.broker.start()
     try:
         secret = "sk-live-SECRET-TOKEN-42"
         bad = _message("c1", "x").model_dump(mode="json")
-        bad["sender"] = secret  # an invalid value that happens to be a secret
+        bad["channel"] = secret  # an invalid value that happens to be a secret
         with caplog.at_level("WARNING", logger="handoff.bus"):
             await raw.send_and_wait(topic, json.dumps(bad).encode(), key=b"c1")
             await _send(raw, topic, "c1", "after")
             await eventually(lambda: asyncio.sleep(0, result=seen == ["after"]), timeout=20)
-        assert "invalid event" in caplog.text and "sender" in caplog.text
+        assert "invalid event" in caplog.text and "'channel'" in caplog.text
         assert secret not in caplog.text
-        [parked] = await read_topic(settings.kafka_bootstrap_servers, isolated.topic_prefix + CONVERSATION_EVENTS.dlq, 1)
-        assert "sender" in parked["error"] and secret not in parked["error"]
+        [parked] = await read_topic(settings.kafka_bootstrap_servers, isolated.topic_prefix + VISITOR_MESSAGES.dlq, 1)
+        assert '"channel"' in parked["error"] and secret not in parked["error"]
         assert secret in parked["payload"]  # nothing is lost
     finally:
         await raw.stop()

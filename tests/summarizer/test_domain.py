@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.summarizer import domain
-from shared.events import ContactDetails, ConversationStateChanged, TranscriptLine, VisitorIdentity
+from shared.events import ConversationStateChanged, TranscriptLine, VisitorIdentity
+from shared.views import Contact
 
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -14,7 +15,7 @@ def _handoff(lines: list[tuple[str, str]], reason: str | None = "Topic is a refu
     return ConversationStateChanged(
         chatbot_id="b", conversation_id="cv_1", transition="handoff", status="handed_off",
         previous_status="active", channel="web", visitor=VisitorIdentity(external_id="v1"),
-        handoff_id="h1", reason=reason, by="ai", contact=ContactDetails(**contact),
+        handoff_id="h1", reason=reason, by="ai", contact=Contact(**contact),
         transcript=[TranscriptLine(sender=s, text=t, at=AT) for s, t in lines])
 
 

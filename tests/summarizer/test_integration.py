@@ -11,7 +11,8 @@ from aiokafka import AIOKafkaProducer
 
 from services.summarizer.app import create_app
 from services.summarizer.settings import SummarizerSettings
-from shared.events import ContactDetails, ConversationStateChanged, TranscriptLine, VisitorIdentity
+from shared.events import ConversationStateChanged, TranscriptLine, VisitorIdentity
+from shared.views import Contact
 from shared.ids import new_id
 from shared.stores import open_mongo
 from tests.fakes.openai_server import Error, FakeOpenAI, Reply, Slow
@@ -28,7 +29,7 @@ def handoff(marker: str, *, handoff_id: str | None = None, transition: str = "ha
         event_id=event_id or new_id(), chatbot_id="bot", conversation_id="cv_" + marker,
         transition=transition, status="handed_off", previous_status="active", channel="web",
         visitor=VisitorIdentity(external_id="v-" + marker), handoff_id=handoff_id or "h_" + marker,
-        reason="Topic is a refund", by="ai", contact=ContactDetails(email=f"{marker.lower()}@example.com"),
+        reason="Topic is a refund", by="ai", contact=Contact(email=f"{marker.lower()}@example.com"),
         transcript=[TranscriptLine(sender="visitor", text=f"Where is my order? {marker}", at=now),
                     TranscriptLine(sender="ai", text="Let me check.", at=now),
                     TranscriptLine(sender="visitor", text="I want a refund", at=now)])
@@ -149,7 +150,7 @@ async def test_pending_jobs_resume_after_a_restart_and_offline_mode_is_extractiv
 
                 # Nothing to summarize (no reason, no visitor words, no contact): unavailable.
                 empty = handoff("EMPTY-MARK").model_copy(update={
-                    "reason": None, "contact": ContactDetails(),
+                    "reason": None, "contact": Contact(),
                     "transcript": [TranscriptLine(sender="ai", text="Hi!", at=datetime.now(UTC))]})
                 await send(producer, prefix, empty)
                 [unavailable] = await w.wait_for("handoff.summaries", handoff_id="h_EMPTY-MARK")

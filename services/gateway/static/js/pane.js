@@ -337,9 +337,7 @@ export class ReplyPane {
           h("span", { class: "msg-who", text: who }),
           h("time", { class: "msg-time", datetime: m.created_at, text: formatMessageTime(m.created_at, now, this.timezone) })),
         h("p", { class: "msg-text", text: m.text }),
-        m.delivery === "failed"
-          ? h("p", { class: "msg-error", role: "note", text: `Not delivered: ${m.delivery_error || "delivery failed"}` })
-          : null));
+        deliveryNote(m)));
     }
     return log;
   }
@@ -385,4 +383,17 @@ export class ReplyPane {
       h("span", { text: err.text }),
       err.retry ? h("button", { type: "button", class: "btn btn-small", onclick: err.retry }, "Retry") : null);
   }
+}
+
+/** Under a message: a failed delivery (red), or an AI answer that was never sent because it
+ * came after the conversation left the AI (quiet: nothing went wrong, the team has it). */
+function deliveryNote(m) {
+  if (m.delivery === "failed") {
+    return h("p", { class: "msg-error", role: "note", text: `Not delivered: ${m.delivery_error || "delivery failed"}` });
+  }
+  if (m.delivery === "not_sent") {
+    return h("p", { class: "msg-note", role: "note",
+      text: "Not sent: this answer came after the conversation was handed to the team." });
+  }
+  return null;
 }

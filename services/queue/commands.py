@@ -1,0 +1,169 @@
+"""Agents' commands (`agent.commands`): reply, close, reopen, return to AI, and saving a
+chatbot's Human Handoff settings. Each command is answered once with a `CommandResult`
+(stored by command id, so a retried click gets the same answer and changes nothing more).
+
+Ordering: the conditional write in Mongo first (it decides), then the handoff history,
+then the index, then the events; `last_command_id` recognises a transition this command
+already made before a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.queue import domain
+from services.queue.conversation import Conversation, message_view
+from services.queue.domain import CommandRefused, derived_event_id
+from services.queue.incoming import history_entry, state_event
+from services.queue.store import IndexChange
+from services.queue.usecase import UseCases
+from shared.events import AgentCommand, ChatbotSettingsUpdate, CommandResult, OutboundMessage
+
+log = logging.getLogger("handoff.queue.commands")
+
+# A transition retried this often when only a visitor message (not another transition)
+# changed the conversation under it.
+SAVE_ATTEMPTS = 3
+
+
+class AgentCommands(UseCases):
+    async def on_agent_command(self, cmd: AgentCommand) -> None:
+        if await self._answer_stored(cmd.command_id):
+            return
+        conv = await self.record.get_conversation(cmd.conversation_id) if cmd.conversation_id else None
+        if conv is None or conv.chatbot_id != cmd.chatbot_id:
+            await self._answer(cmd, 404, domain.UNKNOWN_CONVERSATION, None)
+            return
+        try:
+            if cmd.action == "reply":
+                conv = await self._reply(cmd, conv)
+            else:
+                conv = await self._transition(cmd, conv)
+        except CommandRefused as refused:
+            log.info("command %s (%s) refused: %s", cmd.command_id, cmd.action, refused.message)
+            await self._answer(cmd, refused.status_code, refused.message, await self.record.get_conversation(conv.id))
+            return
+        await self._answer(cmd, 200, None, conv)
+
+    async def _transition(self, cmd: AgentCommand, conv: Conversation) -> Conversation:
+        now = self.clock()
+        by = f"agent:{cmd.agent.agent_id}"
+        action: domain.Transition = cmd.action  # type: ignore[assignment]
+        if conv.last_command_id == cmd.command_id:
+            updated, previous = conv, conv.previous_status or conv.status  # applied before a crash
+        else:
+            for _ in range(SAVE_ATTEMPTS):
+                change = conv.agent_transition(action, now, cmd.command_id)
+                saved = await self.record.save(conv.id, change)
+                if saved is not None:
+                    updated, previous = saved, change.previous
+                    break
+                fresh = await self.record.get_conversation(conv.id) or conv
+                if fresh.version != conv.version:
+                    # Someone else moved it first (another agent, another instance): refuse
+                    # with the reason as it stands now.
+                    fresh.agent_transition(action, now, cmd.command_id)
+                    raise domain.TransitionRefused("The conversation changed meanwhile; try again.")
+                conv = fresh  # only a visitor message came in: plan again on what it left
+            else:
+                raise RuntimeError(f"conversation {conv.id} keeps changing; retrying the command")
+        if updated.handoff_id:
+            handoff_set: dict[str, Any] = {
+                "close": {"status": "closed", "closed_at": now},
+                "reopen": {"status": "open", "closed_at": None, "waiting_since": updated.waiting_since},
+                "return_to_ai": {"status": "returned_to_ai", "ended_at": now},
+            }[action]
+            await self.record.update_handoff(updated.handoff_id, handoff_set,
+                                             history_entry(action, previous, updated.status, by, now, cmd.command_id))
+        await self.state_out.publish(state_event(updated, action, previous, by, derived_event_id(cmd.command_id, "state")))
+        if action == "close":
+            change_index = IndexChange(remove_row=updated.id, closed_add=(updated.handoff_id, updated.closed_at)
+                                       if updated.handoff_id and updated.closed_at else None)
+        elif action == "reopen":
+            change_index = IndexChange(upsert_row=updated.row(), closed_remove=updated.handoff_id)
+        else:
+            change_index = IndexChange(remove_row=updated.id)
+        await self.feed.publish(updated.chatbot_id, change_index, conversation=updated,
+                                event_id=derived_event_id(cmd.command_id, "update"))
+        if action == "return_to_ai" and updated.returned_message_id:
+            await self._hand_pending_to_ai(updated)
+        return updated
+
+    async def _hand_pending_to_ai(self, conv: Conversation) -> None:
+        """The visitor's message nobody answered before the Return to AI: the AI answers it."""
+        assert conv.returned_message_id is not None
+        message = await self.record.get_message(conv.returned_message_id)
+        if message is not None:
+            log.info("Return to AI: the AI answers the visitor's unanswered message")
+            await self.ai.ask(conv, message["_id"], message["text"])
+
+    async def _reply(self, cmd: AgentCommand, conv: Conversation) -> Conversation:
+        now = self.clock()
+        message_id = domain.agent_message_id(cmd.command_id)
+        if conv.last_command_id == cmd.command_id:
+            updated, text = conv, (cmd.text or "").strip()  # counted before a crash
+        else:
+            text = domain.check_reply(conv.status, cmd.text, conv.channel, conv.last_visitor_message_at, now)
+            # The reply answers whatever the visitor was waiting on.
+            found = await self.record.update_conversation(conv.id, {
+                "$inc": {"message_count": 1},
+                "$set": {"last_message_at": now, "last_message_preview": domain.preview(text), "updated_at": now,
+                         "last_command_id": cmd.command_id, "pending_message_id": None},
+            }, expected_status="handed_off")
+            if found is None:
+                raise CommandRefused(domain.REPLY_NOT_ALLOWED, 409)
+            updated = found
+        doc = {
+            "_id": message_id, "conversation_id": conv.id, "chatbot_id": conv.chatbot_id, "sender": "agent",
+            "sender_name": cmd.agent.display_name, "text": text, "created_at": now, "delivery": "pending",
+            "command_id": cmd.command_id,
+        }
+        if not await self.record.insert_message(doc):  # stored before a crash: show that one
+            doc = await self.record.get_message(message_id) or doc
+        await self.outbound_out.publish(OutboundMessage(
+            event_id=derived_event_id(cmd.command_id, "outbound"), chatbot_id=conv.chatbot_id,
+            conversation_id=conv.id, message_id=message_id, channel=conv.channel, visitor=updated.visitor,
+            text=text, sender="agent", sender_name=cmd.agent.display_name,
+        ))
+        await self.feed.conversation_changed(updated, message=message_view(doc),
+                                             event_id=derived_event_id(cmd.command_id, "update"))
+        return updated
+
+    # ------------------------------------------------------------------ settings
+    async def on_settings_update(self, cmd: ChatbotSettingsUpdate) -> None:
+        if await self._answer_stored(cmd.command_id):
+            return
+        if cmd.settings.chatbot_id != cmd.chatbot_id:
+            await self._answer(cmd, 422, "The settings belong to another chatbot.", None)
+            return
+        if await self.chatbots.get(cmd.chatbot_id) is None:
+            await self._answer(cmd, 404, domain.UNKNOWN_CHATBOT, None)
+            return
+        await self.chatbots.save(cmd.settings, event_id=derived_event_id(cmd.command_id, "settings"))
+        await self.feed.publish(cmd.chatbot_id, settings_changed=True, event_id=derived_event_id(cmd.command_id, "update"))
+        await self._answer(cmd, 200, None, None)
+
+    # ------------------------------------------------------------------ answers
+    async def _answer_stored(self, command_id: str) -> bool:
+        """A retried command id: answer again with the stored result, apply nothing."""
+        stored = await self.record.get_command(command_id)
+        if stored is None:
+            return False
+        log.info("command %s already applied; answering with the stored result", command_id)
+        await self.answers_out.publish(CommandResult.model_validate_json(stored["result"]))
+        return True
+
+    async def _answer(self, cmd: AgentCommand | ChatbotSettingsUpdate, status_code: int, error: str | None,
+                      conv: Conversation | None) -> None:
+        result = CommandResult(
+            event_id=derived_event_id(cmd.command_id, "result"), chatbot_id=cmd.chatbot_id,
+            conversation_id=cmd.conversation_id, command_id=cmd.command_id, ok=status_code == 200,
+            error=error, status_code=status_code, conversation=conv.view() if conv else None,
+        )
+        stored = await self.record.save_command(cmd.command_id, {
+            "chatbot_id": cmd.chatbot_id, "conversation_id": cmd.conversation_id,
+            "action": getattr(cmd, "action", "update_settings"), "agent_id": cmd.agent.agent_id,
+            "status_code": status_code, "at": self.clock(), "result": result.model_dump_json(),
+        })
+        await self.answers_out.publish(CommandResult.model_validate_json(stored["result"]))
