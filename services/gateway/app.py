@@ -6,14 +6,17 @@ import asyncio
 import logging
 import time
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway.api import CLOSE_NO_SESSION, STATIC_DIR, Gateway, build_router, install_error_handlers
+from services.gateway.deps import Gateway
 from services.gateway.domain import ChatbotDirectory, PendingCommands
 from services.gateway.handlers import GatewayHandlers
-from services.gateway.live import LiveHub
-from services.gateway.queue_client import QueueClient
+from services.gateway.live import CLOSE_NO_SESSION, LiveHub
+from services.gateway.queue_client import QueueClient, QueueError
+from services.gateway.routes import auth, chatbots, pages, ws
+from services.gateway.routes.pages import STATIC_DIR
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import AgentStore, LoginThrottle
 from shared.events import DASHBOARD_EVENT, SETTINGS_EVENT
@@ -60,11 +63,18 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     runtime.health_details["chatbots_known"] = lambda: len(directory.chatbots)
 
     app = runtime.app
-    app.state.gateway = gateway
+    app.state.gateway = gateway  # what the routers' dependencies read (deps.gateway)
     install_error_handlers(app)
-    app.include_router(build_router(gateway))
+    for router in (auth.router, chatbots.router, ws.router, pages.router):
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(QueueError)
+    async def queue_error(_: Request, exc: QueueError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
 
 def _memberships_of(store: AgentStore):

@@ -19,8 +19,11 @@ from services.gateway.domain import NOT_A_MEMBER, error_frame
 
 log = logging.getLogger("handoff.gateway.live")
 
-# Private-use close code: "you fell behind, reconnect and resync".
+# Private-use close codes: "you fell behind, reconnect and resync", "no (more) session",
+# "this page's origin may not open /ws".
 CLOSE_TOO_SLOW = 4408
+CLOSE_NO_SESSION = 4401
+CLOSE_BAD_ORIGIN = 4403
 
 
 class LiveClient:

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from fastapi import HTTPException
 
 from services.gateway.domain import QUEUE_FAILED, QUEUE_UNREACHABLE
 from shared.chatbots import ChatbotSettings
@@ -42,6 +43,14 @@ class QueueClient:
 
     async def chatbot_settings(self, chatbot_id: str) -> ChatbotSettings:
         return ChatbotSettings.model_validate_json(await self.get(f"/internal/chatbots/{quote(chatbot_id, safe='')}/settings"))
+
+
+def internal_path(chatbot_id: str, *rest: str) -> str:
+    """The queue's path for these ids, each quoted as one segment (no "..", no "/")."""
+    segments = [chatbot_id, *rest]
+    if any(s in (".", "..") for s in segments):
+        raise HTTPException(404, "Not found.")
+    return "/internal/chatbots/" + "/".join(quote(s, safe="") for s in segments)
 
 
 def _detail(response: httpx.Response) -> Any:

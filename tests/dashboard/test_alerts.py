@@ -238,7 +238,7 @@ async def test_a_202_waits_for_the_command_result_on_the_websocket(browser, stac
     await pane.get_by_role("button", name="Reopen").click()
     await expect(pane.locator(".notice")).to_have_text("Conversation reopened.", timeout=8000)
     await expect(pane.locator(".badge")).to_have_text("Needs reply")
-    assert await page.evaluate("window.handoffDashboard.waitingResults.size") == 0
+    assert await page.evaluate("window.handoffDashboard.waitingCommandResults()") == 0
     assert page.errors == []
     await context.close()
 

@@ -12,6 +12,7 @@ from playwright.async_api import expect
 
 from shared.formatting import format_row_waiting
 from tests.dashboard.pages import bot_id, row, sign_in, stat
+from tests.dashboard.test_live import SocketControl
 from tests.support import eventually
 
 pytestmark = pytest.mark.browser
@@ -136,19 +137,25 @@ async def _open_count(stack, bot: str, expected: int) -> bool:
     return (await stack.snapshot(bot))["stats"]["open"] == expected
 
 
+async def _message_count(stack, bot: str, conversation_id: str, expected: int) -> bool:
+    rows = (await stack.snapshot(bot))["handoffs"]["items"]
+    return any(r["conversation_id"] == conversation_id and r["message_count"] == expected for r in rows)
+
+
 async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, stack):
     bot = bot_id()
     await stack.seed_chatbot(bot, "Busy Shop")
     email = f"busy-{bot}@example.com"
     await stack.create_agent(email, "Bea", [bot])
     names = ["Ann Early", "Ben Middle", "Zed Late"]
-    for name in names:
-        await stack.handed_off(bot, name, text=f"I am {name}", reason="User asked for a person")
+    visitors = [await stack.handed_off(bot, name, text=f"I am {name}", reason="User asked for a person")
+                for name in names]
     # This test is about paging and the search box: load the page once the queue holds all
     # three (they are on different partitions, so it may apply them in any order; live
     # arrival is tested in test_flow.py).
     await eventually(lambda: _open_count(stack, bot, 3))
-    context, page = await sign_in(browser, stack, email)
+    control = SocketControl()
+    context, page = await sign_in(browser, stack, email, ws_route=control.route)
     await page.add_init_script("window.HANDOFF_PAGE_SIZE = 2")
     await page.reload()
     # The list pages oldest first.
@@ -158,12 +165,23 @@ async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, sta
     await expect(page.locator(".handoff-row .row-name")).to_have_text(names)
     await expect(page.locator(".list-panel").get_by_role("button", name="Load more")).to_be_hidden()
     # A resync (what a seq gap or a reconnect starts) keeps the rows Load more brought in.
-    feed = f"window.handoffDashboard.feeds.get('{bot}')"
-    resyncs = await page.evaluate(f"{feed}.resyncs")
-    await page.evaluate(f"{feed}.resync()")
-    await page.wait_for_function(f"{feed}.resyncs > {resyncs} && !{feed}.syncing")
+    # While the page cannot hear, the last of them gets a message: only the reconnect's
+    # snapshot can bring its new count, and it still holds all three rows.
+    late = visitors[-1]
+    late_count = row(page, late.conversation_id).locator(".row-count")
+    await expect(late_count).to_have_text("1 message")
+    control.blocked = True
+    await control.drop_all()
+    await expect(page.locator("#connection")).to_have_text("Reconnecting…")
+    control.drop_about.add(late.conversation_id)  # not even a late update of it gets through
+    await stack.visitor_writes(late, "still there?")
+    await eventually(lambda: _message_count(stack, bot, late.conversation_id, 2))
+    control.blocked = False
+    await expect(late_count).to_have_text("2 messages", timeout=20000)
+    await expect(page.locator("#connection")).to_be_hidden()
     await expect(page.locator(".handoff-row .row-name")).to_have_text(names)
     await expect(page.locator(".list-panel").get_by_role("button", name="Load more")).to_be_hidden()
+    control.drop_about.clear()
 
     await page.locator('#tabs [data-tab="conversations"]').click()
     rows = page.locator(".conv-row")

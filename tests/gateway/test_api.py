@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from services.gateway.api import SESSION_COOKIE
+from services.gateway.deps import SESSION_COOKIE
 from services.gateway.domain import token_digest
 from shared.stores import open_mongo
 from tests.gateway.conftest import (
@@ -292,7 +292,7 @@ async def test_permission_matrix_every_chatbot_route_refuses_non_members(stack):
 
 
 async def test_dashboard_pages_and_openapi(stack):
-    from services.gateway.api import STATIC_DIR
+    from services.gateway.routes.pages import STATIC_DIR
 
     async with gateway(stack) as gw, httpx.AsyncClient(base_url=gw.url) as client:
         assert (await client.get("/openapi.json")).status_code == 200

@@ -9,7 +9,7 @@ import uuid
 
 import httpx
 
-from services.gateway.api import SESSION_COOKIE
+from services.gateway.deps import SESSION_COOKIE
 from shared.bus import Bus
 from shared.chatbots import ChatbotSettings, HumanHandoffSettings
 from shared.events import AiTurnCompleted, HandoffAsked, VisitorIdentity, VisitorMessageReceived

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from services.gateway.api import SESSION_COOKIE
+from services.gateway.deps import SESSION_COOKIE
 from services.gateway.domain import token_digest
 from services.gateway.store import AgentStore
 from shared.events import CommandResult
