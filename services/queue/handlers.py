@@ -1,48 +1,43 @@
-"""The queue's bus adapter: which topic goes to which use case, under which consumer group.
-Handlers are thin and typed; the use cases live in `incoming` and `commands`."""
+"""The queue's bus adapter: typed handlers that hand each event to its use case (`incoming`,
+`commands`); the composition root (app.py) subscribes them."""
 
 from __future__ import annotations
 
 from services.queue.commands import AgentCommands
 from services.queue.incoming import Incoming
-from services.queue.settings import QueueSettings
-from shared.bus import Bus
 from shared.events import (
-    AGENT_COMMAND_EVENT,
-    CONVERSATION_EVENT,
-    DELIVERY_EVENT,
-    SUMMARY_EVENT,
-    VISITOR_EVENT,
     AgentCommand,
+    AiTurnCompleted,
     ChatbotSettingsUpdate,
+    DeliveryStatusChanged,
+    HandoffSummaryReady,
     VisitorContactSubmitted,
     VisitorMessageReceived,
 )
-from shared.topics import AGENT_COMMANDS, CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES, VISITOR_MESSAGES
 
 
-def register(bus: Bus, incoming: Incoming, commands: AgentCommands, settings: QueueSettings) -> None:
-    group = settings.queue_consumer_group
+class QueueHandlers:
+    def __init__(self, incoming: Incoming, commands: AgentCommands) -> None:
+        self.incoming = incoming
+        self.commands = commands
 
-    async def on_visitor_event(event: VisitorMessageReceived | VisitorContactSubmitted) -> None:
+    async def on_visitor_event(self, event: VisitorMessageReceived | VisitorContactSubmitted) -> None:
         if isinstance(event, VisitorMessageReceived):
-            await incoming.on_visitor_message(event)
+            await self.incoming.on_visitor_message(event)
         else:
-            await incoming.on_contact_submitted(event)
+            await self.incoming.on_contact_submitted(event)
 
-    async def on_agent_command(event: AgentCommand | ChatbotSettingsUpdate) -> None:
+    async def on_ai_outcome(self, event: AiTurnCompleted) -> None:
+        await self.incoming.on_ai_outcome(event)
+
+    async def on_agent_command(self, event: AgentCommand | ChatbotSettingsUpdate) -> None:
         if isinstance(event, AgentCommand):
-            await commands.on_agent_command(event)
+            await self.commands.on_agent_command(event)
         else:
-            await commands.on_settings_update(event)
+            await self.commands.on_settings_update(event)
 
-    # One consumer group per topic (FastStream runs one consumer per subscriber): members of
-    # a shared group would force each other through a rebalance as each one joins.
-    # Visitor messages first: the path a visitor's words take to an agent's screen.
-    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, on_visitor_event, group_id=f"{group}-visitors",
-                concurrency=settings.visitor_concurrency)
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, incoming.on_ai_outcome, group_id=group,
-                concurrency=settings.visitor_concurrency)
-    bus.consume(AGENT_COMMANDS, AGENT_COMMAND_EVENT, on_agent_command, group_id=f"{group}-commands")
-    bus.consume(HANDOFF_SUMMARIES, SUMMARY_EVENT, incoming.on_summary, group_id=f"{group}-summaries")
-    bus.consume(DELIVERY_STATUS, DELIVERY_EVENT, incoming.on_delivery_status, group_id=f"{group}-delivery")
+    async def on_summary(self, event: HandoffSummaryReady) -> None:
+        await self.incoming.on_summary(event)
+
+    async def on_delivery_status(self, event: DeliveryStatusChanged) -> None:
+        await self.incoming.on_delivery_status(event)

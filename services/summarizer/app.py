@@ -7,7 +7,7 @@ import logging
 
 from fastapi import FastAPI
 
-from services.summarizer.handlers import Summarizer
+from services.summarizer.handlers import SummarizerHandlers
 from services.summarizer.jobs import SummaryWorker
 from services.summarizer.model import LLMSummarizer
 from services.summarizer.settings import SummarizerSettings
@@ -29,8 +29,8 @@ def create_app(settings: SummarizerSettings) -> FastAPI:
     worker = SummaryWorker(jobs=jobs, publisher=runtime.bus.publisher(HANDOFF_SUMMARIES), model=model,
                            concurrency=settings.summary_concurrency,
                            lease_s=settings.summary_lease_s)
-    summarizer = Summarizer(worker)
-    runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, summarizer.on_state_changed, group_id=GROUP)
+    handlers = SummarizerHandlers(worker)
+    runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, handlers.on_state_changed, group_id=GROUP)
 
     async def announce_mode() -> None:
         log_ai_mode(log, settings, offline="summaries are extractive")

@@ -6,7 +6,7 @@ from services.summarizer.jobs import SummaryWorker
 from shared.events import ConversationStateChanged
 
 
-class Summarizer:
+class SummarizerHandlers:
     def __init__(self, worker: SummaryWorker) -> None:
         self.worker = worker
 

@@ -8,7 +8,8 @@ import uuid
 
 from faststream.kafka import TestKafkaBroker
 
-from services.queue.handlers import register
+from services.queue.app import subscribe
+from services.queue.handlers import QueueHandlers
 from services.queue.incoming import handoff_id_for
 from services.queue.parts import build_queue
 from services.queue.settings import QueueSettings
@@ -47,7 +48,7 @@ async def test_handlers_dispatch_in_memory(infra):
     bus = Bus(settings, client_id="handlers-test")
     record = QueueRecord(db)
     queue = build_queue(settings, bus, record, HandoffIndex(redis, settings.redis_prefix))
-    register(bus, queue.incoming, queue.commands, settings)
+    subscribe(bus, QueueHandlers(queue.incoming, queue.commands), settings)
     turns: list[AiTurnRequested] = []
 
     async def on_turn(turn: AiTurnRequested) -> None:  # acting as intake
