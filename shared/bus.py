@@ -7,8 +7,11 @@ Delivery rules (the same in every service, so nobody re-implements them):
   error, and the consumer moves on;
 - a handler that keeps failing is retried with backoff, then parked on the DLQ too, so one
   poison event never stalls a partition; if even the DLQ cannot be written the message is
-  not committed (nack) and comes back — nothing is lost;
-- events already applied (by event id, per consumer group) are skipped.
+  not committed and is tried again — nothing is lost;
+- events already applied (by event id, per consumer group) are skipped; the check and the
+  mark go through the same retries as the handler;
+- infrastructure that is away (Mongo, Redis, the broker) is waited for, with capped backoff,
+  never counted towards parking: the offset is not committed past the message meanwhile.
 
 Service code writes `async def on_x(event: SomeEvent) -> None` and registers it with
 `bus.consume(...)`; it never sees offsets or raw bytes.
@@ -21,13 +24,16 @@ import base64
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from pymongo.errors import ConnectionFailure as MongoConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from aiokafka.structs import TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -42,7 +48,28 @@ from shared.topics import ALL_TOPICS, Topic
 log = logging.getLogger("handoff.bus")
 
 E = TypeVar("E", bound=Envelope)
+T = TypeVar("T")
 Handler = Callable[[Any], Awaitable[None]]
+
+
+class Failed(Exception):
+    """A message's processing failed every attempt; `error` goes to the DLQ record."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+# The longest wait between two tries of a message whose infrastructure is away.
+RETRY_CAP_S = 5.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A store or the broker is unreachable (not a bad message, not a bug): retried until it
+    is back instead of counting towards parking the message."""
+    if isinstance(exc, MongoConnectionFailure | RedisConnectionError | RedisTimeoutError
+                  | KafkaConnectionError | KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
 
 
 class ProcessedEventsProto(Protocol):
@@ -123,11 +150,14 @@ class Bus:
         await self.broker.publish(json.dumps(record).encode(), topic=self.settings.kafka_topic_prefix + topic.dlq, key=key)
 
     # ------------------------------------------------------------------ consuming
-    def consume(
+    def consume(self, topic: Topic, adapter: TypeAdapter[Any] | type[BaseModel], handler: Handler,
+                **options: Any) -> None:
+        """Register `handler(event)` on `topic`: `consume_all` with one route."""
+        self.consume_all([(topic, adapter, handler)], **options)
+
+    def consume_all(
         self,
-        topic: Topic,
-        adapter: TypeAdapter[Any] | type[BaseModel],
-        handler: Handler,
+        routes: Sequence[tuple[Topic, TypeAdapter[Any] | type[BaseModel], Handler]],
         *,
         group_id: str | None,
         from_beginning: bool = True,
@@ -135,23 +165,24 @@ class Bus:
         dedupe: bool = True,
         concurrency: int = 1,
     ) -> None:
-        """Register `handler(event)` on `topic`.
+        """One consumer (one group membership, one fetch loop) for several topics, each with
+        its schema and handler: a service reads what it needs with as few consumers as it has
+        purposes, which costs the broker one poll loop instead of one per topic.
 
         group_id=None: every instance sees every message (dashboard fan-out, settings
         table); nothing is committed and `from_beginning` decides where a new instance
         starts. With a group, partitions are shared and offsets committed after success.
 
         concurrency > 1 (groups only): up to that many events are handled at once, events
-        with the same key (one conversation) strictly one after another in offset order, and
-        each partition is committed only up to its lowest unfinished offset. For handlers
-        that wait on slow outside calls (an LLM, a platform API), so one slow conversation
-        does not hold up the others on its partition.
+        with the same key (one conversation, whichever of the topics it comes from) strictly
+        one after another in offset order, and each partition is committed only up to its
+        lowest unfinished offset. So one slow conversation does not hold up the others.
         """
-        if isinstance(adapter, type):
-            adapter = TypeAdapter(adapter)
-        consumer_name = group_id or f"{self.client_id}:{topic.name}"
-        attempts = max(1, self.settings.kafka_handler_attempts)
-        backoff = self.settings.kafka_retry_backoff_s
+        table = {self.settings.kafka_topic_prefix + topic.name:
+                 (topic, adapter if not isinstance(adapter, type) else TypeAdapter(adapter), handler)
+                 for topic, adapter, handler in routes}
+        names = [t.name for t, _, _ in routes]
+        consumer_name = group_id or f"{self.client_id}:{'+'.join(names)}"
         grouped = group_id is not None
         processed = self.processed if (dedupe and grouped) else None
 
@@ -159,6 +190,7 @@ class Bus:
             """Handle one message. True when its offset may be committed: handled, skipped as
             already applied, or parked on the DLQ. False only when even parking failed."""
             record = msg.raw_message
+            topic, adapter, handler = table[record.topic]
             raw: bytes = msg.body
             where = {"partition": getattr(record, "partition", None), "offset": getattr(record, "offset", None)}
             try:
@@ -169,29 +201,16 @@ class Bus:
                 errors = exc.errors(include_input=False, include_url=False, include_context=False)
                 log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, errors[:3])
                 return await self._park(msg, topic, consumer_name, raw, "invalid", json.dumps(errors, default=str), where)
-
             with bind_event(event):
-                if processed is not None and await processed.seen(consumer_name, event.event_id):
-                    log.info("skipping already applied event %s", event.event_id)
+                failure = await self._apply(event, handler, processed, consumer_name)
+                if failure is None:
                     return True
-                for attempt in range(1, attempts + 1):
-                    try:
-                        await handler(event)
-                        break
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - every failure is retried, then parked
-                        if attempt == attempts:
-                            log.exception("handler failed %d times on %s; parked on %s", attempts, topic.name, topic.dlq)
-                            return await self._park(msg, topic, consumer_name, raw, "handler_failed", repr(exc), where)
-                        log.warning("handler failed (attempt %d/%d): %r", attempt, attempts, exc)
-                        await asyncio.sleep(backoff * 2 ** (attempt - 1))
-                if processed is not None:
-                    await processed.mark(consumer_name, event.event_id)
-                return True
+                log.error("handler failed %d times on %s; parked on %s", self.settings.kafka_handler_attempts,
+                          topic.name, topic.dlq)
+                return await self._park(msg, topic, consumer_name, raw, "handler_failed", failure, where)
 
         if concurrency > 1 and grouped:
-            dispatcher = KeyedDispatcher(concurrency, f"{topic.name}:{consumer_name}")
+            dispatcher = KeyedDispatcher(concurrency, consumer_name, self._retry_delay)
             self._dispatchers.append(dispatcher)
 
             async def _consume(msg: KafkaMessage) -> None:
@@ -199,23 +218,72 @@ class Bus:
         else:
 
             async def _consume(msg: KafkaMessage) -> None:
-                if await _process(msg):
-                    await _ack(msg, grouped)
-                else:
-                    # Not committed: rewind so it comes back.
-                    await msg.nack()
+                attempt = 0
+                while not await _process(msg):
+                    # Not even parked (the broker is away): never commit past it; try again.
+                    attempt += 1
+                    await asyncio.sleep(self._retry_delay(attempt))
+                await _ack(msg, grouped)
 
-        _consume.__name__ = f"consume_{topic.name.replace('.', '_')}_{getattr(handler, '__name__', 'handler')}"
+        _consume.__name__ = "consume_" + "_".join(n.replace(".", "_") for n in names)
         self.broker.subscriber(
-            self.settings.kafka_topic_prefix + topic.name,
+            *table,
             group_id=group_id,
             auto_offset_reset="earliest" if from_beginning else "latest",
             ack_policy=AckPolicy.MANUAL,
             fetch_max_wait_ms=fetch_max_wait_ms or self.settings.kafka_fetch_max_wait_ms,
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
-            title=f"{topic.name}:{consumer_name}",
+            title=f"{'+'.join(names)}:{consumer_name}",
         )(_consume)
+
+    def _retry_delay(self, attempt: int) -> float:
+        return min(RETRY_CAP_S, self.settings.kafka_retry_backoff_s * 2 ** min(attempt - 1, 8))
+
+    async def _apply(self, event: Envelope, handler: Handler, processed: ProcessedEventsProto | None,
+                     consumer: str) -> str | None:
+        """Apply `event` once: the dedupe check, the handler, the mark — each under the same
+        retry rule (`_retrying`), the handler never run again for a mark that failed. None
+        when applied (or already applied); the error to park it with when it keeps failing."""
+        try:
+            if processed is not None and await self._retrying(lambda: processed.seen(consumer, event.event_id)):
+                log.info("skipping already applied event %s", event.event_id)
+                return None
+            await self._retrying(lambda: handler(event))
+        except Failed as failed:
+            return failed.error
+        if processed is not None:
+            try:
+                await self._retrying(lambda: processed.mark(consumer, event.event_id))
+            except Failed as failed:  # applied; only a redelivery would apply it again (idempotent)
+                log.error("could not mark event %s as applied: %s", event.event_id, failed.error)
+        return None
+
+    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op`, retrying with backoff: up to `KAFKA_HANDLER_ATTEMPTS` times for a failure
+        (then `Failed`), without limit while infrastructure is away (a store, the broker): the
+        message is not the problem, and parking it would lose it for the flow; its offset stays
+        uncommitted meanwhile."""
+        attempts = max(1, self.settings.kafka_handler_attempts)
+        failures = outages = 0
+        while True:
+            try:
+                return await op()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then parked
+                if is_outage(exc):
+                    outages += 1
+                    delay = self._retry_delay(outages)
+                    log.warning("infrastructure unavailable (%r); waiting %.1fs, uncommitted", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                failures += 1
+                if failures >= attempts:
+                    log.exception("failed %d times", failures)
+                    raise Failed(repr(exc)) from exc
+                log.warning("failed (attempt %d/%d): %r", failures, attempts, exc)
+                await asyncio.sleep(self._retry_delay(failures))
 
     async def _park(self, msg: Any, topic: Topic, consumer: str, raw: bytes, kind: str, error: str, where: dict) -> bool:
         """Put a message on the DLQ; False (and it must not be committed) when that failed."""
@@ -240,8 +308,9 @@ class KeyedDispatcher:
     partition up to its lowest offset still in flight (so a crash redelivers exactly the
     unfinished ones and possibly some finished after them — handlers are idempotent)."""
 
-    def __init__(self, limit: int, name: str) -> None:
+    def __init__(self, limit: int, name: str, retry_delay: Callable[[int], float]) -> None:
         self.name = name
+        self._retry_delay = retry_delay
         self._slots = asyncio.Semaphore(limit)
         self._tails: dict[Any, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -277,13 +346,15 @@ class KeyedDispatcher:
         try:
             if previous is not None:
                 await asyncio.wait([previous])  # same key: strictly after the one before
-            ok = await process(msg)
+            attempt = 0
+            while not await process(msg):
+                # Not even parked (the broker is away): it stays in flight, so nothing past it
+                # is committed, and is tried again (a shutdown meanwhile leaves it uncommitted).
+                attempt += 1
+                await asyncio.sleep(self._retry_delay(attempt))
         finally:
             self._slots.release()
-        if ok:
-            await self._finished(msg, tp, offset)
-        # not ok: stays in flight, so nothing past it is committed; it comes back after a
-        # restart or rebalance.
+        await self._finished(msg, tp, offset)
 
     async def _finished(self, msg: Any, tp: tuple[str, int], offset: int) -> None:
         in_flight = self._in_flight[tp]

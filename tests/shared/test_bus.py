@@ -5,8 +5,10 @@ idempotency by event id. The same handler is also exercised with TestKafkaBroker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import TestKafkaBroker
 
@@ -260,3 +262,80 @@ async def test_invalid_event_logs_and_parks_no_input_values(isolated, caplog):
     finally:
         await raw.stop()
         await bus.broker.stop()
+
+
+class _FlakyStore:
+    """The processed-events store with the Mongo-wire server away for the first `outage`
+    calls of each kind (what a Mongo restart looks like to a consumer)."""
+
+    def __init__(self, real: ProcessedEvents, outage: int) -> None:
+        self.real, self.outage = real, outage
+        self.calls = {"seen": 0, "mark": 0}
+
+    async def _maybe_fail(self, kind: str) -> None:
+        self.calls[kind] += 1
+        if self.calls[kind] <= self.outage:
+            from pymongo.errors import AutoReconnect
+
+            raise AutoReconnect("connection refused")
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        await self._maybe_fail("seen")
+        return await self.real.seen(consumer, event_id)
+
+    async def mark(self, consumer: str, event_id: str) -> None:
+        await self._maybe_fail("mark")
+        await self.real.mark(consumer, event_id)
+
+
+async def _outage_run(isolated, name: str, *, concurrency: int, store_outage: int, handler_outage: int) -> tuple[list, list]:
+    """Three messages through a consumer while the store (dedupe check and mark) and the
+    handler's own store calls fail with connection errors for a while."""
+    from pymongo.errors import AutoReconnect
+
+    settings = ServiceSettings(**{k.lower(): v for k, v in isolated.env(name, KAFKA_RETRY_BACKOFF_S="0.02").items()})
+    client, db = open_mongo(settings)
+    bus = Bus(settings, client_id=name, processed=_FlakyStore(ProcessedEvents(db), store_outage))
+    applied: list[str] = []
+    handler_failures = {"n": 0}
+
+    async def on_event(event: VisitorMessageReceived) -> None:
+        if handler_failures["n"] < handler_outage:
+            handler_failures["n"] += 1
+            raise AutoReconnect("the handler's own store is away")
+        applied.append(event.text)
+
+    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, on_event, group_id=f"{name}-group", concurrency=concurrency)
+    publisher = bus.publisher(VISITOR_MESSAGES)
+    await bus.broker.start()
+    try:
+        for text in ("one", "two", "three"):
+            await publisher.publish(_message("same-conversation", text))
+        await eventually(lambda: asyncio.sleep(0, result=len(applied) >= 3), timeout=20)
+        await asyncio.sleep(0.3)
+        parked = []
+        with contextlib.suppress(AssertionError):
+            parked = await read_topic(settings.kafka_bootstrap_servers, isolated.topic_prefix + VISITOR_MESSAGES.dlq,
+                                      1, timeout=1)
+        return applied, parked
+    finally:
+        await bus.broker.stop()
+        await client.close()
+
+
+async def test_a_store_outage_in_the_dedupe_check_loses_nothing(isolated):
+    """The dedupe check and mark fail while Mongo is away: every message is still applied,
+    once, in order (the check used to sit outside the retries: the first message was skipped
+    and the next one's commit went past it)."""
+    applied, parked = await _outage_run(isolated, "dedupe-outage", concurrency=1, store_outage=2, handler_outage=0)
+    assert applied == ["one", "two", "three"] and parked == []
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_an_outage_longer_than_the_retries_is_waited_for_not_parked(isolated, concurrency):
+    """A store away for longer than the handler's attempts: the message waits (uncommitted)
+    instead of being parked on the DLQ, where it was lost to the flow; keyed concurrency too,
+    whose unfinished offset used to stay in flight for good."""
+    applied, parked = await _outage_run(isolated, "long-outage", concurrency=concurrency,
+                                        store_outage=3, handler_outage=10)
+    assert applied == ["one", "two", "three"] and parked == []
