@@ -51,6 +51,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(n: int) -> int:
+    """A base port with the n ports from it free (the local stack's services take a block)."""
+    for _ in range(50):
+        base = free_port()
+        if base + n < 65000 and all(port_is_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no free port block")
+
+
 def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -87,8 +87,11 @@ def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(getattr(ports, name)),
         "PYTHONUNBUFFERED": "1",
-        # Short fetch waits: the embedded broker never answers a waiting fetch early.
-        "KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "20"),
+        # Fetch waits are each service's own default (short on the path to an agent's screen,
+        # longer off it): the embedded broker never answers a waiting fetch early, and every
+        # idle poll costs it CPU. KAFKA_FETCH_MAX_WAIT_MS in the environment overrides them.
+        **({"KAFKA_FETCH_MAX_WAIT_MS": os.environ["KAFKA_FETCH_MAX_WAIT_MS"]}
+           if "KAFKA_FETCH_MAX_WAIT_MS" in os.environ else {}),
         "KAFKA_SESSION_TIMEOUT_MS": "3000",
         "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     }

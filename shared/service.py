@@ -138,7 +138,8 @@ class ServiceRuntime:
 
         if not owner:
             self.startup_hooks.append(preload)
-        self.bus.consume(topic, adapter, apply_one, group_id=None, from_beginning=not owner)
+        self.bus.consume(topic, adapter, apply_one, group_id=None, from_beginning=not owner,
+                         fetch_max_wait_ms=self.settings.kafka_table_fetch_max_wait_ms)
 
     async def readiness(self) -> dict[str, Any]:
         if self.stateless:

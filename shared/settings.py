@@ -35,6 +35,9 @@ class ServiceSettings(BaseSettings):
     # Tansu never answers a waiting fetch early: every hop may wait this long. Keep it
     # small on the latency path (visitor -> dashboard), larger for background consumers.
     kafka_fetch_max_wait_ms: int = 25
+    # Consumers off the latency path (the settings table) wait this long: an idle consumer
+    # costs the broker one fetch per wait.
+    kafka_table_fetch_max_wait_ms: int = 1000
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 500
     # Consumers retry a failing handler this many times (with backoff) before the event

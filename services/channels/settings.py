@@ -11,6 +11,9 @@ class ChannelsSettings(ServiceSettings):
     service_name: str = "channels"
     mongodb_db: str = Field(default="handoff_channels")
     http_port: int = 8001
+    # Replies to visitors (AI and agents) wait at most this long for their fetch: unnoticed in
+    # a chat, and an idle channels polls the broker less.
+    kafka_fetch_max_wait_ms: int = 100
 
     # Where Telegram and Meta reach this service (webhook URLs are built from it). Empty:
     # no setWebhook calls are made.

@@ -8,6 +8,9 @@ from shared.llm import LLMSettings
 class IntakeSettings(LLMSettings):
     service_name: str = "intake"
     http_port: int = 8003
+    # Off the path to an agent's screen: an AI turn may wait this long for its fetch (the
+    # model takes far longer), and an idle intake polls the broker less.
+    kafka_fetch_max_wait_ms: int = 100
 
     # The whole answer, retries included: the visitor gets an apology after this long, and
     # the conversation (its next message) is not held up longer.

@@ -45,15 +45,15 @@ def create_app(settings: QueueSettings) -> FastAPI:
 
 
 def subscribe(bus: Bus, handlers: QueueHandlers, settings: QueueSettings) -> None:
-    """Which topic goes to which handler, under which consumer group. One group per topic
-    (FastStream runs one consumer per subscriber): members of a shared group would force each
-    other through a rebalance as each one joins."""
-    group, concurrency = settings.queue_consumer_group, settings.visitor_concurrency
-    # Visitor messages first: the path a visitor's words take to an agent's screen.
-    bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, handlers.on_visitor_event, group_id=f"{group}-visitors",
-                concurrency=concurrency)
-    bus.consume(CONVERSATION_EVENTS, CONVERSATION_EVENT, handlers.on_ai_outcome, group_id=group,
-                concurrency=concurrency)
-    bus.consume(AGENT_COMMANDS, AGENT_COMMAND_EVENT, handlers.on_agent_command, group_id=f"{group}-commands")
-    bus.consume(HANDOFF_SUMMARIES, SUMMARY_EVENT, handlers.on_summary, group_id=f"{group}-summaries")
-    bus.consume(DELIVERY_STATUS, DELIVERY_EVENT, handlers.on_delivery_status, group_id=f"{group}-delivery")
+    """Everything the queue reads, in one consumer group: one fetch loop and one group
+    membership per instance instead of five. Keyed by conversation on every topic, so one
+    conversation's visitor messages, AI outcomes, agents' commands, summaries and delivery
+    statuses are handled one at a time, in order per topic, and different conversations in
+    parallel (`VISITOR_CONCURRENCY`)."""
+    bus.consume_all([
+        (VISITOR_MESSAGES, VISITOR_EVENT, handlers.on_visitor_event),
+        (CONVERSATION_EVENTS, CONVERSATION_EVENT, handlers.on_ai_outcome),
+        (AGENT_COMMANDS, AGENT_COMMAND_EVENT, handlers.on_agent_command),
+        (HANDOFF_SUMMARIES, SUMMARY_EVENT, handlers.on_summary),
+        (DELIVERY_STATUS, DELIVERY_EVENT, handlers.on_delivery_status),
+    ], group_id=settings.queue_consumer_group, concurrency=settings.visitor_concurrency)

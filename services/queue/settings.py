@@ -11,12 +11,11 @@ class QueueSettings(ServiceSettings):
     service_name: str = "queue"
     mongodb_db: str = Field(default="handoff_queue")
     http_port: int = 8002
-    # The consumer groups every queue instance joins (partitions are shared among them):
-    # this name for conversation.events (AI outcomes), and "<name>-visitors", "-commands",
-    # "-summaries", "-delivery".
+    # The consumer group every queue instance joins (the partitions of everything the queue
+    # reads are shared among them).
     queue_consumer_group: str = "queue"
-    # Visitor messages and AI outcomes handled at once per process (different conversations
-    # in parallel, each conversation strictly in order).
+    # Events handled at once per process (different conversations in parallel, each
+    # conversation strictly in order).
     visitor_concurrency: int = 16
     # How many recent messages of a conversation an AI turn carries for the model.
     ai_context_messages: int = 20

@@ -12,7 +12,7 @@ class SummarizerSettings(LLMSettings):
     mongodb_db: str = Field(default="handoff_summarizer")
     http_port: int = 8004
     # A background consumer: waiting a little longer per fetch costs nothing visible.
-    kafka_fetch_max_wait_ms: int = 100
+    kafka_fetch_max_wait_ms: int = 500
 
     # Without a model every summary is extractive. A summary may take its time: a longer
     # timeout and more retries than a visitor-facing answer.

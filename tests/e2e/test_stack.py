@@ -21,25 +21,16 @@ import httpx
 import pytest
 import websockets
 
-from deploy.infra import free_port, port_is_free
+from deploy.infra import free_port, free_port_block
 from tests.harness import ROOT
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_block(n: int) -> int:
-    """A base port with n free ports after it."""
-    for _ in range(50):
-        base = free_port()
-        if base + n < 65000 and all(port_is_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no free port block")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("stack-data")
-    base = _free_block(5)
+    base = free_port_block(5)
     env = {
         **os.environ,
         "HANDOFF_PORT_BASE": str(base),

@@ -75,8 +75,9 @@ async def test_handlers_dispatch_in_memory(infra):
             await eventually(lambda: _conversation_where(record, cid, status="handed_off", message_count=2))
             reply = command("mem", cid, "reply", "hi Eve")
             await agent_commands.publish(reply)
-            stored = await record.get_command(reply.command_id)
-            agent_msg = await record.messages.find_one({"conversation_id": cid, "sender": "agent"})
+            # Every topic is handled concurrently (one conversation's events in order).
+            stored = await eventually(lambda: record.get_command(reply.command_id))
+            agent_msg = await eventually(lambda: record.messages.find_one({"conversation_id": cid, "sender": "agent"}))
             await delivery.publish(DeliveryStatusChanged(chatbot_id="mem", conversation_id=cid,
                                                          message_id=agent_msg["_id"], status="failed", error="blocked"))
             handoff_id = handoff_id_for(turn.turn_id)
@@ -86,6 +87,8 @@ async def test_handlers_dispatch_in_memory(infra):
             await agent_commands.publish(ChatbotSettingsUpdate(chatbot_id="mem", command_id="cmd-settings-1",
                                                                settings=renamed, agent=AgentRef(agent_id="a1",
                                                                                                 display_name="A1")))
+            await eventually(lambda: record.get_command("cmd-settings-1"))
+            await eventually(lambda: _summary_is(record, cid, "Eve wants a person."))
         conv = await record.get_conversation(cid)
         assert conv is not None and conv.status == "handed_off" and conv.display_name == "Eve"
         assert conv.handoff_id == handoff_id and conv.message_count == 3  # visitor, AI, agent
@@ -98,6 +101,11 @@ async def test_handlers_dispatch_in_memory(infra):
     finally:
         await redis.aclose()
         await client.close()
+
+
+async def _summary_is(record: QueueRecord, conversation_id: str, text: str) -> bool:
+    conv = await record.get_conversation(conversation_id)
+    return conv is not None and conv.summary is not None and conv.summary.text == text
 
 
 async def _conversation_where(record: QueueRecord, conversation_id: str, **fields: object) -> bool:

@@ -556,7 +556,7 @@ async def test_a_late_ai_answer_after_an_agent_took_over_is_never_delivered(queu
 
     status = DeliveryStatusChanged(chatbot_id=BOT, conversation_id=cid, message_id=stored["_id"], status="delivered")
     await q.send(DELIVERY_STATUS, status)
-    await eventually_processed(q, f"{q.settings.queue_consumer_group}-delivery", status.event_id)
+    await eventually_processed(q, q.settings.queue_consumer_group, status.event_id)
     assert (await q.queue.record.get_message(stored["_id"]))["delivery"] == "not_sent"
 
 

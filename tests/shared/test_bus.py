@@ -337,5 +337,5 @@ async def test_an_outage_longer_than_the_retries_is_waited_for_not_parked(isolat
     instead of being parked on the DLQ, where it was lost to the flow; keyed concurrency too,
     whose unfinished offset used to stay in flight for good."""
     applied, parked = await _outage_run(isolated, "long-outage", concurrency=concurrency,
-                                        store_outage=3, handler_outage=10)
+                                        store_outage=3, handler_outage=6)
     assert applied == ["one", "two", "three"] and parked == []
