@@ -27,10 +27,12 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from deploy.infra import free_port, start_mongo, start_redis
-from services.queue.api import build_router
+from services.queue.api import router
+from services.queue.conversation import Conversation
 from services.queue.domain import stats_window
+from services.queue.parts import build_queue
+from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
-from services.queue.workflow import HandoffQueue, row_of
 from shared.chatbots import ChatbotSettings
 from shared.ids import conversation_id_for
 
@@ -40,7 +42,12 @@ MONGO_BATCH = 5_000
 
 
 class _Discard:
-    async def publish(self, event) -> None:  # noqa: ANN001 - the benchmark publishes nothing
+    """The bus of a queue that publishes nothing (the benchmark only reads)."""
+
+    def publisher(self, topic) -> _Discard:  # noqa: ANN001
+        return self
+
+    async def publish(self, event) -> None:  # noqa: ANN001
         return None
 
 
@@ -101,8 +108,7 @@ async def run(samples: int) -> None:
         record = QueueRecord(mongo["bench_queue"])
         await record.create_indexes()
         index = HandoffIndex(redis, "bench")
-        queue = HandoffQueue(record, index, state_out=_Discard(), dashboard_out=_Discard(),
-                             outbound_out=_Discard(), settings_out=_Discard())
+        queue = build_queue(QueueSettings(), _Discard(), record, index)  # type: ignore[arg-type]
         now = datetime.now(UTC)
         for n in SIZES:
             bot = f"bench{n}"
@@ -111,14 +117,15 @@ async def run(samples: int) -> None:
             for i in range(0, n, MONGO_BATCH):
                 await record.conversations.insert_many(docs[i:i + MONGO_BATCH], ordered=False)
             t1 = time.perf_counter()
-            await index.rebuild(bot, [row_of(d) for d in docs], [])
+            await index.rebuild(bot, [Conversation.model_validate(d).row() for d in docs], [])
             t2 = time.perf_counter()
             await record.save_chatbot(ChatbotSettings(chatbot_id=bot, name=f"Bench {n}", timezone="Europe/Berlin"))
             print(f"seeded {n:>7,} open handoffs: Mongo insert_many {t1 - t0:6.1f}s, Redis index {t2 - t1:5.2f}s")
-        await queue.load_chatbots()
+        await queue.chatbots.load()
 
         app = FastAPI()
-        app.include_router(build_router(queue))
+        app.state.queue = queue
+        app.include_router(router)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -38,6 +38,7 @@ def create_app(settings: QueueSettings) -> FastAPI:
     runtime.replicate(CHATBOT_SETTINGS, SETTINGS_EVENT, queue.chatbots.apply, owner=True)
     # After the broker started: the index check may publish nothing, settings do.
     runtime.started_hooks += [queue.feed.check_index, queue.chatbots.publish_all]
+    runtime.every("index check", settings.index_check_interval_s, queue.feed.check_index)
     runtime.health_details["chatbots"] = lambda: len(queue.chatbots)
     runtime.app.state.queue = queue
     runtime.app.include_router(router)

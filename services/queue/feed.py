@@ -46,10 +46,8 @@ class DashboardFeed:
         # that is in what Mongo returns, and one that lands after sees no epoch and applies
         # itself again once the rebuild is done (`publish`).
         async with self.index.rebuild_lock(chatbot_id):
-            if only_if_missing:
-                current = await self.index.epoch(chatbot_id)
-                if current is not None:  # another instance rebuilt it while we waited
-                    return current
+            if only_if_missing and await self.index.is_whole(chatbot_id):
+                return await self.index.epoch(chatbot_id) or ""  # another instance rebuilt it meanwhile
             await self.index.invalidate(chatbot_id)
             now = self.clock()
             convs = await self.record.open_conversations(chatbot_id)
@@ -64,8 +62,8 @@ class DashboardFeed:
             return await self._rebuild_locked(chatbot_id)
 
     async def ensure_index(self, chatbot_id: str) -> None:
-        """Rebuild when the index is gone (Redis restarted or was wiped)."""
-        if await self.index.epoch(chatbot_id) is None:
+        """Rebuild when the index is gone or not whole (Redis restarted, wiped, a key lost)."""
+        if not await self.index.is_whole(chatbot_id):
             async with self._locks[chatbot_id]:
                 await self._rebuild_locked(chatbot_id, only_if_missing=True)
 
@@ -141,14 +139,15 @@ class DashboardFeed:
         async with self._locks[chatbot_id]:
             state = await self.index.apply(chatbot_id, change, window)
             attempts = 0
-            while not state.epoch:
+            while not state.whole:
                 if attempts == APPLY_ATTEMPTS:
                     raise RuntimeError(f"the handoff index of {chatbot_id} keeps being rebuilt; retrying the event")
                 attempts += 1
-                # No epoch: the index vanished (Redis wiped) or another instance is rebuilding
-                # it, and the change may have gone into keys the rebuild deletes. Once the
-                # index is whole again (rebuilt here from Mongo, which holds the change, or by
-                # that instance) apply the change again: every part of it is idempotent.
+                # No epoch, or not as many rows as open handoffs: the index vanished (Redis
+                # wiped), lost a key, or another instance is rebuilding it, and the change may
+                # have gone into keys the rebuild deletes. Once the index is whole again
+                # (rebuilt here from Mongo, which holds the change, or by that instance) apply
+                # the change again: every part of it is idempotent.
                 await self._rebuild_locked(chatbot_id, only_if_missing=True)
                 state = await self.index.apply(chatbot_id, change, window)
             update = DashboardUpdate(

@@ -19,5 +19,8 @@ class QueueSettings(ServiceSettings):
     visitor_concurrency: int = 16
     # How many recent messages of a conversation an AI turn carries for the model.
     ai_context_messages: int = 20
+    # How often the Redis index is compared with Mongo (counts per chatbot) and rebuilt where
+    # they disagree; a missing key or row is caught at once on every read and update.
+    index_check_interval_s: float = 300.0
     # The internal query API's page size ceiling.
     queue_max_page: int = 200

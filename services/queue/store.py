@@ -6,8 +6,12 @@ Redis keys, per chatbot, under `<redis_prefix>:bot:<chatbot_id>:`
 - `open`   sorted set: conversation id -> waiting_since (epoch ms), oldest first
 - `closed` sorted set: handoff id -> closed_at (epoch ms), for "Resolved this week"
 - `rows`   hash: conversation id -> HandoffRow JSON (the list's rows)
-- `meta`   hash: epoch (new on every rebuild), timezone
-- `seq`    counter: one INCR per dashboard update
+- `meta`   hash: epoch (new on every rebuild) and seq (one HINCRBY per dashboard update):
+           one key, so losing it loses both and the index is rebuilt under a new epoch
+
+Every read and update checks the index is whole, cheaply, in the same MULTI: an epoch, and
+as many rows as open handoffs. A partial loss (a key deleted, a server that lost some keys)
+is rebuilt from Mongo at once, not at the next restart.
 """
 
 from __future__ import annotations
@@ -284,6 +288,11 @@ class IndexState:
     counts: StatsCounts
     rows: list[HandoffRow] = field(default_factory=list)
     next_cursor: str | None = None
+    row_count: int = 0  # HLEN rows: as many as open handoffs when the index is whole
+
+    @property
+    def whole(self) -> bool:
+        return bool(self.epoch) and self.row_count == self.counts.open
 
 
 class HandoffIndex:
@@ -310,29 +319,39 @@ class HandoffIndex:
         await self.redis.hdel(self.key(chatbot_id, "meta"), "epoch")
 
     async def counts_for_check(self, chatbot_id: str, week_starts_at: datetime) -> tuple[str | None, int, int]:
+        """Epoch, open and closed-this-week counts; no epoch when the index is not whole."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(self.key(chatbot_id, "meta"), "epoch")
         pipe.zcard(self.key(chatbot_id, "open"))
         pipe.zcount(self.key(chatbot_id, "closed"), to_ms(week_starts_at), "+inf")
-        epoch, open_count, closed_count = await pipe.execute()
-        return epoch, int(open_count), int(closed_count)
+        pipe.hlen(self.key(chatbot_id, "rows"))
+        epoch, open_count, closed_count, rows = await pipe.execute()
+        return (epoch if int(rows) == int(open_count) else None), int(open_count), int(closed_count)
+
+    async def is_whole(self, chatbot_id: str) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.key(chatbot_id, "meta"), "epoch")
+        pipe.zcard(self.key(chatbot_id, "open"))
+        pipe.hlen(self.key(chatbot_id, "rows"))
+        epoch, open_count, rows = await pipe.execute()
+        return epoch is not None and int(open_count) == int(rows)
 
     def _queue_stats(self, pipe: Any, chatbot_id: str, window: StatsWindow) -> None:
         open_key = self.key(chatbot_id, "open")
-        pipe.hget(self.key(chatbot_id, "meta"), "epoch")
-        pipe.get(self.key(chatbot_id, "seq"))
+        pipe.hmget(self.key(chatbot_id, "meta"), ["epoch", "seq"])
+        pipe.hlen(self.key(chatbot_id, "rows"))
         pipe.zcard(open_key)
         pipe.zrange(open_key, 0, 0, withscores=True)
         pipe.zcount(open_key, to_ms(window.today_starts_at), "+inf")
         pipe.zcount(self.key(chatbot_id, "closed"), to_ms(window.week_starts_at), "+inf")
 
     @staticmethod
-    def _read_stats(results: list[Any]) -> tuple[str, int, StatsCounts]:
-        epoch, seq, open_count, oldest, today, resolved = results
-        return epoch or "", int(seq or 0), StatsCounts(
+    def _read_stats(results: list[Any]) -> IndexState:
+        (epoch, seq), rows, open_count, oldest, today, resolved = results
+        return IndexState(epoch or "", int(seq or 0), StatsCounts(
             open=int(open_count), oldest_waiting_ms=int(oldest[0][1]) if oldest else None,
             today=int(today), resolved_this_week=int(resolved),
-        )
+        ), row_count=int(rows))
 
     async def apply(self, chatbot_id: str, change: IndexChange, window: StatsWindow,
                     *, bump_seq: bool = True) -> IndexState:
@@ -354,18 +373,16 @@ class HandoffIndex:
             pipe.zrem(self.key(chatbot_id, "closed"), change.closed_remove)
         n_ops = len(pipe.command_stack)
         if bump_seq:
-            pipe.incr(self.key(chatbot_id, "seq"))
+            pipe.hincrby(self.key(chatbot_id, "meta"), "seq", 1)
             n_ops += 1
         self._queue_stats(pipe, chatbot_id, window)
         results = await pipe.execute()
-        epoch, seq, counts = self._read_stats(results[n_ops:])
-        return IndexState(epoch, seq, counts)
+        return self._read_stats(results[n_ops:])
 
     async def stats(self, chatbot_id: str, window: StatsWindow) -> IndexState:
         pipe = self.redis.pipeline(transaction=True)
         self._queue_stats(pipe, chatbot_id, window)
-        epoch, seq, counts = self._read_stats(await pipe.execute())
-        return IndexState(epoch, seq, counts)
+        return self._read_stats(await pipe.execute())
 
     async def snapshot(self, chatbot_id: str, window: StatsWindow, limit: int) -> IndexState:
         """Stats and the first page at one seq: one MULTI plus one HMGET for the rows."""
@@ -373,9 +390,8 @@ class HandoffIndex:
         self._queue_stats(pipe, chatbot_id, window)
         pipe.zrange(self.key(chatbot_id, "open"), 0, limit, withscores=True)
         results = await pipe.execute()
-        epoch, seq, counts = self._read_stats(results[:6])
+        state = self._read_stats(results[:6])
         members = results[6]
-        state = IndexState(epoch, seq, counts)
         state.rows, state.next_cursor = await self._rows_page(chatbot_id, members, limit)
         return state
 

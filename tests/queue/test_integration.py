@@ -633,3 +633,34 @@ async def test_return_to_ai_hands_the_unanswered_message_to_the_ai_exactly_once(
     await asyncio.sleep(1.0)  # a second turn for any of them would have arrived by now
     assert [len(_turns_of(q, m)) for m in messages] == [1] * len(messages)
     assert _turns_of(q, asked) == [] and len(_turns_of(q, waiting)) == 1 and len(_turns_of(q, later)) == 1
+
+
+async def test_a_partly_lost_index_repairs_itself_without_a_restart(queue):
+    """A Redis key of the index lost (deleted, or a server that lost some keys): the next read
+    or update sees the index is not whole and rebuilds it from Mongo; what a count alone
+    cannot show (the recent closes) the periodic check against Mongo repairs."""
+    q = queue
+    BOT = "partial"
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    for v in ("p0", "p1", "p2"):
+        await q.hand_off(BOT, v)
+    close = command(BOT, conv_id(BOT, "p0"), "close")
+    await q.send(AGENT_COMMANDS, close)
+    assert (await seen.result(close.command_id))["ok"]
+    index = q.queue.feed.index
+
+    await index.redis.delete(index.key(BOT, "rows"))  # the list's rows gone, the counts not
+    snap = (await q.api(f"/internal/chatbots/{BOT}/snapshot")).json()
+    assert [r["conversation_id"] for r in snap["handoffs"]["items"]] == [conv_id(BOT, "p1"), conv_id(BOT, "p2")]
+    assert snap["handoffs"]["total"] == snap["stats"]["open"] == 2
+
+    await index.redis.delete(index.key(BOT, "open"))  # the counts gone, the rows not
+    await q.visitor_says(BOT, "p1", "still there?")
+    up = (await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("text") == "still there?"))[0]
+    assert up["stats"]["open"] == 2 and up["epoch"] != snap["epoch"]  # rebuilt: clients resync
+    assert (await q.api(f"/internal/chatbots/{BOT}/handoffs")).json()["total"] == 2
+
+    await index.redis.delete(index.key(BOT, "closed"))  # "Resolved this week" lost
+    assert BOT in await q.queue.feed.check_index()
+    assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["resolved_this_week"] == 1
