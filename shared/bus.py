@@ -24,7 +24,7 @@ import base64
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -163,6 +163,7 @@ class Bus:
         from_beginning: bool = True,
         fetch_max_wait_ms: int | None = None,
         dedupe: bool = True,
+        idempotent: Collection[Topic] = (),
         concurrency: int = 1,
     ) -> None:
         """One consumer (one group membership, one fetch loop) for several topics, each with
@@ -177,20 +178,25 @@ class Bus:
         with the same key (one conversation, whichever of the topics it comes from) strictly
         one after another in offset order, and each partition is committed only up to its
         lowest unfinished offset. So one slow conversation does not hold up the others.
+
+        `idempotent`: topics whose handlers are safe to run twice by themselves (ids derived
+        from the input, conditional writes): they skip the processed-events check and mark,
+        two store round trips per message on what may be the latency path.
         """
+        grouped = group_id is not None
+        processed = self.processed if (dedupe and grouped) else None
         table = {self.settings.kafka_topic_prefix + topic.name:
-                 (topic, adapter if not isinstance(adapter, type) else TypeAdapter(adapter), handler)
+                 (topic, adapter if not isinstance(adapter, type) else TypeAdapter(adapter), handler,
+                  None if topic in idempotent else processed)
                  for topic, adapter, handler in routes}
         names = [t.name for t, _, _ in routes]
         consumer_name = group_id or f"{self.client_id}:{'+'.join(names)}"
-        grouped = group_id is not None
-        processed = self.processed if (dedupe and grouped) else None
 
         async def _process(msg: Any) -> bool:
             """Handle one message. True when its offset may be committed: handled, skipped as
             already applied, or parked on the DLQ. False only when even parking failed."""
             record = msg.raw_message
-            topic, adapter, handler = table[record.topic]
+            topic, adapter, handler, dedupe_store = table[record.topic]
             raw: bytes = msg.body
             where = {"partition": getattr(record, "partition", None), "offset": getattr(record, "offset", None)}
             try:
@@ -202,7 +208,7 @@ class Bus:
                 log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, errors[:3])
                 return await self._park(msg, topic, consumer_name, raw, "invalid", json.dumps(errors, default=str), where)
             with bind_event(event):
-                failure = await self._apply(event, handler, processed, consumer_name)
+                failure = await self._apply(event, handler, dedupe_store, consumer_name)
                 if failure is None:
                     return True
                 log.error("handler failed %d times on %s; parked on %s", self.settings.kafka_handler_attempts,

@@ -57,4 +57,7 @@ def subscribe(bus: Bus, handlers: QueueHandlers, settings: QueueSettings) -> Non
         (AGENT_COMMANDS, AGENT_COMMAND_EVENT, handlers.on_agent_command),
         (HANDOFF_SUMMARIES, SUMMARY_EVENT, handlers.on_summary),
         (DELIVERY_STATUS, DELIVERY_EVENT, handlers.on_delivery_status),
-    ], group_id=settings.queue_consumer_group, concurrency=settings.visitor_concurrency)
+    ], group_id=settings.queue_consumer_group, concurrency=settings.visitor_concurrency,
+       # A replayed visitor message finds its message stored (its id is derived from the
+       # edge's dedupe key) and asks the same AI turn again, which the queue then applies once.
+       idempotent=[VISITOR_MESSAGES])
