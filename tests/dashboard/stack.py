@@ -96,6 +96,15 @@ class Stack:
         directory = self.gateway.app.state.gateway.directory
         await eventually(lambda: _known(directory, chatbot_id), timeout=20)
 
+    async def team(self, shop: str, tag: str, first_name: str | None, **chatbot: object) -> tuple[str, str]:
+        """A new chatbot named `shop` and one agent of it (`<tag>-<chatbot>@example.com`, signed
+        in with PASSWORD): the chatbot id and the agent's e-mail."""
+        bot = f"shop{uuid.uuid4().hex[:6]}"
+        await self.seed_chatbot(bot, shop, **chatbot)  # type: ignore[arg-type]
+        email = f"{tag}-{bot}@example.com"
+        await self.create_agent(email, first_name, [bot])
+        return bot, email
+
     async def create_agent(self, email: str, first_name: str | None, chatbots: list[str]) -> None:
         await self.agents.upsert_agent(email, hash_password(PASSWORD), first_name, chatbots)
 

@@ -7,16 +7,13 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import expect
 
-from tests.dashboard.pages import bot_id, row, sign_in
+from tests.dashboard.pages import row, sign_in
 
 pytestmark = pytest.mark.browser
 
 
 async def test_the_focus_follows_the_actions_of_the_pane(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Keys Shop")
-    email = f"keys-{bot}@example.com"
-    await stack.create_agent(email, "Kay", [bot])
+    bot, email = await stack.team("Keys Shop", "keys", "Kay")
     v = await stack.handed_off(bot, "Keyboard Visitor", text="hello", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email)
     await row(page, v.conversation_id).click()

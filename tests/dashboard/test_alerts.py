@@ -23,10 +23,7 @@ pytestmark = pytest.mark.browser
 
 
 async def test_only_a_real_new_handoff_alerts(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Alert Shop")
-    email = f"alert-{bot}@example.com"
-    await stack.create_agent(email, "Al", [bot])
+    bot, email = await stack.team("Alert Shop", "alert", "Al")
     first = await stack.handed_off(bot, "First Waiting", text="hello", reason="User asked for a person")
     await eventually(lambda: _has_row(stack, bot, first.conversation_id), timeout=20)
     second = await stack.handed_off(bot, "Second Waiting", text="hello", reason="User asked for a person")
@@ -105,10 +102,7 @@ async def test_a_handoff_in_another_chatbot_alerts_and_its_notification_opens_it
 
 
 async def test_a_silent_socket_is_dropped_and_replaced(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Quiet Line")
-    email = f"silent-{bot}@example.com"
-    await stack.create_agent(email, "Si", [bot])
+    bot, email = await stack.team("Quiet Line", "silent", "Si")
     control = SocketControl()
     context, page = await sign_in(browser, stack, email, ws_route=control.route)
     await page.clock.install(time=datetime.now(UTC))
@@ -200,10 +194,7 @@ async def _more(control: SocketControl, than: int) -> bool:
 
 
 async def test_a_202_waits_for_the_command_result_on_the_websocket(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Slow Queue Shop")
-    email = f"slowq-{bot}@example.com"
-    await stack.create_agent(email, "Sal", [bot])
+    bot, email = await stack.team("Slow Queue Shop", "slowq", "Sal")
     v = await stack.handed_off(bot, "Patient Person", text="hello", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email)
     await row(page, v.conversation_id).click()

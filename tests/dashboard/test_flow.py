@@ -25,10 +25,7 @@ async def test_wrong_password_is_refused_with_the_servers_message(browser, stack
 
 
 async def test_an_agent_works_through_a_handoff(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Demo Shop")
-    email = f"ada-{bot}@example.com"
-    await stack.create_agent(email, "Ada", [bot])
+    bot, email = await stack.team("Demo Shop", "ada", "Ada")
     context, page = await sign_in(browser, stack, email)
 
     # Empty: the Handoff tab is where an agent of a chatbot with the tool on lands.
@@ -188,10 +185,7 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
 
 
 async def test_the_handoff_tab_follows_the_tool_and_the_form_refuses_bad_input(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Tool Shop", handoff=False)
-    email = f"tools-{bot}@example.com"
-    await stack.create_agent(email, "Tess", [bot])
+    bot, email = await stack.team("Tool Shop", "tools", "Tess", handoff=False)
     context, page = await sign_in(browser, stack, email)
     # A second dashboard of the same agent learns the change over the websocket only.
     watcher = await context.new_page()
@@ -304,10 +298,7 @@ async def test_an_agent_of_another_chatbot_sees_none_of_it(browser, stack):
 
 
 async def test_alerts_can_be_muted_and_notifications_are_asked_for_politely(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Quiet Shop")
-    email = f"mute-{bot}@example.com"
-    await stack.create_agent(email, None, [bot])
+    bot, email = await stack.team("Quiet Shop", "mute", None)
     context, page = await sign_in(browser, stack, email, notifications=False)
     # Without a first name the agent is shown by e-mail.
     await expect(page.locator("#agent-name")).to_have_text(email)
@@ -337,10 +328,7 @@ async def test_alerts_can_be_muted_and_notifications_are_asked_for_politely(brow
 
 
 async def test_phone_width_stacks_list_and_pane(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Pocket Shop")
-    email = f"phone-{bot}@example.com"
-    await stack.create_agent(email, "Pia", [bot])
+    bot, email = await stack.team("Pocket Shop", "phone", "Pia")
     v = await stack.handed_off(bot, "Small Screen", text="Can someone help me with my order?", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email, viewport={"width": 390, "height": 844})
     await row(page, v.conversation_id).click()

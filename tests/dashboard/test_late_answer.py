@@ -6,16 +6,13 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import expect
 
-from tests.dashboard.pages import bot_id, row, shot, sign_in
+from tests.dashboard.pages import row, shot, sign_in
 
 pytestmark = pytest.mark.browser
 
 
 async def test_a_late_ai_answer_shows_as_not_sent(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Late Shop")
-    email = f"late-{bot}@example.com"
-    await stack.create_agent(email, "Lee", [bot])
+    bot, email = await stack.team("Late Shop", "late", "Lee")
 
     v = stack.visitor(bot, "Quinn")
     await stack.visitor_writes(v, "Has my parcel shipped?")  # the model takes its time over this one

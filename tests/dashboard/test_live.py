@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.async_api import expect
 
-from tests.dashboard.pages import ARTIFACTS, bot_id, row, sign_in, stat
+from tests.dashboard.pages import ARTIFACTS, row, sign_in, stat
 from tests.dashboard.stack import PASSWORD
 from tests.support import eventually
 
@@ -58,10 +58,7 @@ class SocketControl:
 
 
 async def test_a_missed_update_and_a_dropped_socket_resync_from_the_snapshot(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Live Shop")
-    email = f"live-{bot}@example.com"
-    await stack.create_agent(email, "Lin", [bot])
+    bot, email = await stack.team("Live Shop", "live", "Lin")
     control = SocketControl()
     context, page = await sign_in(browser, stack, email, ws_route=control.route)
     await expect(page.locator("#connection")).to_be_hidden()
@@ -106,10 +103,7 @@ async def _has_row(stack, bot: str, cid: str) -> bool:
 
 
 async def test_a_refused_reply_shows_the_servers_reason(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Race Shop")
-    email = f"race-{bot}@example.com"
-    await stack.create_agent(email, "Ray", [bot])
+    bot, email = await stack.team("Race Shop", "race", "Ray")
     v = await stack.handed_off(bot, "Raced Visitor", text="help", reason="User asked for a person")
     control = SocketControl()
     context, page = await sign_in(browser, stack, email, ws_route=control.route)
@@ -137,10 +131,7 @@ async def test_a_refused_reply_shows_the_servers_reason(browser, stack):
 
 
 async def test_a_retried_click_reuses_its_command_id(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Retry Shop")
-    email = f"retry-{bot}@example.com"
-    await stack.create_agent(email, "Rita", [bot])
+    bot, email = await stack.team("Retry Shop", "retry", "Rita")
     v = await stack.handed_off(bot, "Patient Visitor", text="hello?", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email)
     await row(page, v.conversation_id).click()
@@ -189,10 +180,7 @@ async def test_a_retried_click_reuses_its_command_id(browser, stack):
 
 
 async def test_a_failed_load_is_shown_and_retried(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Flaky Shop")
-    email = f"flaky-{bot}@example.com"
-    await stack.create_agent(email, "Flo", [bot])
+    bot, email = await stack.team("Flaky Shop", "flaky", "Flo")
     v = await stack.handed_off(bot, "Still Here", text="hello", reason="User asked for a person")
     await eventually(lambda: _has_row(stack, bot, v.conversation_id), timeout=20)
     context, page = await sign_in(browser, stack, email)

@@ -8,17 +8,13 @@ import re
 import pytest
 from playwright.async_api import expect
 
-from tests.dashboard.pages import bot_id
 from tests.dashboard.stack import PASSWORD
 
 pytestmark = pytest.mark.browser
 
 
 async def test_signing_in_never_leaves_the_site(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Home Shop")
-    email = f"home-{bot}@example.com"
-    await stack.create_agent(email, "Hu", [bot])
+    bot, email = await stack.team("Home Shop", "home", "Hu")
     for target in ("/%5Cevil.example/x", "//evil.example/x", "https://evil.example/x", f"/%23/{bot}/conversations"):
         # A fresh browser each time: signed out, as someone following a link would be.
         context = await browser.new_context(base_url=stack.url)

@@ -54,10 +54,7 @@ async def test_an_agent_of_two_chatbots_switches_between_them(browser, stack):
 
 
 async def test_logging_out_ends_the_session(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Exit Shop")
-    email = f"exit-{bot}@example.com"
-    await stack.create_agent(email, "Eve", [bot])
+    bot, email = await stack.team("Exit Shop", "exit", "Eve")
     context, page = await sign_in(browser, stack, email)
     await page.get_by_role("button", name="Log out").click()
     await expect(page).to_have_url(re.compile(r"/login$"))
@@ -73,10 +70,7 @@ async def test_logging_out_ends_the_session(browser, stack):
 
 
 async def test_waiting_times_tick_and_today_is_refetched_at_midnight(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Clock Shop")
-    email = f"clock-{bot}@example.com"
-    await stack.create_agent(email, "Cleo", [bot])
+    bot, email = await stack.team("Clock Shop", "clock", "Cleo")
     v = await stack.handed_off(bot, "Waiting Visitor", text="hello", reason="User asked for a person")
     snapshot = await eventually(lambda: _with_rows(stack, bot), timeout=20)
 
@@ -114,10 +108,7 @@ async def _with_rows(stack, bot: str) -> dict | None:
 
 
 async def test_a_failed_delivery_shows_its_error(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Fail Shop")
-    email = f"fail-{bot}@example.com"
-    await stack.create_agent(email, "Finn", [bot])
+    bot, email = await stack.team("Fail Shop", "fail", "Finn")
     v = await stack.handed_off(bot, "Unreachable", channel="whatsapp", text="help", reason="User asked for a person")
     context, page = await sign_in(browser, stack, email)
     await row(page, v.conversation_id).click()
@@ -143,10 +134,7 @@ async def _message_count(stack, bot: str, conversation_id: str, expected: int) -
 
 
 async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Busy Shop")
-    email = f"busy-{bot}@example.com"
-    await stack.create_agent(email, "Bea", [bot])
+    bot, email = await stack.team("Busy Shop", "busy", "Bea")
     names = ["Ann Early", "Ben Middle", "Zed Late"]
     visitors = [await stack.handed_off(bot, name, text=f"I am {name}", reason="User asked for a person")
                 for name in names]
@@ -205,10 +193,7 @@ async def test_lists_page_with_load_more_and_search_keeps_the_focus(browser, sta
 
 
 async def test_the_conversations_table_updates_live(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Table Shop")
-    email = f"table-{bot}@example.com"
-    await stack.create_agent(email, "Tia", [bot])
+    bot, email = await stack.team("Table Shop", "table", "Tia")
     old = stack.visitor(bot, "Old Visitor")
     await stack.visitor_writes(old, "earlier question")
     context, page = await sign_in(browser, stack, email)
@@ -227,10 +212,7 @@ async def test_the_conversations_table_updates_live(browser, stack):
 
 
 async def test_the_pane_loads_earlier_messages_on_demand(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Chatty Shop")
-    email = f"chatty-{bot}@example.com"
-    await stack.create_agent(email, "Cy", [bot])
+    bot, email = await stack.team("Chatty Shop", "chatty", "Cy")
     v = stack.visitor(bot, "Chatty Visitor")
     for n in range(1, 6):
         await stack.visitor_writes(v, f"message {n}")

@@ -9,16 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.async_api import expect
 
-from tests.dashboard.pages import bot_id, row, shot, sign_in
+from tests.dashboard.pages import row, shot, sign_in
 
 pytestmark = pytest.mark.browser
 
 
 async def test_the_pane_shows_the_whatsapp_reply_window(browser, stack):
-    bot = bot_id()
-    await stack.seed_chatbot(bot, "Window Shop")
-    email = f"window-{bot}@example.com"
-    await stack.create_agent(email, "Wes", [bot])
+    bot, email = await stack.team("Window Shop", "window", "Wes")
 
     fresh = await stack.handed_off(bot, "Fresh Visitor", channel="whatsapp", text="hi, quick question", reason="User asked for a person")
 
