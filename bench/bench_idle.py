@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy.infra import free_port, free_port_block, start_kafka, start_mongo, start_redis
+from deploy.infra import free_port, start_kafka, start_mongo, start_redis
+from deploy.stack import separate_stack_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -71,14 +72,11 @@ def measure_floor(tmp: Path, seconds: float) -> tuple[float, float]:
 
 
 def measure_stack(tmp: Path, seconds: float, settle: float) -> tuple[float, float]:
-    env = {**os.environ, "HANDOFF_DATA_DIR": str(tmp / "data"), "HANDOFF_RUN_DIR": str(tmp / "run"),
-           "HANDOFF_PORT_BASE": str(free_port_block(5)), "HANDOFF_KAFKA_PORT": str(free_port()),
-           "HANDOFF_REDIS_PORT": str(free_port()), "HANDOFF_MONGO_PORT": str(free_port())}
-    env = {k: v for k, v in env.items() if not k.startswith("OPENAI_")}
+    env = separate_stack_env(tmp / "stack")
     stack = [sys.executable, "-m", "deploy.stack"]
     subprocess.run([*stack, "start"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, timeout=240)
     try:
-        pids = json.loads((tmp / "run" / "stack.json").read_text())["pids"]
+        pids = json.loads((Path(env["HANDOFF_RUN_DIR"]) / "stack.json").read_text())["pids"]
         pids.pop("runner", None)
         time.sleep(settle)
         return print_table(f"stack: every service ready, idle, {seconds:.0f} s", sample(pids, seconds))

@@ -2,7 +2,7 @@
 
     ./handoff up        # foreground: start everything, print the URLs, Ctrl-C stops it all
     ./handoff start     # the same in the background (detached); then:
-    ./handoff status    # what runs, with PIDs and readiness
+    ./handoff status    # what runs, with PIDs, readiness and restarts
     ./handoff stop      # stop what `start` started (by the PIDs it recorded)
     ./handoff topics    # create the topics on KAFKA_BOOTSTRAP_SERVERS (compose's init job)
     ./handoff cli queue set-channels --chatbot demo ...   # a service's command, against the running stack
@@ -12,6 +12,10 @@ topic with its partition count, starts the five services as separate processes, 
 demo chatbot (Human Handoff tool on) and a demo agent, and prints the dashboard URL, the
 widget test page and the login. Mongo data lives in `.data/` between runs; Redis is the
 queue's index and is rebuilt from Mongo at start; the broker keeps topics in memory.
+
+Then it supervises: a service that exits is started again (same environment and port) after
+a backoff, and counted in `.run/stack.json`; an infrastructure server that exits stops
+everything, since the services cannot carry on without what it held in memory.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from deploy.infra import Infra, Server, local_env, port_is_free, start_kafka, start_mongo, start_redis, wait_for_port
+from deploy.infra import (Infra, Server, free_port, free_port_block, local_env, port_is_free, start_kafka,
+                          start_mongo, start_redis, stop_process, wait_for_port)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("HANDOFF_DATA_DIR", ROOT / ".data"))
@@ -66,6 +73,35 @@ class Ports:
 
 
 SERVICES = ("queue", "intake", "summarizer", "gateway", "channels")
+INFRA = ("kafka", "redis", "mongo")
+
+# A service that exits is started again after 1 s, then 2, 4 … up to 30 s while it keeps
+# failing (a crash loop must not eat the machine); once it stayed up a minute, its next
+# failure is a fresh one and waits 1 s again.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+BACKOFF_RESET_AFTER_S = 60.0
+READY_TIMEOUT_S = 90.0
+
+
+@dataclass
+class Supervised:
+    """A service process the runner watches, with what it takes to start it again."""
+
+    name: str
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen | None  # None while waiting out the backoff
+    started: float = 0.0  # monotonic: when the current process was started
+    ready_since: float | None = None  # monotonic: when its /readyz first answered; None while starting
+    restart_at: float | None = None  # monotonic: when the next process is due (no process meanwhile)
+    streak: int = 0  # failures in a row, without a long enough run between them
+    restarts: int = 0
+    last_restart: str | None = None  # wall clock, for `status`
+    next_restart: str | None = None
+
+    def history(self) -> dict:
+        return {"count": self.restarts, "last": self.last_restart, "next": self.next_restart}
 
 
 def command_env(name: str, infra_env: dict[str, str]) -> dict[str, str]:
@@ -113,6 +149,15 @@ def _start_service(name: str, env: dict[str, str]) -> subprocess.Popen:
                                 start_new_session=True)
 
 
+def separate_stack_env(data_dir: Path) -> dict[str, str]:
+    """The environment of another local stack beside any running one (tests, benchmarks):
+    free ports, its data and run files under `data_dir`, no AI model (offline mode)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
+            "HANDOFF_PORT_BASE": str(free_port_block(5)), "HANDOFF_KAFKA_PORT": str(free_port()),
+            "HANDOFF_REDIS_PORT": str(free_port()), "HANDOFF_MONGO_PORT": str(free_port()),
+            "HANDOFF_DATA_DIR": str(data_dir), "HANDOFF_RUN_DIR": str(data_dir / "run")}
+
+
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:  # noqa: S310 - loopback
@@ -121,7 +166,7 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _wait_ready(name: str, port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+def _wait_ready(name: str, port: int, proc: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -140,26 +185,113 @@ def _run_cli(module: str, args: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"`python -m {module} {' '.join(args[:1])}` failed:\n{result.stdout}\n{result.stderr}")
 
 
-def _stop_pid(pid: int, timeout: float = 20) -> None:
+def _stop_pid(pid: int, timeout: float = 20, group: bool = True) -> None:
+    # Each child leads its own session: its group is just it. The runner is signalled alone
+    # (group=False): a foreground `up` shares its group with the shell that started it.
+    kill = os.killpg if group else os.kill
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)  # each child leads its own session: its group is just it
+        kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+        if not _alive(pid):
+            return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+        kill(pid, signal.SIGKILL)
+
+
+def _write_state(state: dict) -> None:
+    # Replaced, never rewritten in place: `status`, `stop` and `start` read it while the
+    # runner records a restart.
+    tmp = STATE_FILE.with_name(STATE_FILE.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, STATE_FILE)
+
+
+def _read_state() -> dict:
+    try:
+        return json.loads(STATE_FILE.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def restart_delay(streak: int) -> float:
+    """The wait before the streak-th restart in a row: 1, 2, 4 … capped."""
+    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (streak - 1))
+
+
+def _schedule_restart(svc: Supervised, why: str, now: float) -> None:
+    # A run that lasted makes this a fresh failure, not one more in a row.
+    if svc.ready_since is not None and now - svc.ready_since >= BACKOFF_RESET_AFTER_S:
+        svc.streak = 0
+    svc.streak += 1
+    svc.restarts += 1
+    delay = restart_delay(svc.streak)
+    svc.proc, svc.ready_since, svc.restart_at = None, None, now + delay
+    svc.next_restart = datetime.fromtimestamp(time.time() + delay).isoformat(timespec="seconds")
+    print(f"{svc.name} {why}; restarting in {delay:g}s (restart {svc.restarts}); "
+          f"see {LOG_DIR / (svc.name + '.log')}", flush=True)
+
+
+def _supervise(svc: Supervised, now: float) -> bool:
+    """One look at a service: restart it when due, notice it exited or came back. True when
+    its process changed (the state file then needs rewriting)."""
+    if svc.proc is None:
+        if now < svc.restart_at:
+            return False
+        svc.proc = _start_service(svc.name, svc.env)
+        svc.started, svc.restart_at, svc.next_restart = now, None, None
+        svc.last_restart = datetime.now().isoformat(timespec="seconds")
+        return True
+    if svc.proc.poll() is not None:
+        _schedule_restart(svc, f"exited with code {svc.proc.returncode}", now)
+        return True
+    if svc.ready_since is None:
+        # Back only once ready, as at start-up: a process that listens but cannot reach the
+        # broker or the stores is still starting.
+        if _ready(svc.port):
+            svc.ready_since = time.monotonic()
+            print(f"  {svc.name:<11} ready again  (pid {svc.proc.pid}, port {svc.port}; restart {svc.restarts})",
+                  flush=True)
+        elif now - svc.started > READY_TIMEOUT_S:
+            stop_process(svc.proc, timeout=20)
+            _schedule_restart(svc, f"was not ready after {READY_TIMEOUT_S:g}s", now)
+            return True
+    return False
+
+
+def _dead_infra(servers: list[Server]) -> Server | None:
+    return next((s for s in servers if s.proc.poll() is not None), None)
+
+
+def _supervision_loop(services: dict[str, Supervised], infra: list[Server], stop: dict[str, bool],
+                      record: Callable[[], None]) -> int:
+    """Until Ctrl-C / SIGTERM: keep the services running. Returns the exit code of `up`."""
+    while not stop["now"]:
+        dead = _dead_infra(infra)
+        if dead is not None:
+            # Not restarted: the broker would come back empty (topics, offsets, the chatbots'
+            # settings) and Redis without the queue's index; both are rebuilt only at start.
+            print(f"\n*** {dead.name} (infrastructure) exited with code {dead.proc.returncode}; "
+                  f"see {dead.log_path}.\n*** The services cannot carry on without it: stopping everything. "
+                  "Start again with `./handoff up`.", file=sys.stderr, flush=True)
+            infra.remove(dead)
+            record()
+            return 1
+        now = time.monotonic()
+        changed = [svc.name for svc in services.values() if _supervise(svc, now)]  # each one, every time
+        if changed:
+            record()
+        time.sleep(0.5)
+    return 0
 
 
 def up(detach: bool = False) -> int:
     ports = Ports.from_env()
     if STATE_FILE.exists():
-        state = json.loads(STATE_FILE.read_text())
+        state = _read_state()
         if any(_alive(p) for p in state.get("pids", {}).values()):
             print("The stack is already running (see `./handoff status`); `./handoff stop` first.", file=sys.stderr)
             return 1
@@ -169,21 +301,28 @@ def up(detach: bool = False) -> int:
         return 1
 
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    pids: dict[str, int] = {}
     started_infra: list[Server] = []
-    procs: dict[str, subprocess.Popen] = {}
+    services: dict[str, Supervised] = {}
+
+    def live_pids() -> dict[str, int]:
+        # Only processes that run: a dead one's PID may soon belong to someone else.
+        return {**{s.name: s.proc.pid for s in started_infra},
+                **{n: s.proc.pid for n, s in services.items() if s.proc is not None}}
 
     def record() -> None:
-        STATE_FILE.write_text(json.dumps({"pids": pids, "ports": vars(ports)}, indent=2))
+        # The runner records itself: `stop` signals it first, and it stops the rest, a
+        # service it is restarting included.
+        _write_state({"pids": {**live_pids(), "runner": os.getpid()}, "ports": vars(ports),
+                      "restarts": {n: s.history() for n, s in services.items()}})
 
+    # Until the supervision loop takes over, SIGTERM (`./handoff stop` during start-up) unwinds
+    # like Ctrl-C, so that start-up's clean-up stops what was started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         print("Starting the broker (Tansu), Redis and the Mongo-wire server (SecantusDB)…", flush=True)
         started_infra.append(start_kafka(ports.kafka, LOG_DIR))
-        pids["kafka"] = started_infra[-1].proc.pid
         started_infra.append(start_redis(ports.redis, LOG_DIR))
-        pids["redis"] = started_infra[-1].proc.pid
         started_infra.append(start_mongo(ports.mongo, LOG_DIR, DATA_DIR / "mongo"))
-        pids["mongo"] = started_infra[-1].proc.pid
         record()
         infra = Infra(*started_infra)
 
@@ -197,12 +336,14 @@ def up(detach: bool = False) -> int:
         first, rest = SERVICES[0], SERVICES[1:]
         for group in ((first,), rest):
             for name in group:
-                procs[name] = _start_service(name, service_env(name, infra, ports))
-                pids[name] = procs[name].pid
+                env, port = service_env(name, infra, ports), getattr(ports, name)
+                services[name] = Supervised(name, port, env, _start_service(name, env), started=time.monotonic())
                 record()
             for name in group:
-                _wait_ready(name, getattr(ports, name), procs[name])
-                print(f"  {name:<11} ready  (pid {procs[name].pid}, port {getattr(ports, name)})", flush=True)
+                svc = services[name]
+                _wait_ready(name, svc.port, svc.proc)
+                svc.ready_since = time.monotonic()
+                print(f"  {name:<11} ready  (pid {svc.proc.pid}, port {svc.port})", flush=True)
 
         _run_cli("services.queue", ["seed-chatbot", "--id", DEMO_CHATBOT, "--name", "Demo Shop", "--handoff-on"],
                  command_env("queue", infra.env()))
@@ -210,10 +351,35 @@ def up(detach: bool = False) -> int:
                                       "--first-name", "Dana", "--chatbot", DEMO_CHATBOT],
                  command_env("gateway", infra.env()))
     except BaseException as exc:
-        print(f"Start-up failed: {exc}", file=sys.stderr)
-        _stop_all(pids)
+        print(f"Start-up failed: {exc!r}" if isinstance(exc, KeyboardInterrupt) else f"Start-up failed: {exc}",
+              file=sys.stderr)
+        _stop_all(live_pids())
         return 1
 
+    stop = {"now": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop["now"] = True  # a flag, not an exception: a restart in progress finishes, then all stop
+
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        _print_running(ports)
+        if detach:
+            print("Running in the background: `./handoff status`, `./handoff stop`.")
+            return 0
+        print("Press Ctrl-C to stop everything.", flush=True)
+        code = _supervision_loop(services, started_infra, stop, record)
+    finally:
+        if not detach:
+            print("\nStopping…", flush=True)
+            _stop_all(live_pids())
+            print("Stopped.")
+    return code
+
+
+def _print_running(ports: Ports) -> None:
     gateway = f"http://127.0.0.1:{ports.gateway}"
     print(
         "\nHandoff is running.\n"
@@ -223,32 +389,6 @@ def up(detach: bool = False) -> int:
         f"  Logs:             {LOG_DIR}/\n",
         flush=True,
     )
-    if detach:
-        print("Running in the background: `./handoff status`, `./handoff stop`.")
-        return 0
-
-    print("Press Ctrl-C to stop everything.", flush=True)
-    stop = {"now": False}
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        while not stop["now"]:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; see {LOG_DIR / (name + '.log')}. Stopping.",
-                          file=sys.stderr)
-                    stop["now"] = True
-                    break
-            time.sleep(0.5)
-    finally:
-        print("\nStopping…", flush=True)
-        _stop_all(pids)
-        print("Stopped.")
-    return 0
 
 
 def _alive(pid: int) -> bool:
@@ -256,12 +396,15 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
+    # A zombie (exited, not yet reaped by whoever adopted it) answers kill(0) but is gone.
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
 def _stop_all(pids: dict[str, int]) -> None:
     # Services first (they flush and commit), then the infrastructure they use.
-    order = [n for n in reversed(SERVICES) if n in pids] + [n for n in ("mongo", "redis", "kafka") if n in pids]
+    order = [n for n in reversed(SERVICES) if n in pids] + [n for n in reversed(INFRA) if n in pids]
     for name in order:
         _stop_pid(pids[name])
     with contextlib.suppress(FileNotFoundError):
@@ -279,11 +422,8 @@ def start_detached() -> int:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        if "Press Ctrl-C" in text:
+        if "Press Ctrl-C" in text:  # the runner has recorded itself (as "runner") by now
             print(text.replace("Press Ctrl-C to stop everything.", "Running in the background: `./handoff status`, `./handoff stop`."))
-            state = json.loads(STATE_FILE.read_text())
-            state["pids"]["runner"] = proc.pid
-            STATE_FILE.write_text(json.dumps(state, indent=2))
             return 0
         if proc.poll() is not None:
             print(text, file=sys.stderr)
@@ -297,11 +437,14 @@ def stop() -> int:
     if not STATE_FILE.exists():
         print("Nothing to stop (no .run/stack.json).")
         return 0
-    state = json.loads(STATE_FILE.read_text())
-    pids = state.get("pids", {})
+    pids = _read_state().get("pids", {})
     runner = pids.pop("runner", None)
     if runner and _alive(runner):
-        _stop_pid(runner, timeout=60)  # the runner stops its children itself
+        # The runner stops its children itself (a service it is restarting included); if it had
+        # to be killed, what it started last is in the file it last wrote.
+        _stop_pid(runner, timeout=60, group=False)
+        pids = _read_state().get("pids", {})
+        pids.pop("runner", None)
     _stop_all({k: v for k, v in pids.items() if _alive(v)})
     print("Stopped.")
     return 0
@@ -311,24 +454,37 @@ def status() -> int:
     if not STATE_FILE.exists():
         print("Not running.")
         return 3
-    state = json.loads(STATE_FILE.read_text())
-    ports = state.get("ports", {})
+    state = _read_state()
+    ports, pids, restarts = state.get("ports", {}), state.get("pids", {}), state.get("restarts", {})
     code = 0
-    for name, pid in state.get("pids", {}).items():
-        alive = _alive(pid)
+    # A service waiting out its backoff has no process, so no PID, but still its line.
+    known = (*INFRA, *SERVICES)
+    for name in [*(n for n in known if n in pids or n in restarts), *(n for n in pids if n not in known)]:
+        pid = pids.get(name)
+        alive = pid is not None and _alive(pid)
         ready = ""
         if name in SERVICES and alive:
             ready = "ready" if _ready(ports[name]) else "NOT READY"
-        elif name in ("kafka", "redis", "mongo") and alive:
+        elif name in INFRA and alive:
             try:
                 wait_for_port(ports[name], timeout=1)
                 ready = "listening"
             except TimeoutError:
                 ready = "NOT LISTENING"
-        print(f"{name:<11} pid {pid:<8} {'running' if alive else 'DEAD':<8} {ready}")
+        elif pid is None:
+            ready = f"restart due {restarts[name].get('next') or 'now'}"
+        line = f"{name:<11} pid {pid or '-':<8} {'running' if alive else 'DOWN' if pid is None else 'DEAD':<8} {ready:<13}"
+        if name in restarts:
+            line += _restarts_text(restarts[name])
+        print(line.rstrip())
         if not alive or "NOT" in ready:
             code = 1
     return code
+
+
+def _restarts_text(history: dict) -> str:
+    count = history.get("count", 0)
+    return f" restarts {count}" + (f" (last {history['last']})" if count and history.get("last") else "")
 
 
 def create_topics() -> int:

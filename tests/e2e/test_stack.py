@@ -21,7 +21,7 @@ import httpx
 import pytest
 import websockets
 
-from deploy.infra import free_port, free_port_block
+from deploy.stack import separate_stack_env
 from tests.harness import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -30,19 +30,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("stack-data")
-    base = free_port_block(5)
-    env = {
-        **os.environ,
-        "HANDOFF_PORT_BASE": str(base),
-        "HANDOFF_KAFKA_PORT": str(free_port()),
-        "HANDOFF_REDIS_PORT": str(free_port()),
-        "HANDOFF_MONGO_PORT": str(free_port()),
-        "HANDOFF_DATA_DIR": str(data),
-        "HANDOFF_RUN_DIR": str(data / "run"),
-        # no LLM: intake runs its offline responder and explicit-request detection
-        "OPENAI_API_KEY": "",
-        "OPENAI_BASE_URL": "",
-    }
+    # no LLM: intake runs its offline responder and explicit-request detection
+    env = separate_stack_env(data)
+    base = int(env["HANDOFF_PORT_BASE"])
     run_dir = data / "run"
     log = data / "runner.log"
     out = open(log, "wb")  # noqa: SIM115
