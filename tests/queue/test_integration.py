@@ -664,3 +664,26 @@ async def test_a_partly_lost_index_repairs_itself_without_a_restart(queue):
     await index.redis.delete(index.key(BOT, "closed"))  # "Resolved this week" lost
     assert BOT in await q.queue.feed.check_index()
     assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["resolved_this_week"] == 1
+
+
+async def test_a_delivery_status_right_behind_an_ai_reply_is_kept(queue):
+    """The queue stores an AI reply before it hands it to channels, so the reply's delivery
+    status can never arrive before the message it reports (they used to travel on two topics
+    to two consumer groups, and nearly every AI reply ended with no delivery state)."""
+    from shared.events import DeliveryStatusChanged
+    from shared.topics import DELIVERY_STATUS
+
+    q = queue
+    BOT = "acks"
+    seen = q.seen.for_chatbot(BOT)
+    await seed(q, BOT)
+    for n in range(5):
+        turn = await q.turn_for(await q.visitor_says(BOT, f"a{n}", "hello"))
+        await q.ai_answers(turn, f"Hello {n}!")
+        [out] = await seen.wait_for(OUTBOUND_MESSAGES, lambda r, n=n: r["text"] == f"Hello {n}!")
+        # What channels does at once: the platform took it.
+        await q.send(DELIVERY_STATUS, DeliveryStatusChanged(chatbot_id=BOT, conversation_id=out["conversation_id"],
+                                                            message_id=out["message_id"], status="delivered"))
+    shown = await seen.wait_for(DASHBOARD_UPDATES, lambda r: (r.get("message") or {}).get("delivery") == "delivered",
+                                count=5)
+    assert sorted(u["message"]["text"] for u in shown) == [f"Hello {n}!" for n in range(5)]
