@@ -164,9 +164,13 @@ class Stack:
 
     async def delivery_failed(self, v: Visitor, message_id: str, error: str) -> None:
         """What channels publish when a message cannot be delivered."""
+        await self.delivery_status(v, message_id, "failed", error=error, permanent=True)
+
+    async def delivery_status(self, v: Visitor, message_id: str, status: str, **extra: object) -> None:
+        """What channels publish as a platform reports on a message (sent, delivered, read…)."""
         await self.delivery.publish(DeliveryStatusChanged(
             chatbot_id=v.chatbot_id, conversation_id=v.conversation_id, message_id=message_id,
-            status="failed", error=error, permanent=True))
+            status=status, **extra))  # type: ignore[arg-type]
 
     async def outbound_for(self, conversation_id: str, count: int, timeout: float = 15.0) -> list[dict]:
         """The first `count` records on `outbound.messages` about one conversation."""

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import expect
 
 from shared.formatting import format_row_waiting
-from tests.dashboard.pages import bot_id, row, sign_in, stat
+from tests.dashboard.pages import bot_id, row, shot, sign_in, stat
 from tests.dashboard.test_live import SocketControl
 from tests.support import eventually
 
@@ -231,4 +231,30 @@ async def test_the_pane_loads_earlier_messages_on_demand(browser, stack):
     await pane.get_by_role("button", name="Load earlier messages").click()
     await expect(texts).to_have_text([f"message {n}" for n in range(1, 6)])
     await expect(pane.get_by_role("button", name="Load earlier messages")).to_have_count(0)
+    await context.close()
+
+
+async def test_delivered_and_read_show_quietly_on_replies(browser, stack):
+    bot, email = await stack.team("Tick Shop", "tick", "Tia")
+    v = stack.visitor(bot, "Dot", channel="whatsapp")
+    await stack.visitor_writes(v, "Do you ship to Norway?")
+    await stack.ai_writes(v, "Yes, in 3 to 5 days.")
+    await stack.visitor_writes(v, "I want to talk to a person")
+    await stack.handoff(v, "User asked for a person")
+    context, page = await sign_in(browser, stack, email)
+    await row(page, v.conversation_id).click()
+    pane = page.locator(".pane")
+    await pane.get_by_placeholder("Type your reply...").fill("Hi Dot, Tia here.")
+    await pane.get_by_placeholder("Type your reply...").press("Enter")
+    await expect(pane.locator(".msg-agent .msg-text")).to_have_text("Hi Dot, Tia here.")
+    await expect(pane.locator(".msg-delivery")).to_have_count(0)  # nothing claimed before the platform says so
+
+    ai_reply, agent_reply = await stack.outbound_for(v.conversation_id, 2)
+    await stack.delivery_status(v, ai_reply["message_id"], "delivered")
+    await stack.delivery_status(v, agent_reply["message_id"], "sent")
+    await stack.delivery_status(v, agent_reply["message_id"], "read")
+    await expect(pane.locator(".msg-ai .msg-delivery")).to_have_text("✓ Delivered")
+    await expect(pane.locator(".msg-agent .msg-delivery")).to_have_text("✓✓ Read")
+    await expect(pane.locator(".msg-error")).to_have_count(0)
+    await shot(page, "delivery-marks")
     await context.close()

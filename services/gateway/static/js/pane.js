@@ -335,7 +335,8 @@ export class ReplyPane {
       log.append(h("li", { class: `msg msg-${m.sender}`, "data-message-id": m.message_id, "data-sender": m.sender },
         h("div", { class: "msg-meta" },
           h("span", { class: "msg-who", text: who }),
-          h("time", { class: "msg-time", datetime: m.created_at, text: formatMessageTime(m.created_at, now, this.timezone) })),
+          h("time", { class: "msg-time", datetime: m.created_at, text: formatMessageTime(m.created_at, now, this.timezone) }),
+          deliveredMark(m)),
         h("p", { class: "msg-text", text: m.text }),
         deliveryNote(m)));
     }
@@ -383,6 +384,14 @@ export class ReplyPane {
       h("span", { text: err.text }),
       err.retry ? h("button", { type: "button", class: "btn btn-small", onclick: err.retry }, "Retry") : null);
   }
+}
+
+const DELIVERED_MARKS = { delivered: "✓ Delivered", read: "✓✓ Read" };
+
+/** Beside a reply's time: that the visitor's app received it, or showed it (quiet). */
+function deliveredMark(m) {
+  const text = DELIVERED_MARKS[m.delivery];
+  return text ? h("span", { class: "msg-delivery", "data-delivery": m.delivery, text }) : null;
 }
 
 /** Under a message: a failed delivery (red), or an AI answer that was never sent because it
