@@ -105,6 +105,9 @@ class Bus:
         self.client_id = client_id
         self.processed = processed
         self._dispatchers: list[KeyedDispatcher] = []
+        # Every topic this service reads or writes (prefixed): readiness checks they exist.
+        self.topic_names: set[str] = set()
+        self._admin: AIOKafkaAdminClient | None = None
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=client_id,
@@ -117,7 +120,23 @@ class Bus:
 
     # ------------------------------------------------------------------ publishing
     def publisher(self, topic: Topic, schema: Any | None = None) -> EventPublisher:
+        self.topic_names.add(self.settings.kafka_topic_prefix + topic.name)
         return EventPublisher(self.broker, topic, self.settings.kafka_topic_prefix, schema)
+
+    async def missing_topics(self) -> list[str]:
+        """The topics this service uses that the broker does not have (e.g. a broker that
+        restarted without its memory): its messages could not be written or read."""
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                              request_timeout_ms=5000)
+            await self._admin.start()
+        existing = set(await self._admin.list_topics())
+        return sorted(self.topic_names - existing)
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
 
     async def dead_letter(
         self,
@@ -191,6 +210,7 @@ class Bus:
                  for topic, adapter, handler in routes}
         names = [t.name for t, _, _ in routes]
         consumer_name = group_id or f"{self.client_id}:{'+'.join(names)}"
+        self.topic_names.update(table)
 
         async def _process(msg: Any) -> bool:
             """Handle one message. True when its offset may be committed: handled, skipped as

@@ -76,6 +76,7 @@ class ServiceRuntime:
             # they use is still open; only then do the hooks close clients and tasks.
             await self.bus.drain(self.settings.kafka_graceful_timeout_s)
             await self.bus.broker.stop()
+            await self.bus.close()
             for hook in reversed(self.shutdown_hooks):
                 with contextlib.suppress(Exception):
                     await hook()
@@ -142,15 +143,27 @@ class ServiceRuntime:
                          fetch_max_wait_ms=self.settings.kafka_table_fetch_max_wait_ms)
 
     async def readiness(self) -> dict[str, Any]:
-        if self.stateless:
-            checks = {"broker": bool(await self.bus.broker.ping(timeout=2.0))}
-        else:
-            broker_ok, mongo_ok, redis_ok = await asyncio.gather(
-                self.bus.broker.ping(timeout=2.0), mongo_ready(self.mongo_client), redis_ready(self.redis)
-            )
-            checks = {"broker": bool(broker_ok), "mongo": mongo_ok, "redis": redis_ok}
-        return {"service": self.name, "ready": all(checks.values()), "checks": checks,
-                **{k: f() for k, f in self.health_details.items()}}
+        """Ready when the broker answers and has every topic this service uses, and its stores
+        answer; the body says which check failed (and which topics are missing)."""
+        probes: dict[str, Awaitable[Any]] = {"broker": self.bus.broker.ping(timeout=2.0),
+                                             "topics": self._missing_topics()}
+        if not self.stateless:
+            probes |= {"mongo": mongo_ready(self.mongo_client), "redis": redis_ready(self.redis)}
+        results = dict(zip(probes, await asyncio.gather(*probes.values()), strict=True))
+        missing = results.pop("topics")
+        checks = {name: bool(ok) for name, ok in results.items()} | {"topics": missing == []}
+        body: dict[str, Any] = {"service": self.name, "ready": all(checks.values()), "checks": checks}
+        if missing:
+            body["missing_topics"] = missing
+        return body | {k: f() for k, f in self.health_details.items()}
+
+    async def _missing_topics(self) -> list[str] | None:
+        """None when the broker could not be asked (the broker check says why)."""
+        try:
+            return await asyncio.wait_for(self.bus.missing_topics(), 3.0)
+        except Exception as exc:  # noqa: BLE001 - readiness is a yes/no question
+            log.warning("could not list the broker's topics: %r", exc)
+            return None
 
     def _add_health_routes(self) -> None:
         @self.app.get("/healthz", tags=["health"], summary="Liveness: the process answers")

@@ -49,8 +49,8 @@ async def test_llm_mode_end_to_end(isolated):
             async with httpx.AsyncClient(base_url=svc.url) as http:
                 assert (await http.get("/healthz")).json()["ai_mode"] == "llm"
                 ready = (await http.get("/readyz")).json()
-                # Stateless: ready when the broker answers; it has no store to check.
-                assert ready["ready"] and ready["ai_mode"] == "llm" and ready["checks"] == {"broker": True}
+                # Stateless: ready when the broker and its topics answer; it has no store to check.
+                assert ready["ready"] and ready["ai_mode"] == "llm" and ready["checks"] == {"broker": True, "topics": True}
 
             a, b, c = p.visitor("on"), p.visitor("off"), p.visitor("sched")
             d, e, f = p.visitor("on", channel="telegram"), p.visitor("off"), p.visitor("off")
