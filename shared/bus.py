@@ -212,9 +212,9 @@ class Bus:
         consumer_name = group_id or f"{self.client_id}:{'+'.join(names)}"
         self.topic_names.update(table)
 
-        async def _process(msg: Any) -> bool:
-            """Handle one message. True when its offset may be committed: handled, skipped as
-            already applied, or parked on the DLQ. False only when even parking failed."""
+        async def _process(msg: Any) -> None:
+            """Handle one message until its offset may be committed: handled, skipped as
+            already applied, or parked on the DLQ."""
             record = msg.raw_message
             topic, adapter, handler, dedupe_store = table[record.topic]
             raw: bytes = msg.body
@@ -226,17 +226,17 @@ class Bus:
                 # chatbot's channel tokens). The DLQ keeps the payload itself, as the topic did.
                 errors = exc.errors(include_input=False, include_url=False, include_context=False)
                 log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, errors[:3])
-                return await self._park(msg, topic, consumer_name, raw, "invalid", json.dumps(errors, default=str), where)
+                await self._park(msg, topic, consumer_name, raw, "invalid", json.dumps(errors, default=str), where)
+                return
             with bind_event(event):
                 failure = await self._apply(event, handler, dedupe_store, consumer_name)
-                if failure is None:
-                    return True
-                log.error("handler failed %d times on %s; parked on %s", self.settings.kafka_handler_attempts,
-                          topic.name, topic.dlq)
-                return await self._park(msg, topic, consumer_name, raw, "handler_failed", failure, where)
+                if failure is not None:
+                    log.error("handler failed %d times on %s; parked on %s", self.settings.kafka_handler_attempts,
+                              topic.name, topic.dlq)
+                    await self._park(msg, topic, consumer_name, raw, "handler_failed", failure, where)
 
         if concurrency > 1 and grouped:
-            dispatcher = KeyedDispatcher(concurrency, consumer_name, self._retry_delay)
+            dispatcher = KeyedDispatcher(concurrency, consumer_name)
             self._dispatchers.append(dispatcher)
 
             async def _consume(msg: KafkaMessage) -> None:
@@ -244,11 +244,7 @@ class Bus:
         else:
 
             async def _consume(msg: KafkaMessage) -> None:
-                attempt = 0
-                while not await _process(msg):
-                    # Not even parked (the broker is away): never commit past it; try again.
-                    attempt += 1
-                    await asyncio.sleep(self._retry_delay(attempt))
+                await _process(msg)
                 await _ack(msg, grouped)
 
         _consume.__name__ = "consume_" + "_".join(n.replace(".", "_") for n in names)
@@ -311,17 +307,23 @@ class Bus:
                 log.warning("failed (attempt %d/%d): %r", failures, attempts, exc)
                 await asyncio.sleep(self._retry_delay(failures))
 
-    async def _park(self, msg: Any, topic: Topic, consumer: str, raw: bytes, kind: str, error: str, where: dict) -> bool:
-        """Put a message on the DLQ; False (and it must not be committed) when that failed."""
-        try:
-            await self.dead_letter(
-                topic, consumer=consumer, raw=raw, key=getattr(msg.raw_message, "key", None),
-                error_kind=kind, error=error, **where,
-            )
-        except Exception:  # noqa: BLE001
-            log.exception("could not write to %s; the message will be redelivered", topic.dlq)
-            return False
-        return True
+    async def _park(self, msg: Any, topic: Topic, consumer: str, raw: bytes, kind: str, error: str, where: dict) -> None:
+        """Put a message on the DLQ, trying until that worked (the broker away): its offset is
+        never committed before (a shutdown meanwhile leaves it uncommitted, redelivered)."""
+        attempt = 0
+        while True:
+            try:
+                await self.dead_letter(
+                    topic, consumer=consumer, raw=raw, key=getattr(msg.raw_message, "key", None),
+                    error_kind=kind, error=error, **where,
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                attempt += 1
+                log.exception("could not write to %s; trying again, uncommitted", topic.dlq)
+                await asyncio.sleep(self._retry_delay(attempt))
 
     async def drain(self, timeout: float) -> None:
         """Before the broker stops: let concurrent handlers finish (up to `timeout`), cancel
@@ -334,9 +336,8 @@ class KeyedDispatcher:
     partition up to its lowest offset still in flight (so a crash redelivers exactly the
     unfinished ones and possibly some finished after them — handlers are idempotent)."""
 
-    def __init__(self, limit: int, name: str, retry_delay: Callable[[int], float]) -> None:
+    def __init__(self, limit: int, name: str) -> None:
         self.name = name
-        self._retry_delay = retry_delay
         self._slots = asyncio.Semaphore(limit)
         self._tails: dict[Any, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -345,7 +346,7 @@ class KeyedDispatcher:
         self._committed: dict[tuple[str, int], int] = {}
         self._closing = False
 
-    async def submit(self, msg: Any, process: Callable[[Any], Awaitable[bool]]) -> None:
+    async def submit(self, msg: Any, process: Callable[[Any], Awaitable[None]]) -> None:
         record = msg.raw_message
         tp = (record.topic, record.partition)
         # Registered before anything else: the commit watermark never passes it until it is done.
@@ -367,17 +368,12 @@ class KeyedDispatcher:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: handler task failed: %r", self.name, task.exception())
 
-    async def _run(self, previous: asyncio.Task | None, msg: Any, process: Callable[[Any], Awaitable[bool]],
+    async def _run(self, previous: asyncio.Task | None, msg: Any, process: Callable[[Any], Awaitable[None]],
                    tp: tuple[str, int], offset: int) -> None:
         try:
             if previous is not None:
                 await asyncio.wait([previous])  # same key: strictly after the one before
-            attempt = 0
-            while not await process(msg):
-                # Not even parked (the broker is away): it stays in flight, so nothing past it
-                # is committed, and is tried again (a shutdown meanwhile leaves it uncommitted).
-                attempt += 1
-                await asyncio.sleep(self._retry_delay(attempt))
+            await process(msg)  # handled or parked; until then it stays in flight, uncommitted
         finally:
             self._slots.release()
         await self._finished(msg, tp, offset)
