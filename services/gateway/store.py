@@ -74,12 +74,14 @@ class AgentStore:
         return _agent_view(doc)
 
     async def set_memberships(self, agent_id: str, chatbot_ids: list[str]) -> None:
+        # Grant first, then revoke: a reader in between (a socket's revalidation) sees the old
+        # set plus the new one, never a gap where a kept or added membership is missing.
         wanted = list(dict.fromkeys(chatbot_ids))
-        await self.memberships.delete_many({"agent_id": agent_id, "chatbot_id": {"$nin": wanted}})
         have = {d["chatbot_id"] async for d in self.memberships.find({"agent_id": agent_id}, {"chatbot_id": 1})}
         missing = [{"_id": f"{agent_id}:{c}", "agent_id": agent_id, "chatbot_id": c} for c in wanted if c not in have]
         if missing:
             await self.memberships.insert_many(missing)
+        await self.memberships.delete_many({"agent_id": agent_id, "chatbot_id": {"$nin": wanted}})
 
     async def find_login(self, email: str) -> tuple[AgentView, str] | None:
         """The agent and its password hash, by e-mail (any case)."""
