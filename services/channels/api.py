@@ -1,6 +1,7 @@
 """HTTP surfaces: the web widget (script, test page, messages, contact, live socket) and the
 Telegram and WhatsApp webhooks. Webhooks authenticate first (nothing is published for a bad
-signature or secret), publish, and only then answer 200; a failed publish answers 503 so
+signature or secret), publish, and only then answer 200. Nothing is acknowledged before the
+broker acknowledged the write (inbound.py): otherwise 503 with Retry-After, so the widget or
 the platform retries."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from services.channels.domain import (
     valid_whatsapp_verification,
     visitor_message,
 )
-from services.channels.inbound import InboundPublisher, InFlight, PublishFailed
+from services.channels.inbound import InboundPublisher, NotAccepted
 from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
 from services.channels.web import WebHub
 from shared.bus import EventPublisher
@@ -94,9 +95,12 @@ class ChannelsApi:
         return chatbot
 
 
+RETRY_AFTER_S = 1
+
+
 def _retry_later() -> JSONResponse:
     return JSONResponse({"detail": "Could not accept the message right now; please retry."}, status_code=503,
-                        headers={"Retry-After": "1"})
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def build_router(api: ChannelsApi) -> APIRouter:
@@ -121,7 +125,7 @@ def build_router(api: ChannelsApi) -> APIRouter:
         key = inbound_dedupe_key(chatbot_id, "web", f"{body.visitor_id}:{body.client_message_id}")
         try:
             outcome = await api.inbound_visitor.publish_once(key, event)
-        except (PublishFailed, InFlight):
+        except NotAccepted:
             return _retry_later()
         if outcome == "published":
             entry = {"type": "message", "message_id": body.client_message_id, "sender": "visitor",
@@ -146,7 +150,7 @@ def build_router(api: ChannelsApi) -> APIRouter:
         )
         try:
             await api.inbound_visitor.publish(event)
-        except PublishFailed:
+        except NotAccepted:
             return _retry_later()
         return {"accepted": True}
 
@@ -178,7 +182,7 @@ def build_router(api: ChannelsApi) -> APIRouter:
         try:
             outcome = await api.inbound_visitor.publish_once(
                 inbound_dedupe_key(chatbot_id, "telegram", event.channel_message_id), event)
-        except (PublishFailed, InFlight):
+        except NotAccepted:
             return _retry_later()
         return {"ok": True, "duplicate": outcome == "duplicate"}
 
@@ -214,10 +218,10 @@ def build_router(api: ChannelsApi) -> APIRouter:
                 if known is None or known.get("chatbot_id") != chatbot_id:
                     log.info("status %s for a message we did not send; ignored", st.status)
                     continue
-                await api.statuses.publish(status_event(
+                await api.inbound_visitor.publish(status_event(
                     chatbot_id, known.get("conversation_id"), known["message_id"], st.status, st.wamid,
-                    st.error, permanent=st.status == "failed"))
-        except (PublishFailed, InFlight):
+                    st.error, permanent=st.status == "failed"), api.statuses)
+        except NotAccepted:
             return _retry_later()
         except Exception:  # noqa: BLE001 - a store or bus failure: let Meta retry the whole payload
             log.exception("whatsapp webhook not processed; asking Meta to retry")

@@ -86,9 +86,11 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     app = runtime.app
     origins = [o.strip() for o in settings.widget_allowed_origins.split(",") if o.strip()]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                       allow_headers=["Content-Type"], allow_credentials=False, max_age=600)
-    api = ChannelsApi(chatbots, InboundPublisher(InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s),
-                                                 visitor_pub), status_pub, outbox, hub, window, records)
+                       allow_headers=["Content-Type"], expose_headers=["Retry-After"], allow_credentials=False,
+                       max_age=600)
+    inbound = InboundPublisher(InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s), visitor_pub,
+                               timeout_s=settings.publish_timeout_s)
+    api = ChannelsApi(chatbots, inbound, status_pub, outbox, hub, window, records)
     app.include_router(build_router(api))
     app.state.channels = handlers
     app.state.channels_api = api

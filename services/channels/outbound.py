@@ -1,6 +1,11 @@
-"""Delivering OutboundMessages: at most once per message id, retried on transient errors
-with exponential backoff (honouring a platform's retry_after), and always ending in a
-DeliveryStatusChanged — 'sent', or 'failed' with permanent=True and a readable error."""
+"""Delivering OutboundMessages: one sender at a time per message id, retried on transient
+errors with exponential backoff (honouring a platform's retry_after), and always ending in a
+DeliveryStatusChanged — 'sent', or 'failed' with permanent=True and a readable error.
+
+A sender that died mid-delivery (its claim's lease ran out) is replaced: the message is sent
+again where a repeat cannot show the visitor a duplicate — the web widget (its history, the
+sockets and the widget all dedupe by message id), or Telegram/WhatsApp when the platform call
+had not started. Otherwise it is reported failed, outcome unknown, never sent twice."""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
 
 from services.channels.chatbots import ChatbotTable
 from services.channels.domain import (
@@ -30,8 +37,17 @@ log = logging.getLogger("handoff.channels.outbound")
 STATUS_REPUBLISH_AFTER = timedelta(seconds=60)
 # How often each instance looks for claims whose owner died (see OutboundDelivery.sweep).
 SWEEP_INTERVAL_S = 30.0
+# A web delivery is one Redis write: a claim on one held this long without an outcome
+# belongs to an instance that died, and the reply is sent again without a long wait.
+WEB_LEASE_S = 10.0
+# How often a redelivered web reply looks again at a claim another attempt holds.
+WEB_CLAIM_POLL_S = 0.5
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class ClaimLost(Exception):
+    """This instance stalled past its lease and another took the message over: stop, send nothing."""
 
 
 def web_entry(event: OutboundMessage) -> dict:
@@ -62,15 +78,24 @@ class OutboundDelivery:
         # instance that is still busy with the same message (leave it be).
         self.owner = new_id()
 
+    def _lease(self, channel: str) -> float:
+        return WEB_LEASE_S if channel == "web" else self.lease_s
+
     async def deliver(self, event: OutboundMessage) -> None:
         existing = await self.records.claim(event.message_id, event.chatbot_id, event.conversation_id, event.channel,
-                                            self.owner, self.lease_s)
+                                            self.owner, self._lease(event.channel), event.model_dump(mode="json"))
         if existing is not None:
             await self._settle_duplicate(event, existing)
             return
+        await self._deliver_claimed(event)
+
+    async def _deliver_claimed(self, event: OutboundMessage) -> None:
         try:
             channel_message_id = await self._send_with_retries(event)
             state, error = "sent", None
+        except ClaimLost:
+            log.warning("message %s was taken over by another instance; not sent from here", event.message_id)
+            return
         except PermanentDeliveryError as exc:
             state, channel_message_id, error = "failed", None, str(exc)
             log.warning("message %s not delivered on %s: %s", event.message_id, event.channel, error)
@@ -87,18 +112,27 @@ class OutboundDelivery:
             await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
 
     async def _settle_duplicate(self, event: OutboundMessage, record: dict) -> None:
-        """Never send twice. If the earlier attempt finished but its status was not published
-        — this instance's publish failed and the bus retries, or another instance crashed long
-        ago — publish it now. A recent one of another instance is probably still publishing:
-        leave it be (the sweep publishes it if that instance died). A claim still 'sending' is
-        left to its owner until its lease expires, then reported as of unknown outcome. Status
-        events have stable ids, so a rare double is applied once downstream."""
+        """Another attempt claimed the message. If it finished but its status was not
+        published — this instance's publish failed and the bus retries, or another instance
+        crashed long ago — publish it now. A recent one of another instance is probably still
+        publishing: leave it be (the sweep publishes it if that instance died). A claim still
+        'sending' is left to its owner until its lease expires, then sent again or reported
+        as of unknown outcome (`_settle_expired`). Status events have stable ids, so a rare
+        double is applied once downstream."""
+        if record.get("state") == "sending" and event.channel == "web":
+            # Usually a sender that died a moment ago (this is the redelivery of its
+            # uncommitted offset): its short lease is waited out, then the reply is sent.
+            waited = await self._wait_out_claim(record)
+            if waited is None:  # given back meanwhile: nobody holds it
+                await self.deliver(event)
+                return
+            record = waited
         finished_at = record.get("finished_at")
         stale = finished_at is not None and datetime.now(UTC) - finished_at > STATUS_REPUBLISH_AFTER
         ours = record.get("owner") == self.owner
         if record.get("state") == "sending":
             # Another attempt holds the claim: leave it, unless its owner died (lease expired).
-            await self._settle_expired(record, datetime.now(UTC))
+            await self._settle_expired(record, datetime.now(UTC), event)
             return
         if record.get("state") in ("sent", "failed") and not record.get("status_published") and (ours or stale):
             await self._publish_status(event.chatbot_id, event.conversation_id, event.message_id, record["state"],
@@ -108,12 +142,27 @@ class OutboundDelivery:
         else:
             log.info("message %s already handled (%s); not sent again", event.message_id, record.get("state"))
 
+    async def _wait_out_claim(self, record: dict) -> dict | None:
+        """The record once it is no longer 'sending' or its lease ran out; None if the claim
+        was given back. A live sender finishes a web delivery in milliseconds."""
+        while record.get("state") == "sending":
+            left = (record.get("lease_until", datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
+            if left < 0:
+                return record
+            await self.sleep(min(WEB_CLAIM_POLL_S, left + 0.01))
+            found = await self.records.get(record["_id"])
+            if found is None:
+                return None
+            record = found
+        return record
+
     async def sweep(self, now: datetime | None = None) -> int:
-        """Settle what a crashed instance left behind, without ever sending anything again: a
-        claim whose lease expired (the crash came between claiming and recording the outcome)
-        is reported 'failed' (permanent, outcome unknown); a recorded outcome whose status was
-        never published is published. Every instance sweeps; settling is atomic and status
-        events have stable ids. Returns how many records were settled or republished."""
+        """Settle what a crashed instance left behind: a claim whose lease expired (the crash
+        came between claiming and recording the outcome) is sent again where that is safe
+        (see `_settle_expired`), otherwise reported 'failed' (permanent, outcome unknown); a
+        recorded outcome whose status was never published is published. Every instance
+        sweeps; taking over and settling are atomic and status events have stable ids.
+        Returns how many records were settled, sent again or republished."""
         now = now or datetime.now(UTC)
         done = 0
         for record in await self.records.expired_claims(now):
@@ -124,11 +173,22 @@ class OutboundDelivery:
             done += 1
         return done
 
-    async def _settle_expired(self, record: dict, now: datetime) -> bool:
+    async def _settle_expired(self, record: dict, now: datetime, event: OutboundMessage | None = None) -> bool:
+        """A claim whose sender died: sent again when a repeat cannot reach the visitor twice
+        (web, or no platform call started), else reported failed with the outcome unknown.
+        `event` is the redelivered message; the sweep uses the copy kept in the claim."""
         lease_until = record.get("lease_until")
         if lease_until is None or lease_until >= now:
             log.info("message %s is being sent by another attempt; not sent again", record["_id"])
             return False
+        message = event or _kept_message(record)
+        if message is not None and (record.get("channel") == "web" or record.get("platform_called") is False):
+            if not await self.records.take_over(record["_id"], now, self.owner, self._lease(message.channel)):
+                return False  # taken over or settled meanwhile
+            log.warning("message %s: its sender stopped mid-delivery; sending it again (%s)", record["_id"],
+                        "web: a repeat is harmless" if message.channel == "web" else "the platform was not called")
+            await self._deliver_claimed(message)
+            return True
         if not await self.records.settle_expired(record["_id"], now, UNKNOWN_OUTCOME_ERROR):
             return False  # settled meanwhile, by its owner or another sweep
         log.warning("message %s: its sender stopped mid-delivery; reported as failed (outcome unknown)", record["_id"])
@@ -146,7 +206,7 @@ class OutboundDelivery:
         for attempt in range(1, self.attempts + 1):
             try:
                 return await self._send(event)
-            except PermanentDeliveryError:
+            except (PermanentDeliveryError, ClaimLost):
                 raise
             except Exception as exc:  # noqa: BLE001 - anything else (a Redis hiccup reading the window...) is transient
                 # Raised out of deliver(), an unexpected error would leave the claim in 'sending'
@@ -158,13 +218,14 @@ class OutboundDelivery:
                 delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, err.retry_after)
                 log.warning("message %s: transient failure (attempt %d/%d), retrying in %.1fs: %s",
                             event.message_id, attempt, self.attempts, delay, err)
-                await self.records.renew(event.message_id, delay + self.lease_s)  # the wait and the next attempt
+                # the wait and the next attempt
+                await self.records.renew(event.message_id, delay + self._lease(event.channel))
                 try:
                     await self.sleep(delay)
                 except asyncio.CancelledError:
                     # Shutting down between attempts: nothing is on its way to the platform,
                     # so give the claim back and the redelivery after the restart sends it.
-                    await self.records.release(event.message_id)
+                    await self.records.release(event.message_id, self.owner)
                     raise
         raise AssertionError("unreachable")
 
@@ -183,6 +244,7 @@ class OutboundDelivery:
         if event.channel == "telegram":
             if not creds.telegram_bot_token:
                 raise PermanentDeliveryError("Telegram is not connected for this chatbot.")
+            await self._platform_call_starts(event)
             try:
                 return await self.telegram.send_text(creds.telegram_bot_token, event.visitor.external_id, event.text)
             except (TransientDeliveryError, PermanentDeliveryError):
@@ -197,5 +259,21 @@ class OutboundDelivery:
         last = await self.window.last_inbound(event.chatbot_id, conversation_id)
         if not whatsapp_window(last, datetime.now(UTC)).open:
             raise PermanentDeliveryError(OUTSIDE_WINDOW_ERROR)
+        await self._platform_call_starts(event)
         return await self.whatsapp.send_text(creds.whatsapp_phone_number_id, creds.whatsapp_access_token,
                                              event.visitor.external_id, event.text)
+
+    async def _platform_call_starts(self, event: OutboundMessage) -> None:
+        """Recorded before the call: from here on a dead sender's message may have reached the
+        visitor, so it is never sent again. A Mongo error raises (transient: not called)."""
+        if not await self.records.platform_call_started(event.message_id, self.owner, self.lease_s):
+            raise ClaimLost(event.message_id)
+
+
+def _kept_message(record: dict) -> OutboundMessage | None:
+    """The message a claim keeps while 'sending'; None for one without (or unreadable)."""
+    try:
+        return OutboundMessage.model_validate(record["message"]) if record.get("message") else None
+    except ValidationError:
+        log.warning("message %s: the copy kept with its claim is unreadable", record.get("_id"))
+        return None

@@ -45,5 +45,10 @@ class ChannelsSettings(ServiceSettings):
     # Start-up waits this long at most to read the chatbot settings table to its end.
     settings_preload_timeout_s: float = 10.0
 
+    # A visitor's message is acknowledged (202 to the widget, 200 to a webhook) only once the
+    # broker acknowledged its write; this long at most, then 503 with Retry-After so the
+    # sender retries (the write may still land: the retry is then taken as its duplicate).
+    publish_timeout_s: float = 5.0
+
     # Edge dedupe keys (Telegram update ids, wamids, widget client message ids) live this long.
     inbound_dedupe_ttl_s: int = 7 * 24 * 3600

@@ -3,7 +3,7 @@
 Redis: edge dedupe keys, the WhatsApp window (last inbound time per conversation), the web
 widget's per-visitor history/outbox and its live pub/sub channel, "delivered" marks, and the
 fingerprint of each chatbot's registered Telegram webhook.
-Mongo (`handoff_channels`): one delivery record per outbound message id (send at most once,
+Mongo (`handoff_channels`): one delivery record per outbound message id (one sender at a time,
 remember the outcome) and the wamid -> message id map for WhatsApp statuses.
 """
 
@@ -24,6 +24,11 @@ class InboundDedupe:
     """Claim a platform message id before publishing it; `done` after it was published,
     `release` when publishing failed (so the platform's retry is accepted)."""
 
+    # Longer than the producer takes to settle a write it could not deliver (metadata wait
+    # and batch expiry, 15 s each; an idempotent producer never expires a batch): a write
+    # that outlived its request keeps the claim until then. Past it (or when the process
+    # died) the retry is published; a late first copy is then dropped downstream by its
+    # event id.
     PENDING_TTL_S = 60
 
     def __init__(self, redis: aioredis.Redis, prefix: str, ttl_s: int) -> None:
@@ -65,6 +70,17 @@ class WhatsAppWindowStore:
         return datetime.fromtimestamp(score, UTC) if score is not None else None
 
 
+# Append an entry to a history unless the very same entry is already in it, trim, refresh the
+# TTL: a reply sent again after a crash (allowed for the widget) is kept once.
+_STORE_ONCE = """
+if redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 class WebOutbox:
     """Per-visitor history (what the widget replays on connect) and the live channel every
     channels instance listens on, so the instance holding the visitor's socket delivers."""
@@ -72,17 +88,16 @@ class WebOutbox:
     def __init__(self, redis: aioredis.Redis, prefix: str, limit: int, ttl_s: int) -> None:
         self.redis, self.prefix, self.limit, self.ttl_s = redis, prefix, limit, ttl_s
         self.live_channel = f"{prefix}:web:live"
+        self._store_once = redis.register_script(_STORE_ONCE)
 
     def _history(self, chatbot_id: str, visitor_id: str) -> str:
         return f"{self.prefix}:web:history:{chatbot_id}:{visitor_id}"
 
-    async def store(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> None:
-        key = self._history(chatbot_id, visitor_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, json.dumps(entry))
-            pipe.ltrim(key, -self.limit, -1)
-            pipe.expire(key, self.ttl_s)
-            await pipe.execute()
+    async def store(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> bool:
+        """False when this entry was stored already."""
+        added = await self._store_once(keys=[self._history(chatbot_id, visitor_id)],
+                                       args=[json.dumps(entry), self.limit, self.ttl_s])
+        return bool(added)
 
     async def notify(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> None:
         await self.redis.publish(self.live_channel, json.dumps(
@@ -118,7 +133,10 @@ class TelegramWebhookRegistry:
 
 
 class DeliveryRecords:
-    """One record per outbound message id: claimed before sending, so it is sent at most once."""
+    """One record per outbound message id, claimed before sending, so one sender at a time
+    holds it. While it is 'sending' it keeps the message, and `platform_called` says whether
+    a Telegram/WhatsApp call may have started: what decides, when its sender died, whether the
+    message can be sent again without the visitor seeing it twice."""
 
     def __init__(self, db: AsyncDatabase) -> None:
         self.deliveries = db["deliveries"]
@@ -130,7 +148,8 @@ class DeliveryRecords:
         await self.deliveries.create_index([("status_published", 1), ("finished_at", 1)])
 
     async def claim(self, message_id: str, chatbot_id: str, conversation_id: str | None, channel: str,
-                    owner: str = "", lease_s: float = 300.0) -> dict[str, Any] | None:
+                    owner: str = "", lease_s: float = 300.0, message: dict[str, Any] | None = None,
+                    ) -> dict[str, Any] | None:
         """None when this call claimed the message; otherwise the existing record. The claim
         holds until `lease_until`; the owner renews it while it is still trying."""
         now = datetime.now(UTC)
@@ -138,25 +157,45 @@ class DeliveryRecords:
             await self.deliveries.insert_one({
                 "_id": message_id, "chatbot_id": chatbot_id, "conversation_id": conversation_id, "channel": channel,
                 "owner": owner, "state": "sending", "status_published": False, "claimed_at": now,
-                "lease_until": now + timedelta(seconds=lease_s),
+                "lease_until": now + timedelta(seconds=lease_s), "platform_called": False, "message": message,
             })
             return None
         except DuplicateKeyError:
-            return await self.deliveries.find_one({"_id": message_id}) or {"_id": message_id, "state": "sending"}
+            return await self.get(message_id) or {"_id": message_id, "state": "sending"}
+
+    async def get(self, message_id: str) -> dict[str, Any] | None:
+        return await self.deliveries.find_one({"_id": message_id})
 
     async def renew(self, message_id: str, lease_s: float) -> None:
         await self.deliveries.update_one({"_id": message_id, "state": "sending"},
                                          {"$set": {"lease_until": datetime.now(UTC) + timedelta(seconds=lease_s)}})
 
-    async def release(self, message_id: str) -> None:
+    async def platform_call_started(self, message_id: str, owner: str, lease_s: float) -> bool:
+        """Recorded (with a fresh lease) before each Telegram/WhatsApp call; False when the
+        claim is no longer this owner's (it stalled past its lease and was taken over)."""
+        result = await self.deliveries.update_one(
+            {"_id": message_id, "state": "sending", "owner": owner},
+            {"$set": {"platform_called": True, "lease_until": datetime.now(UTC) + timedelta(seconds=lease_s)}})
+        return result.matched_count == 1
+
+    async def take_over(self, message_id: str, now: datetime, owner: str, lease_s: float) -> bool:
+        """Claim a message whose sender died (its lease ran out); True for the one caller that did."""
+        result = await self.deliveries.update_one(
+            {"_id": message_id, "state": "sending", "lease_until": {"$lt": now}},
+            {"$set": {"owner": owner, "lease_until": now + timedelta(seconds=lease_s)}})
+        return result.modified_count == 1
+
+    async def release(self, message_id: str, owner: str) -> None:
         """Drop a claim whose message was certainly not sent (stopped between attempts)."""
-        await self.deliveries.delete_one({"_id": message_id, "state": "sending"})
+        await self.deliveries.delete_one({"_id": message_id, "state": "sending", "owner": owner})
 
     async def finish(self, message_id: str, state: str, channel_message_id: str | None, error: str | None) -> bool:
         """Record the outcome; False when the claim was meanwhile settled as expired."""
-        result = await self.deliveries.update_one({"_id": message_id, "state": "sending"}, {"$set": {
-            "state": state, "channel_message_id": channel_message_id, "error": error, "finished_at": datetime.now(UTC),
-        }})
+        result = await self.deliveries.update_one({"_id": message_id, "state": "sending"}, {
+            "$set": {"state": state, "channel_message_id": channel_message_id, "error": error,
+                     "finished_at": datetime.now(UTC)},
+            "$unset": {"message": ""},  # kept only while it may have to be sent again
+        })
         return result.matched_count == 1
 
     async def expired_claims(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
@@ -168,7 +207,8 @@ class DeliveryRecords:
         """Mark an expired claim failed; True for the one caller that did it."""
         result = await self.deliveries.update_one(
             {"_id": message_id, "state": "sending", "lease_until": {"$lt": now}},
-            {"$set": {"state": "failed", "channel_message_id": None, "error": error, "finished_at": now}})
+            {"$set": {"state": "failed", "channel_message_id": None, "error": error, "finished_at": now},
+             "$unset": {"message": ""}})
         return result.modified_count == 1
 
     async def unpublished(self, finished_before: datetime, limit: int = 100) -> list[dict[str, Any]]:

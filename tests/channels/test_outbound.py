@@ -3,6 +3,8 @@ published is published on the bus's retry, and the message is still not sent twi
 
 from __future__ import annotations
 
+import asyncio
+
 from services.channels.chatbots import ChatbotTable
 from services.channels.outbound import OutboundDelivery
 from services.channels.platforms import TelegramClient, WhatsAppClient
@@ -139,10 +141,11 @@ async def test_claim_of_a_crashed_sender_is_reported_failed_never_sent_again(iso
         statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
         survivor = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
         crashed, redelivered, live = _whatsapp_event("crashed"), _whatsapp_event("redelivered"), _whatsapp_event("live")
-        # Three instances claimed and died (or are still working) before recording anything.
+        # Three instances called WhatsApp and died (or are still working) before recording anything.
         for event in (crashed, redelivered, live):
             assert await records.claim(event.message_id, "wb", event.conversation_id, "whatsapp", "dead-owner",
-                                       lease_s=60) is None
+                                       lease_s=60, message=event.model_dump(mode="json")) is None
+            assert await records.platform_call_started(event.message_id, "dead-owner", lease_s=60) is True
         later = datetime.now(UTC) + timedelta(seconds=61)
 
         # Within the lease the claim belongs to its (maybe live) owner: not touched.
@@ -175,7 +178,9 @@ async def test_redelivery_after_the_lease_settles_the_claim_itself(isolated):
         statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
         delivery = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
         event = _whatsapp_event()
-        await DeliveryRecords(db).claim(event.message_id, "wb", event.conversation_id, "whatsapp", "dead", lease_s=60)
+        records = DeliveryRecords(db)
+        await records.claim(event.message_id, "wb", event.conversation_id, "whatsapp", "dead", lease_s=60)
+        await records.platform_call_started(event.message_id, "dead", lease_s=60)  # died during the call
         await db["deliveries"].update_one({"_id": event.message_id},
                                           {"$set": {"lease_until": datetime.now(UTC) - timedelta(seconds=1)}})
         await delivery.deliver(event)
@@ -242,4 +247,136 @@ async def test_stopped_between_attempts_gives_the_claim_back(isolated):
         assert whatsapp.sent == ["hi"]
         assert [(s.message_id, s.status) for s in statuses.published] == [(event.message_id, "sent")]
     finally:
+        await client.close()
+
+
+class HangingWindow:
+    """The window lookup never returns: the instance dies here, before calling WhatsApp."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+
+    async def last_inbound(self, chatbot_id, conversation_id):
+        self.reached.set()
+        await asyncio.Event().wait()
+
+
+async def _die_at(task, reached) -> None:
+    """Stop a delivery where it hangs, as a kill would: nothing after that point runs (a
+    cancellation there gives nothing back: only the wait between attempts does)."""
+    await asyncio.wait_for(reached.wait(), 5)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+async def _lease_runs_out(db, message_id: str) -> None:
+    from datetime import UTC, datetime, timedelta
+    await db["deliveries"].update_one({"_id": message_id},
+                                      {"$set": {"lease_until": datetime.now(UTC) - timedelta(seconds=1)}})
+
+
+async def test_died_before_calling_the_platform_is_sent_after_the_restart(isolated):
+    """A sender that died before its WhatsApp call (here in the window lookup) cannot have
+    reached the visitor: after the restart the message is sent, once — by the redelivery, or by
+    the sweep from the copy the claim keeps — instead of 'failed (outcome unknown)'."""
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        statuses, whatsapp = FlakyStatuses(failures=0), RecordingWhatsApp()
+        redelivered, swept = _whatsapp_event("redelivered"), _whatsapp_event("swept")
+        for event in (redelivered, swept):
+            window = HangingWindow()
+            dying = _whatsapp_delivery(db, statuses, window, whatsapp)
+            await _die_at(asyncio.create_task(dying.deliver(event)), window.reached)
+            await _lease_runs_out(db, event.message_id)
+
+        restarted = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
+        await restarted.deliver(redelivered)
+        assert await restarted.sweep() == 1
+        assert await restarted.sweep() == 0
+        assert sorted(whatsapp.sent) == ["redelivered", "swept"]
+        assert sorted((s.message_id, s.status) for s in statuses.published) == sorted(
+            [(redelivered.message_id, "sent"), (swept.message_id, "sent")])
+        assert (await db["deliveries"].find_one({"_id": swept.message_id})).get("message") is None  # not kept once sent
+    finally:
+        await client.close()
+
+
+class HangingWhatsApp(RecordingWhatsApp):
+    """The Graph API call never returns: the instance dies during it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+
+    async def send_text(self, phone_number_id, access_token, to, text) -> str:
+        self.sent.append(text)
+        self.reached.set()
+        await asyncio.Event().wait()
+
+
+async def test_died_during_the_platform_call_is_reported_unknown_never_sent_twice(isolated):
+    from services.channels.domain import UNKNOWN_OUTCOME_ERROR
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        statuses, whatsapp = FlakyStatuses(failures=0), HangingWhatsApp()
+        event = _whatsapp_event("maybe sent")
+        dying = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), whatsapp)
+        await _die_at(asyncio.create_task(dying.deliver(event)), whatsapp.reached)
+        await _lease_runs_out(db, event.message_id)
+
+        restarted_whatsapp = RecordingWhatsApp()
+        restarted = _whatsapp_delivery(db, statuses, FailingWindow(failures=0), restarted_whatsapp)
+        await restarted.deliver(event)
+        assert await restarted.sweep() == 0
+        assert whatsapp.sent == ["maybe sent"] and restarted_whatsapp.sent == []
+        assert [(s.status, s.permanent, s.error) for s in statuses.published] == [("failed", True, UNKNOWN_OUTCOME_ERROR)]
+    finally:
+        await client.close()
+
+
+class RecordsDyingBeforeTheOutcome(DeliveryRecords):
+    """The instance dies after the reply was stored for the widget, before its outcome is recorded."""
+
+    def __init__(self, db) -> None:
+        super().__init__(db)
+        self.reached = asyncio.Event()
+
+    async def finish(self, *args, **kwargs) -> bool:
+        self.reached.set()
+        await asyncio.Event().wait()
+        return False
+
+
+async def test_web_reply_of_a_dead_sender_is_sent_again_by_the_sweep_and_kept_once(isolated):
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    redis = open_redis(settings)
+    try:
+        outbox = WebOutbox(redis, settings.redis_prefix, 50, 60)
+        statuses = FlakyStatuses(failures=0)
+
+        def web_delivery(records: DeliveryRecords) -> OutboundDelivery:
+            return OutboundDelivery(chatbots=ChatbotTable(), records=records, statuses=statuses, telegram=None,
+                                    whatsapp=None, window=None, outbox=outbox,  # type: ignore[arg-type]
+                                    attempts=2, backoff_s=0.01, max_backoff_s=0.01)
+
+        visitor = new_visitor_id()
+        event = OutboundMessage(chatbot_id="b", conversation_id=conversation_id_for("b", "web", visitor),
+                                message_id=new_id(), channel="web", visitor=VisitorIdentity(external_id=visitor),
+                                text="Your order shipped", sender="ai")
+        dying_records = RecordsDyingBeforeTheOutcome(db)
+        await _die_at(asyncio.create_task(web_delivery(dying_records).deliver(event)), dying_records.reached)
+        assert statuses.published == []
+        await _lease_runs_out(db, event.message_id)
+
+        assert await web_delivery(DeliveryRecords(db)).sweep() == 1
+        assert [(s.message_id, s.status) for s in statuses.published] == [(event.message_id, "sent")]
+        assert [e["text"] for e in await outbox.history("b", visitor)] == ["Your order shipped"]
+    finally:
+        await redis.aclose()
         await client.close()

@@ -19,7 +19,8 @@ async def test_service_process_serves_and_stops(isolated, tmp_path):
             ready = (await client.get(proc.url + "/readyz")).json()
             js = await client.get(proc.url + "/widget.js")
             refused = await client.post(proc.url + "/telegram/unknown/webhook", json={"update_id": 1})
-        assert ready["ready"] is True and ready["checks"] == {"broker": True, "topics": True, "mongo": True, "redis": True}
+        assert ready["ready"] is True and all(ready["checks"].values())
+        assert {"broker", "topics", "mongo", "redis"} <= set(ready["checks"])
         assert js.status_code == 200 and "data-chatbot" in js.text
         assert refused.status_code == 404
     finally:

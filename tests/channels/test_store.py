@@ -42,6 +42,12 @@ async def test_window_keeps_latest_inbound_and_outbox_history(isolated):
         for i in range(5):
             await outbox.store("b", "v_1", {"message_id": f"m{i}"})
         assert [e["message_id"] for e in await outbox.history("b", "v_1")] == ["m2", "m3", "m4"]
+        # The same entry again (a reply sent again after a crash) is kept once; the TTL still holds.
+        entry = {"message_id": "m4", "text": "again?"}
+        assert await outbox.store("b", "v_2", entry) is True
+        assert await outbox.store("b", "v_2", entry) is False
+        assert await outbox.history("b", "v_2") == [entry]
+        assert 0 < await redis.ttl(f"{settings.redis_prefix}:web:history:b:v_2") <= 60
         assert await outbox.mark_delivered_once("m4") is True
         assert await outbox.mark_delivered_once("m4") is False
     finally:

@@ -205,3 +205,71 @@ async def _drain(ws, quiet: float = 0.3) -> list[dict]:
             frames.append(json.loads(await asyncio.wait_for(ws.recv(), quiet)))
     except TimeoutError:
         return frames
+
+
+async def test_reply_in_flight_when_channels_stopped_is_sent_after_the_restart(stack):
+    """Stopped mid-delivery, an instance leaves the reply's claim 'sending' and its offset
+    uncommitted, so the bus hands the reply to the restarted service. To a widget a repeat is
+    harmless (its history, the sockets and the widget dedupe by message id): the reply is sent
+    and shown, not reported 'failed (outcome unknown)'."""
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    reply = _reply(bot.chatbot_id, visitor, "Sorry for the wait", sender="ai", sender_name=None)
+    records = stack.service.app.state.channels_api.records
+    # What the stopped instance left behind; a web delivery is one Redis write, so its lease is short.
+    assert await records.claim(reply.message_id, bot.chatbot_id, reply.conversation_id, "web",
+                               owner="stopped-instance", lease_s=1.0) is None
+    async with connect(f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws?visitor_id={visitor}") as ws:
+        await _frames_until(ws, lambda f: f["type"] == "ready")
+        await stack.outbound(reply)  # the redelivery after the restart
+        frames = await _frames_until(ws, lambda f: f.get("message_id") == reply.message_id, timeout=10)
+        await stack.delivery_status.wait_for(
+            lambda r: r["message_id"] == reply.message_id and r["status"] == "delivered", timeout=10)
+    assert frames[-1]["text"] == "Sorry for the wait"
+    statuses = [r["status"] for r in stack.delivery_status.matching(lambda r: r["message_id"] == reply.message_id)]
+    assert sorted(statuses) == ["delivered", "sent"]
+    history = await stack.service.app.state.channels_api.outbox.history(bot.chatbot_id, visitor)
+    assert [e["message_id"] for e in history] == [reply.message_id]
+
+
+async def test_write_unanswered_at_the_timeout_keeps_its_claim_until_it_settles(stack):
+    """A write the broker has not answered within PUBLISH_TIMEOUT_S is answered 503, but it is
+    not abandoned: until it settles, a retry is 503 as well (never a 202 'duplicate' for a
+    message that may not be on the bus); once it failed, the retry publishes the message."""
+    bot = await stack.add_chatbot()
+    visitor = new_visitor_id()
+    inbound = stack.service.app.state.channels_api.inbound_visitor
+    real, real_timeout = inbound.publisher, getattr(inbound, "timeout_s", None)
+    answer = asyncio.Event()
+
+    class UnansweredThenFailed:
+        async def publish(self, event):
+            await answer.wait()
+            raise ConnectionError("batch expired")
+
+    body = {"visitor_id": visitor, "client_message_id": "slow-1", "text": "Hello?"}
+    url = f"{stack.url}/web/{bot.chatbot_id}/messages"
+    async with httpx.AsyncClient(timeout=3.0) as client:
+        inbound.publisher, inbound.timeout_s = UnansweredThenFailed(), 0.3
+        try:
+            refused = await client.post(url, json=body)
+            retried_meanwhile = await client.post(url, json=body)
+        finally:
+            inbound.publisher, inbound.timeout_s = real, real_timeout
+            answer.set()
+        retried = await _post_until_not_503(client, url, body)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert retried_meanwhile.status_code == 503
+    assert retried.status_code == 202 and retried.json()["duplicate"] is False
+    conv = conversation_id_for(bot.chatbot_id, "web", visitor)
+    got = await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv)
+    assert [r["text"] for r in got] == ["Hello?"]
+
+
+async def _post_until_not_503(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Response:
+    for _ in range(20):
+        response = await client.post(url, json=body)
+        if response.status_code != 503:
+            return response
+        await asyncio.sleep(0.1)
+    return response

@@ -5,6 +5,7 @@ published; a reload replays the conversation."""
 
 from __future__ import annotations
 
+import time
 import types
 
 import pytest
@@ -142,3 +143,40 @@ async def test_widget_reconnects_after_the_socket_drops(stack, browser):
         assert await page.locator(f'.hf-msg[data-message-id="{reply.message_id}"] .hf-sender').count() == 0
     finally:
         await context.close()
+
+
+async def test_widget_waits_as_long_as_retry_after_says_then_its_message_lands_once(stack, browser):
+    """Embedded on another origin, the widget can read Retry-After (exposed by CORS) and waits
+    at least that long before sending a refused message again, instead of its own shorter
+    first backoff (0.5 s); the message then lands once."""
+    bot = await stack.add_chatbot()
+    inbound = stack.service.app.state.channels_api.inbound_visitor
+    real = inbound.publisher
+    tries: list[float] = []
+
+    class RefusesOnce:
+        async def publish(self, event):
+            tries.append(time.monotonic())
+            if len(tries) == 1:
+                raise ConnectionError("broker unreachable")
+            await real.publish(event)
+
+    async with run_in_process("site", _customer_site(stack.url, bot.chatbot_id), types.SimpleNamespace(http_port=0)) as site:
+        context = await browser.new_context()
+        page = await context.new_page()
+        inbound.publisher = RefusesOnce()
+        try:
+            await page.goto(site.url + "/")
+            host = page.locator("#handoff-widget")
+            await expect(host).to_have_attribute("data-ready", "1", timeout=15000)
+            conv = conversation_id_for(bot.chatbot_id, "web", await host.get_attribute("data-visitor-id"))
+            await page.locator(".hf-bubble").click()
+            await page.locator(".hf-input").fill("Hello after a hiccup")
+            await page.locator(".hf-input").press("Enter")
+            got = await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv)
+            failed_marks = await page.locator(".hf-failed").count()
+        finally:
+            inbound.publisher = real
+            await context.close()
+    assert [r["text"] for r in got] == ["Hello after a hiccup"] and failed_marks == 0
+    assert len(tries) == 2 and tries[1] - tries[0] >= 0.95  # Retry-After: 1, not the 0.5 s backoff

@@ -184,15 +184,16 @@
     }).then(function (r) {
       if (r.ok) { return; }
       // 5xx: not accepted yet; the same client_message_id makes the retry safe.
-      if (r.status >= 500 && attempt < 5) { return retry(message, attempt); }
+      if (r.status >= 500 && attempt < 5) { return retry(message, attempt, parseFloat(r.headers.get("Retry-After"))); }
       throw new Error("refused " + r.status);
     }, function () {
       if (attempt < 5) { return retry(message, attempt); }
       throw new Error("network");
     });
   }
-  function retry(message, attempt) {
-    return new Promise(function (resolve) { setTimeout(resolve, 500 * Math.pow(2, attempt)); })
+  function retry(message, attempt, retryAfterS) {
+    var wait = Math.max(500 * Math.pow(2, attempt), (retryAfterS || 0) * 1000);
+    return new Promise(function (resolve) { setTimeout(resolve, wait); })
       .then(function () { return post(message, attempt + 1); });
   }
 
