@@ -55,6 +55,9 @@ class ServiceRuntime:
         self.started_hooks: list[Hook] = []
         # Run in reverse order after in-flight handlers finished and the broker stopped.
         self.shutdown_hooks: list[Hook] = []
+        # Run after the bus recovered from a broker that lost its topics (consumers already
+        # restarted on the recreated ones), e.g. republish a table the broker lost.
+        self.recovered_hooks: list[Hook] = self.bus.recovered_hooks
         # Extra readiness facts, e.g. {"mode": "offline"}; a callable may add more.
         self.health_details: dict[str, Callable[[], Any]] = {}
         self.app = FastAPI(title=title or f"Handoff {name}", lifespan=self._lifespan)
@@ -65,7 +68,7 @@ class ServiceRuntime:
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         for hook in self.startup_hooks:
             await hook()
-        await self.bus.broker.start()
+        await self.bus.start()
         for hook in self.started_hooks:
             await hook()
         log.info("%s started", self.name)
@@ -74,9 +77,7 @@ class ServiceRuntime:
         finally:
             # In-flight handlers finish first (up to the graceful timeout), while everything
             # they use is still open; only then do the hooks close clients and tasks.
-            await self.bus.drain(self.settings.kafka_graceful_timeout_s)
-            await self.bus.broker.stop()
-            await self.bus.close()
+            await self.bus.stop(self.settings.kafka_graceful_timeout_s)
             for hook in reversed(self.shutdown_hooks):
                 with contextlib.suppress(Exception):
                     await hook()
@@ -120,7 +121,9 @@ class ServiceRuntime:
         is read to its end (bounded by `timeout`), so the first message or request after a
         restart sees every record rather than defaults; then a live consumer applies every
         change, from the beginning again, so nothing between the two reads is missed.
-        `apply(event)` (sync or async) must therefore be idempotent.
+        `apply(event)` (sync or async) must therefore be idempotent. After the bus recovered
+        from a broker that lost the table, the live consumer reads the recreated topic from its
+        beginning again (what the owner republishes).
 
         `owner=True`: the table's owner, which loads its own record at start-up (the topic
         may lag it), only follows the changes other instances publish from now on."""
@@ -143,18 +146,23 @@ class ServiceRuntime:
                          fetch_max_wait_ms=self.settings.kafka_table_fetch_max_wait_ms)
 
     async def readiness(self) -> dict[str, Any]:
-        """Ready when the broker answers and has every topic this service uses, and its stores
-        answer; the body says which check failed (and which topics are missing)."""
+        """Ready when the broker answers and has every topic this service uses, its consumers
+        can fetch, commit and handle (`Bus.consumer_problems`), and its stores answer; the body
+        says which check failed, which topics are missing, what stops the consumers."""
         probes: dict[str, Awaitable[Any]] = {"broker": self.bus.broker.ping(timeout=2.0),
                                              "topics": self._missing_topics()}
         if not self.stateless:
             probes |= {"mongo": mongo_ready(self.mongo_client), "redis": redis_ready(self.redis)}
         results = dict(zip(probes, await asyncio.gather(*probes.values()), strict=True))
         missing = results.pop("topics")
-        checks = {name: bool(ok) for name, ok in results.items()} | {"topics": missing == []}
+        problems = self.bus.consumer_problems()
+        checks = {name: bool(ok) for name, ok in results.items()} | {"topics": missing == [],
+                                                                      "consumers": not problems}
         body: dict[str, Any] = {"service": self.name, "ready": all(checks.values()), "checks": checks}
         if missing:
             body["missing_topics"] = missing
+        if problems:
+            body["consumer_problems"] = problems
         return body | {k: f() for k, f in self.health_details.items()}
 
     async def _missing_topics(self) -> list[str] | None:
@@ -170,7 +178,7 @@ class ServiceRuntime:
         async def healthz() -> dict[str, Any]:
             return {"service": self.name, "alive": True, **{k: f() for k, f in self.health_details.items()}}
 
-        @self.app.get("/readyz", tags=["health"], summary="Readiness: broker and stores answer")
+        @self.app.get("/readyz", tags=["health"], summary="Readiness: broker, topics, consumers and stores work")
         async def readyz() -> JSONResponse:
             body = await self.readiness()
             return JSONResponse(body, status_code=200 if body["ready"] else 503)

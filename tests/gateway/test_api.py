@@ -311,7 +311,7 @@ async def test_dashboard_pages_and_openapi(stack):
             assert r.status_code == 200 and r.content == statics[0].read_bytes()
         assert (await client.get("/static/../settings.py")).status_code == 404
         ready = await client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"broker": True, "topics": True, "mongo": True, "redis": True}
+        assert ready.status_code == 200 and ready.json()["checks"] == {"broker": True, "topics": True, "consumers": True, "mongo": True, "redis": True}
 
 
 async def test_chatbot_names_are_known_right_after_start_up(stack):

@@ -50,7 +50,7 @@ async def test_llm_mode_end_to_end(isolated):
                 assert (await http.get("/healthz")).json()["ai_mode"] == "llm"
                 ready = (await http.get("/readyz")).json()
                 # Stateless: ready when the broker and its topics answer; it has no store to check.
-                assert ready["ready"] and ready["ai_mode"] == "llm" and ready["checks"] == {"broker": True, "topics": True}
+                assert ready["ready"] and ready["ai_mode"] == "llm" and ready["checks"] == {"broker": True, "topics": True, "consumers": True}
 
             a, b, c = p.visitor("on"), p.visitor("off"), p.visitor("sched")
             d, e, f = p.visitor("on", channel="telegram"), p.visitor("off"), p.visitor("off")

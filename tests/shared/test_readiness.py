@@ -21,12 +21,12 @@ async def test_missing_topics_make_a_service_unready_and_say_which(isolated):
         r = await http.get("/readyz")
         body = r.json()
         assert r.status_code == 503 and body["ready"] is False
-        assert body["checks"] == {"broker": True, "topics": False}
+        assert body["checks"] == {"broker": True, "topics": False, "consumers": True}
         # What it publishes is missing (what it reads, a broker may create on subscribe).
         assert prefix + "conversation.events" in body["missing_topics"]
         assert set(body["missing_topics"]) <= {prefix + "ai.turns", prefix + "conversation.events"}
 
         await ensure_topics(isolated.infra.kafka_bootstrap, prefix=prefix)
         r = await http.get("/readyz")
-        assert r.status_code == 200 and r.json()["checks"] == {"broker": True, "topics": True}
+        assert r.status_code == 200 and r.json()["checks"] == {"broker": True, "topics": True, "consumers": True}
         assert "missing_topics" not in r.json()
