@@ -147,8 +147,10 @@ def start_mongo(port: int, log_dir: Path, data_dir: Path | None = None) -> Serve
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         storage = str(data_dir)
-    return _spawn("mongo", [secantus_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage],
-                  port, log_dir)
+    # Standalone: nothing here reads change streams, and a replica-set member writes an oplog
+    # entry beside every modified document (a second write per write on this server).
+    return _spawn("mongo", [secantus_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage,
+                            "--standalone"], port, log_dir)
 
 
 def local_env(kafka_port: int, redis_port: int, mongo_port: int) -> dict[str, str]:

@@ -38,6 +38,9 @@ def create_app(settings: QueueSettings) -> FastAPI:
     runtime.replicate(CHATBOT_SETTINGS, SETTINGS_EVENT, queue.chatbots.apply, owner=True)
     # After the broker started: the index check may publish nothing, settings do.
     runtime.started_hooks += [queue.feed.check_index, queue.chatbots.publish_all]
+    # A broker that lost chatbot.settings (the embedded one keeps it in memory only) gets it
+    # back from Mongo: the other services' replicas read the recreated topic from its start.
+    runtime.recovered_hooks.append(queue.chatbots.publish_all)
     runtime.every("index check", settings.index_check_interval_s, queue.feed.check_index)
     runtime.health_details["chatbots"] = lambda: len(queue.chatbots)
     runtime.app.state.queue = queue
@@ -58,6 +61,10 @@ def subscribe(bus: Bus, handlers: QueueHandlers, settings: QueueSettings) -> Non
         (HANDOFF_SUMMARIES, SUMMARY_EVENT, handlers.on_summary),
         (DELIVERY_STATUS, DELIVERY_EVENT, handlers.on_delivery_status),
     ], group_id=settings.queue_consumer_group, concurrency=settings.visitor_concurrency,
-       # A replayed visitor message finds its message stored (its id is derived from the
-       # edge's dedupe key) and asks the same AI turn again, which the queue then applies once.
-       idempotent=[VISITOR_MESSAGES])
+       # Handlers that are safe to repeat skip the processed-events check and mark (two Mongo
+       # round trips per event). A replayed visitor message finds its message stored (its id is
+       # derived from the edge's dedupe key) and asks the same AI turn again, which the queue
+       # applies once; an AI outcome's replies have ids of their own (stored once, sent once:
+       # channels delivers one message id once) and its handoff is guarded by the version; a
+       # delivery status only moves a message forward; a summary is set, not added.
+       idempotent=[VISITOR_MESSAGES, CONVERSATION_EVENTS, DELIVERY_STATUS, HANDOFF_SUMMARIES])

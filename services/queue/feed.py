@@ -33,7 +33,7 @@ class DashboardFeed:
         self.chatbots = chatbots
         self.dashboard_out = dashboard_out
         self.clock = clock
-        # One lock per chatbot: seq numbers leave this instance in order, and a rebuild
+        # One lock per chatbot: seq numbers reach the producer in order, and a rebuild
         # never interleaves with an update.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -158,7 +158,10 @@ class DashboardFeed:
                 conversation=conversation.view() if conversation else None,
                 message=message, summary=summary, settings_changed=settings_changed,
             )
-            await self.dashboard_out.publish(update)
+            # Enqueued in seq order under the lock; the broker's acknowledgement is awaited
+            # outside it, so one chatbot's updates are not one produce round trip apart.
+            acknowledged = await self.dashboard_out.enqueue(update)
+        await acknowledged
         return update
 
     async def conversation_changed(self, conv: Conversation, *, event_id: str, message: MessageView | None = None,

@@ -25,12 +25,14 @@ from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from services.queue.conversation import Change, Conversation
 from services.queue.domain import StatsCounts, StatsWindow, from_ms, to_ms, to_us
+from shared.batching import Coalescer
 from shared.chatbots import ChatbotSettings
 from shared.ids import new_id
 from shared.views import HandoffRow
@@ -70,10 +72,30 @@ def _cursor_int(raw: Any) -> int:
 
 
 # ---------------------------------------------------------------------- Mongo record
+DUPLICATE_KEY = 11000
+
+
+def _write_errors(exc: BulkWriteError) -> dict[int, dict]:
+    return {err["index"]: err for err in exc.details.get("writeErrors", [])}
+
+
+def _failure(err: dict) -> OperationFailure:
+    return OperationFailure(err.get("errmsg", "write failed"), err.get("code"), err)
+
+
+async def _by_id(collection: AsyncCollection, ids: list[str]) -> dict[str, dict]:
+    return {d["_id"]: d async for d in collection.find({"_id": {"$in": list(dict.fromkeys(ids))}})}
+
+
 class QueueRecord:
     """The durable record. Transitions are conditional updates (filter on the expected
     status) so two agents, or two queue instances overlapping in a rebalance, cannot both
-    apply one."""
+    apply one.
+
+    The writes and reads every visitor message, AI answer and delivery status makes go
+    through coalescers: what concurrent handlers (different conversations) ask while one
+    batch is in flight goes to Mongo as one insert_many / bulk_write / `$in` find, each
+    caller still awaiting its own outcome."""
 
     def __init__(self, db: AsyncDatabase) -> None:
         self.db = db
@@ -82,6 +104,44 @@ class QueueRecord:
         self.messages = db["messages"]
         self.handoffs = db["handoffs"]
         self.commands = db["commands"]
+        self._message_inserts: Coalescer[dict, bool] = Coalescer(self._insert_messages, name="messages insert")
+        self._message_updates: Coalescer[tuple[str, dict], dict | None] = Coalescer(
+            lambda items: self._update_then_read(self.messages, items, upsert=False), name="messages update")
+        self._activity: Coalescer[tuple[str, dict], dict | None] = Coalescer(
+            lambda items: self._update_then_read(self.conversations, items, upsert=True), name="activity")
+        self._conversation_reads: Coalescer[str, dict | None] = Coalescer(
+            lambda ids: self._read(self.conversations, ids), name="conversations read")
+        self._message_reads: Coalescer[str, dict | None] = Coalescer(
+            lambda ids: self._read(self.messages, ids), name="messages read")
+
+    # -- batched round trips
+    async def _insert_messages(self, docs: list[dict]) -> list[bool | BaseException]:
+        """True when stored now, False when that id was stored already (a replay)."""
+        try:
+            await self.messages.insert_many(docs, ordered=False)
+            return [True] * len(docs)
+        except BulkWriteError as exc:
+            errors = _write_errors(exc)
+        return [True if i not in errors else False if errors[i].get("code") == DUPLICATE_KEY
+                else _failure(errors[i]) for i in range(len(docs))]
+
+    async def _update_then_read(self, collection: AsyncCollection, items: list[tuple[str, dict]], *,
+                                upsert: bool) -> list[dict | None | BaseException]:
+        """The updates in one bulk write, then the documents as they are after it in one find.
+        Only one handler at a time touches a conversation (the bus's keyed dispatcher), so
+        what the find returns is what the update made."""
+        errors: dict[int, dict] = {}
+        try:
+            await collection.bulk_write([UpdateOne({"_id": _id}, update, upsert=upsert) for _id, update in items],
+                                        ordered=False)
+        except BulkWriteError as exc:
+            errors = _write_errors(exc)
+        docs = await _by_id(collection, [_id for _id, _ in items])
+        return [_failure(errors[i]) if i in errors else docs.get(_id) for i, (_id, _) in enumerate(items)]
+
+    async def _read(self, collection: AsyncCollection, ids: list[str]) -> list[dict | None | BaseException]:
+        docs = await _by_id(collection, ids)
+        return [docs.get(_id) for _id in ids]
 
     async def create_indexes(self) -> None:
         # Secantus has no $text index (checked): search uses case-insensitive regexes.
@@ -106,7 +166,7 @@ class QueueRecord:
 
     # -- conversations
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        return Conversation.load(await self.conversations.find_one({"_id": conversation_id}))
+        return Conversation.load(await self._conversation_reads.submit(conversation_id))
 
     async def record_activity(self, conversation_id: str, on_insert: dict, set_fields: dict,
                               inc: Mapping[str, int] | None = None) -> Conversation:
@@ -117,9 +177,9 @@ class QueueRecord:
             update["$set"] = set_fields
         if inc:
             update["$inc"] = dict(inc)
-        doc = await self.conversations.find_one_and_update(
-            {"_id": conversation_id}, update, upsert=True, return_document=ReturnDocument.AFTER
-        )
+        doc = await self._activity.submit((conversation_id, update))
+        if doc is None:
+            raise RuntimeError(f"conversation {conversation_id} vanished while its activity was recorded")
         return Conversation.model_validate(doc)
 
     async def save(self, conversation_id: str, change: Change) -> Conversation | None:
@@ -193,18 +253,13 @@ class QueueRecord:
     # -- messages
     async def insert_message(self, doc: dict) -> bool:
         """False when this message id is already stored (a replay)."""
-        try:
-            await self.messages.insert_one({**doc, "at_us": to_us(doc["created_at"])})
-            return True
-        except DuplicateKeyError:
-            return False
+        return await self._message_inserts.submit({**doc, "at_us": to_us(doc["created_at"])})
 
     async def get_message(self, message_id: str) -> dict | None:
-        return await self.messages.find_one({"_id": message_id})
+        return await self._message_reads.submit(message_id)
 
     async def update_message(self, message_id: str, set_fields: dict) -> dict | None:
-        return await self.messages.find_one_and_update({"_id": message_id}, {"$set": set_fields},
-                                                       return_document=ReturnDocument.AFTER)
+        return await self._message_updates.submit((message_id, {"$set": set_fields}))
 
     async def count_messages(self, conversation_id: str) -> int:
         return await self.messages.count_documents({"conversation_id": conversation_id})

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.queue.app import create_app
 from services.queue.incoming import handoff_id_for, visitor_message_id
@@ -129,12 +130,37 @@ class QueueUnderTest:
     http: httpx.AsyncClient
     prefix: str
 
+    sent: dict[str, TopicPartition] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+
     async def send(self, topic: Topic, event: Envelope | bytes, key: bytes | None = None) -> None:
         if isinstance(event, Envelope):
             value, key = event.model_dump_json().encode(), event.partition_key(topic.key)
         else:
             value = event
-        await self.producer.send_and_wait(self.prefix + topic.name, value, key=key or b"k")
+        written = await self.producer.send_and_wait(self.prefix + topic.name, value, key=key or b"k")
+        if isinstance(event, Envelope):
+            self.sent[event.event_id], self.offsets[event.event_id] = written.topic_partition, written.offset
+
+    async def handled(self, event_id: str, timeout: float = 15.0) -> None:
+        """Wait until the queue has handled an event this test sent: its consumer group has
+        committed past it (the bus commits only after the handler succeeded)."""
+        tp, offset = self.sent[event_id], self.offsets[event_id]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                committed = await admin.list_consumer_group_offsets(self.settings.queue_consumer_group,
+                                                                    partitions=[tp])
+                meta = committed.get(tp)
+                if meta is not None and meta.offset > offset:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the queue did not handle {event_id} ({tp} @ {offset}) in {timeout}s")
+                await asyncio.sleep(0.05)
+        finally:
+            await admin.close()
 
     async def api(self, path: str, **params: Any) -> httpx.Response:
         return await self.http.get(self.url + path, params={k: v for k, v in params.items() if v is not None})

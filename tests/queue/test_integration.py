@@ -37,11 +37,8 @@ class _SameBus:
 
 
 async def _applied(q, event_id: str) -> None:
-    """Wait until the queue's AI-outcome consumer has handled `event_id`."""
-    from tests.support import eventually
-
-    await eventually(lambda: q.queue.record.db["processed_events"].find_one(
-        {"_id": f"{q.settings.queue_consumer_group}:{event_id}"}), timeout=15)
+    """Wait until the queue has handled `event_id` (sent by this test)."""
+    await q.handled(event_id)
 
 
 def _turns_of(q, message) -> list[dict]:
@@ -556,14 +553,8 @@ async def test_a_late_ai_answer_after_an_agent_took_over_is_never_delivered(queu
 
     status = DeliveryStatusChanged(chatbot_id=BOT, conversation_id=cid, message_id=stored["_id"], status="delivered")
     await q.send(DELIVERY_STATUS, status)
-    await eventually_processed(q, q.settings.queue_consumer_group, status.event_id)
+    await q.handled(status.event_id)
     assert (await q.queue.record.get_message(stored["_id"]))["delivery"] == "not_sent"
-
-
-async def eventually_processed(q, group: str, event_id: str) -> None:
-    from tests.support import eventually
-
-    await eventually(lambda: q.queue.record.db["processed_events"].find_one({"_id": f"{group}:{event_id}"}), timeout=15)
 
 
 async def _returned(q, seen, bot: str, cid: str, agent: str = "alice") -> dict:

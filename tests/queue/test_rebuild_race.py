@@ -30,6 +30,10 @@ class _Sink:
     async def publish(self, event) -> None:  # noqa: ANN001
         self.events.append(event)
 
+    async def enqueue(self, event):  # noqa: ANN001, ANN201 - the EventPublisher's shape
+        self.events.append(event)
+        return asyncio.sleep(0)
+
 
 def _feed(record: QueueRecord, index: HandoffIndex) -> DashboardFeed:
     return DashboardFeed(record, index, ChatbotCatalog(record, _Sink()), _Sink(), clock=lambda: NOW)
@@ -106,3 +110,32 @@ async def test_reader_waiting_on_a_rebuild_does_not_rebuild_again(backends):
         epoch = await a.index.epoch("b")
     await asyncio.wait_for(waiting, 10)
     assert await b.index.epoch("b") == epoch  # ... and keeps its result instead of rebuilding again
+
+
+async def test_one_chatbots_updates_leave_in_seq_order_without_waiting_for_each_ack(backends):
+    """The per-chatbot lock orders updates; it is not held for the broker's round trip, so a
+    busy chatbot's updates are not one acknowledgement apart (they used to be serial)."""
+    db, redis, prefix = backends
+
+    class HeldAcks(_Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def enqueue(self, event):  # noqa: ANN001, ANN201
+            self.events.append(event)
+            return asyncio.ensure_future(self.release.wait())
+
+    out = HeldAcks()
+    feed = DashboardFeed(QueueRecord(db), HandoffIndex(redis, prefix), ChatbotCatalog(QueueRecord(db), _Sink()), out,
+                         clock=lambda: NOW)
+    await feed.rebuild("b")
+    publishing = [asyncio.create_task(feed.publish("b", event_id=f"e{i}")) for i in range(5)]
+    for _ in range(100):
+        if len(out.events) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert [e.seq for e in out.events] == sorted(e.seq for e in out.events) and len(out.events) == 5
+    assert not any(t.done() for t in publishing)  # each waits for its own acknowledgement
+    out.release.set()
+    assert sorted(u.seq for u in await asyncio.gather(*publishing)) == [e.seq for e in out.events]

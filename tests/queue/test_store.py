@@ -231,3 +231,30 @@ async def test_oldest_and_open_on_the_index(stores):
     await index.rebuild("b", [], [])
     empty = (await index.stats("b", window)).counts
     assert empty.open == 0 and empty.oldest_waiting_ms is None
+
+
+async def test_concurrent_handlers_share_one_round_trip_and_each_gets_its_own_outcome(stores):
+    """What conversations write at the same time goes to Mongo as one batch; a replayed
+    message (same id, in the batch or stored before) is reported as such, the others stored."""
+    record, _ = stores
+    await record.insert_message({"_id": "m-old", "conversation_id": "c0", "created_at": NOW, "text": "before"})
+    batches = record._message_inserts.batches
+    docs = [{"_id": f"m{i}", "conversation_id": f"c{i}", "created_at": NOW, "text": str(i)} for i in range(20)]
+    outcomes = await asyncio.gather(*(record.insert_message(d) for d in
+                                      [*docs, {**docs[3]}, {"_id": "m-old", "conversation_id": "c0", "created_at": NOW}]))
+    assert outcomes == [True] * 20 + [False, False]
+    assert record._message_inserts.batches == batches + 1
+    assert await record.messages.count_documents({}) == 21
+
+    activities = await asyncio.gather(*(record.record_activity(
+        f"c{i}", Conversation.new_fields("b", "web", VISITOR, NOW), {"updated_at": NOW}, inc={"message_count": 1})
+        for i in range(10)))
+    assert [(c.id, c.message_count) for c in activities] == [(f"c{i}", 1) for i in range(10)]
+    again = await asyncio.gather(*(record.record_activity(f"c{i}", {}, {}, inc={"message_count": i}) for i in range(10)))
+    assert [c.message_count for c in again] == [1 + i for i in range(10)]
+
+    read = await asyncio.gather(*(record.get_conversation(f"c{i}") for i in (0, 1, 99)), record.get_message("m5"))
+    assert [c and c.id for c in read[:3]] == ["c0", "c1", None] and read[3]["text"] == "5"
+    updated = await asyncio.gather(record.update_message("m1", {"delivery": "sent"}),
+                                   record.update_message("nope", {"delivery": "sent"}))
+    assert updated[0]["delivery"] == "sent" and updated[1] is None
