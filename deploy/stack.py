@@ -14,8 +14,9 @@ widget test page and the login. Mongo data lives in `.data/` between runs; Redis
 queue's index and is rebuilt from Mongo at start; the broker keeps topics in memory.
 
 Then it supervises: a service that exits is started again (same environment and port) after
-a backoff, and counted in `.run/stack.json`; an infrastructure server that exits stops
-everything, since the services cannot carry on without what it held in memory.
+a backoff, and counted in `.run/stack.json`; an infrastructure server that exits is started
+again at once on its port, with a loud note of what it lost (the broker: everything; the
+services recreate their topics and report) — unless it keeps dying, then everything stops.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -262,24 +263,72 @@ def _supervise(svc: Supervised, now: float) -> bool:
     return False
 
 
-def _dead_infra(servers: list[Server]) -> Server | None:
-    return next((s for s in servers if s.proc.poll() is not None), None)
+# What a restarted server comes back without, and who puts it back (the services, by themselves).
+INFRA_AFTERMATH = {
+    "kafka": "the embedded broker keeps everything in memory: its topics, offsets and messages are "
+             "gone. The services recreate their topics, the queue republishes the chatbots' settings, "
+             "and each service logs a BROKER LOST DATA report of what it knows was lost",
+    "redis": "the queue rebuilds its index from Mongo on its next read; the widget histories, "
+             "channels' dedupe keys and the login throttles start empty",
+    "mongo": "its data is on disk and comes back as it was; handlers waited for it meanwhile",
+}
+# An infrastructure server that dies this often in a row, each within a minute of its start,
+# is not coming back by itself: stop everything instead of looping.
+INFRA_RESTARTS_MAX = 3
 
 
-def _supervision_loop(services: dict[str, Supervised], infra: list[Server], stop: dict[str, bool],
+@dataclass
+class InfraServer:
+    """An infrastructure server the runner restarts in place (same port, same data)."""
+
+    server: Server
+    start: Callable[[], Server]
+    restarts: int = 0
+    streak: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_restart: str | None = None
+
+    def history(self) -> dict:
+        return {"count": self.restarts, "last": self.last_restart, "next": None}
+
+
+def _supervise_infra(infra: InfraServer, now: float) -> bool:
+    """Restart a dead infrastructure server, loudly. False when it keeps dying (give up)."""
+    server = infra.server
+    if server.proc.poll() is None:
+        return True
+    infra.streak = infra.streak + 1 if now - infra.started < BACKOFF_RESET_AFTER_S else 1
+    print(f"\n*** {server.name} (infrastructure) exited with code {server.proc.returncode}; see {server.log_path}.",
+          file=sys.stderr, flush=True)
+    if infra.streak > INFRA_RESTARTS_MAX:
+        print(f"*** it died {infra.streak} times in a row: stopping everything. Start again with `./handoff up`.",
+              file=sys.stderr, flush=True)
+        return False
+    try:
+        infra.server = infra.start()
+    except Exception as exc:  # noqa: BLE001 - reported, and the stack stops
+        print(f"*** could not start it again ({exc}): stopping everything.", file=sys.stderr, flush=True)
+        return False
+    infra.restarts += 1
+    infra.started = time.monotonic()
+    infra.last_restart = datetime.now().isoformat(timespec="seconds")
+    print(f"*** restarted {server.name} on port {server.port} (pid {infra.server.proc.pid}, restart {infra.restarts}): "
+          f"{INFRA_AFTERMATH.get(server.name, 'the services reconnect by themselves')}.", file=sys.stderr, flush=True)
+    return True
+
+
+def _supervision_loop(services: dict[str, Supervised], infra: list[InfraServer], stop: dict[str, bool],
                       record: Callable[[], None]) -> int:
-    """Until Ctrl-C / SIGTERM: keep the services running. Returns the exit code of `up`."""
+    """Until Ctrl-C / SIGTERM: keep the services and the infrastructure running. Returns the
+    exit code of `up`."""
     while not stop["now"]:
-        dead = _dead_infra(infra)
-        if dead is not None:
-            # Not restarted: the broker would come back empty (topics, offsets, the chatbots'
-            # settings) and Redis without the queue's index; both are rebuilt only at start.
-            print(f"\n*** {dead.name} (infrastructure) exited with code {dead.proc.returncode}; "
-                  f"see {dead.log_path}.\n*** The services cannot carry on without it: stopping everything. "
-                  "Start again with `./handoff up`.", file=sys.stderr, flush=True)
-            infra.remove(dead)
-            record()
-            return 1
+        for server in infra:
+            pid = server.server.proc.pid
+            if not _supervise_infra(server, time.monotonic()):
+                record()
+                return 1
+            if server.server.proc.pid != pid:
+                record()
         now = time.monotonic()
         changed = [svc.name for svc in services.values() if _supervise(svc, now)]  # each one, every time
         if changed:
@@ -301,30 +350,34 @@ def up(detach: bool = False) -> int:
         return 1
 
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    started_infra: list[Server] = []
+    started_infra: list[InfraServer] = []
     services: dict[str, Supervised] = {}
 
     def live_pids() -> dict[str, int]:
         # Only processes that run: a dead one's PID may soon belong to someone else.
-        return {**{s.name: s.proc.pid for s in started_infra},
+        return {**{s.server.name: s.server.proc.pid for s in started_infra if s.server.proc.poll() is None},
                 **{n: s.proc.pid for n, s in services.items() if s.proc is not None}}
 
     def record() -> None:
         # The runner records itself: `stop` signals it first, and it stops the rest, a
         # service it is restarting included.
         _write_state({"pids": {**live_pids(), "runner": os.getpid()}, "ports": vars(ports),
-                      "restarts": {n: s.history() for n, s in services.items()}})
+                      "restarts": {**{s.server.name: s.history() for s in started_infra},
+                                   **{n: s.history() for n, s in services.items()}}})
+
+    def infra_server(start: Callable[[], Server]) -> None:
+        started_infra.append(InfraServer(start(), start))
+        record()
 
     # Until the supervision loop takes over, SIGTERM (`./handoff stop` during start-up) unwinds
     # like Ctrl-C, so that start-up's clean-up stops what was started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         print("Starting the broker (Tansu), Redis and the Mongo-wire server (SecantusDB)…", flush=True)
-        started_infra.append(start_kafka(ports.kafka, LOG_DIR))
-        started_infra.append(start_redis(ports.redis, LOG_DIR))
-        started_infra.append(start_mongo(ports.mongo, LOG_DIR, DATA_DIR / "mongo"))
-        record()
-        infra = Infra(*started_infra)
+        infra_server(lambda: start_kafka(ports.kafka, LOG_DIR))
+        infra_server(lambda: start_redis(ports.redis, LOG_DIR))
+        infra_server(lambda: start_mongo(ports.mongo, LOG_DIR, DATA_DIR / "mongo"))
+        infra = Infra(*(s.server for s in started_infra))
 
         from shared.bus import ensure_topics
 

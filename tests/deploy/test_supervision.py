@@ -137,6 +137,20 @@ def test_a_killed_service_is_restarted_alone_and_stop_leaves_nothing(tmp_path):
         for name in ("intake", "summarizer", "gateway", "channels"):
             assert "restarts 0" in lines[name] and "ready" in lines[name]
 
+        # The broker dies: started again on its port, loudly; every service recovers by itself
+        # (topics recreated, settings republished) and a widget message gets through again.
+        os.kill(after["pids"]["kafka"], signal.SIGKILL)
+        state = _wait_for_new_pid(state_file, log, "kafka", after["pids"]["kafka"])
+        seen |= set(state["pids"].values())
+        assert "*** restarted kafka on port" in log.read_text()
+        ports = state["ports"]
+        deadline = time.monotonic() + 90
+        while not all(stack._ready(ports[n]) for n in stack.SERVICES):
+            assert time.monotonic() < deadline, f"not ready after the broker restart:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        assert _widget_message_stored(ports, env), log.read_text()[-3000:]
+        assert "restarts 1" in {line.split()[0]: line for line in runner("status").stdout.splitlines()}["kafka"]
+
         # Stop while a service is mid-restart: its new process must not outlive the stack.
         os.kill(after["pids"]["intake"], signal.SIGKILL)
         state = _wait_for_new_pid(state_file, log, "intake", after["pids"]["intake"])
@@ -148,3 +162,25 @@ def test_a_killed_service_is_restarted_alone_and_stop_leaves_nothing(tmp_path):
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not state_file.exists()
     assert not [pid for pid in seen if _pid_alive(pid)], log.read_text()[-3000:]
+
+
+def _widget_message_stored(ports: dict[str, int], env: dict[str, str]) -> bool:
+    """A widget message posted now (retried while channels answers 503) reaches the queue's Mongo."""
+    import httpx
+    from pymongo import MongoClient
+
+    body = {"visitor_id": "v_00000000000000aa", "client_message_id": "after-broker-restart", "text": "still there?"}
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['channels']}", timeout=10) as http:
+        while (status := http.post("/web/demo/messages", json=body).status_code) != 202:
+            assert status == 503 and time.monotonic() < deadline, status
+            time.sleep(1)
+    mongo = MongoClient(f"mongodb://127.0.0.1:{ports['mongo']}/?retryWrites=false")
+    try:
+        while time.monotonic() < deadline:
+            if mongo["handoff_queue"]["messages"].find_one({"text": "still there?"}):
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        mongo.close()
