@@ -120,6 +120,11 @@ def preview(text: str) -> str:
 DELIVERY_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
 
 
+# What the reply pane marks (✓ Delivered, ✓✓ Read, the failure note): only these reach the
+# dashboard live. "sent" (the platform took it) is recorded and read with the conversation.
+SHOWN_DELIVERY_STATES = frozenset({"delivered", "read", "failed"})
+
+
 def next_delivery_state(current: str | None, reported: str) -> str:
     """Delivery reports may arrive out of order: never move backwards (read stays read);
     a failure counts unless the message already got through."""
