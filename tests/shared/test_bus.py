@@ -1,4 +1,4 @@
-"""The delivery rules of shared/bus.py against the real broker and Mongo-wire server:
+"""The delivery rules of shared/bus/ against the real broker and Mongo-wire server:
 typed handlers, commit after success, dead-letter on malformed or poison events, and
 idempotency by event id. The same handler is also exercised with TestKafkaBroker."""
 

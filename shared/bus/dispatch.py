@@ -1,0 +1,96 @@
+"""Concurrent handling within one consumer: in order per key, committed per partition only
+up to the lowest offset still in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+log = logging.getLogger("handoff.bus")
+
+# Commits an offset of a partition for a message read at a bus generation, through a callable.
+Committer = Callable[[int, TopicPartition, int, Callable[[], Awaitable[Any]]], Awaitable[None]]
+
+class KeyedDispatcher:
+    """Runs handlers concurrently across keys, in order within a key, and commits each
+    partition up to its lowest offset still in flight (so a crash redelivers exactly the
+    unfinished ones and possibly some finished after them — handlers are idempotent)."""
+
+    def __init__(self, limit: int, name: str, commit: Committer) -> None:
+        self.name = name
+        self._commit = commit
+        self._slots = asyncio.Semaphore(limit)
+        self._tails: dict[Any, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._done_max: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+        self._closing = False
+
+    async def submit(self, msg: Any, process: Callable[[Any], Awaitable[None]], generation: int) -> None:
+        record = msg.raw_message
+        tp = (record.topic, record.partition)
+        # Registered before anything else: the commit watermark never passes it until it is done.
+        self._in_flight[tp].add(record.offset)
+        if self._closing:
+            return  # left in flight, uncommitted: redelivered after the restart
+        await self._slots.acquire()  # back-pressure: the fetch loop waits for a free slot
+        key = record.key if record.key is not None else f"partition-{record.partition}"
+        previous = self._tails.get(key)
+        task = asyncio.create_task(self._run(previous, msg, process, tp, record.offset, generation))
+        self._tails[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t, k=key: self._forget(k, t))
+
+    def _forget(self, key: Any, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: handler task failed: %r", self.name, task.exception())
+
+    async def _run(self, previous: asyncio.Task | None, msg: Any, process: Callable[[Any], Awaitable[None]],
+                   tp: tuple[str, int], offset: int, generation: int) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # same key: strictly after the one before
+            await process(msg)  # handled or parked; until then it stays in flight, uncommitted
+        finally:
+            self._slots.release()
+        await self._finished(msg, tp, offset, generation)
+
+    async def _finished(self, msg: Any, tp: tuple[str, int], offset: int, generation: int) -> None:
+        in_flight = self._in_flight[tp]
+        in_flight.discard(offset)
+        self._done_max[tp] = max(self._done_max.get(tp, -1), offset)
+        watermark = min(in_flight) if in_flight else self._done_max[tp] + 1
+        if watermark <= self._committed.get(tp, -1):
+            return
+        self._committed[tp] = watermark
+        partition = TopicPartition(tp[0], tp[1])
+        await self._commit(generation, partition, watermark, lambda: msg.consumer.commit({partition: watermark}))
+
+    async def drain(self, timeout: float) -> None:
+        self._closing = True
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def reset(self, timeout: float) -> None:
+        """Between a lost log and its recreation (consumers stopped): the handlers under way
+        finish (their offsets are not committed), then nothing of the old log is remembered."""
+        await self.drain(timeout)
+        self._tails.clear()
+        self._in_flight.clear()
+        self._done_max.clear()
+        self._committed.clear()
+        self._closing = False
