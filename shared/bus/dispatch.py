@@ -30,6 +30,8 @@ class KeyedDispatcher:
         self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
         self._done_max: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
+        self._wanted: dict[tuple[str, int], tuple[int, int, Any]] = {}  # the next commit, while one is in flight
+        self._committing: set[tuple[str, int]] = set()
         self._closing = False
 
     async def submit(self, msg: Any, process: Callable[[Any], Awaitable[None]], generation: int) -> None:
@@ -71,9 +73,22 @@ class KeyedDispatcher:
         watermark = min(in_flight) if in_flight else self._done_max[tp] + 1
         if watermark <= self._committed.get(tp, -1):
             return
+        # One commit per partition in flight; what finishes meanwhile is committed by the next
+        # one, at the highest watermark by then: under load one OffsetCommit per round trip,
+        # not one per message; when idle, at once.
         self._committed[tp] = watermark
+        self._wanted[tp] = (watermark, generation, msg)
+        if tp in self._committing:
+            return
+        self._committing.add(tp)
         partition = TopicPartition(tp[0], tp[1])
-        await self._commit(generation, partition, watermark, lambda: msg.consumer.commit({partition: watermark}))
+        try:
+            while tp in self._wanted:
+                mark, gen, last = self._wanted.pop(tp)
+                await self._commit(gen, partition, mark,
+                                   lambda m=mark, c=last.consumer: c.commit({partition: m}))
+        finally:
+            self._committing.discard(tp)
 
     async def drain(self, timeout: float) -> None:
         self._closing = True
@@ -93,4 +108,5 @@ class KeyedDispatcher:
         self._in_flight.clear()
         self._done_max.clear()
         self._committed.clear()
+        self._wanted.clear()
         self._closing = False
