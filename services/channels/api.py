@@ -1,13 +1,13 @@
 """HTTP surfaces: the web widget (script, test page, messages, contact, live socket) and the
 Telegram and WhatsApp webhooks. Webhooks authenticate first (nothing is published for a bad
-signature or secret), publish, and only then answer 200. Nothing is acknowledged before the
+signature or secret), publish, and only then answer 200; an authenticated body they cannot
+use is answered 200 "ignored" and logged (limits.py bounds bodies and JSON nesting). Nothing is acknowledged before the
 broker acknowledged the write (inbound.py): otherwise 503 with Retry-After, so the widget or
 the platform retries."""
 
 from __future__ import annotations
 
 import html
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from services.channels.domain import (
     visitor_message,
 )
 from services.channels.inbound import InboundPublisher, NotAccepted
+from services.channels.limits import UnusableJson, json_object
 from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
 from services.channels.web import WebHub
 from shared.bus import EventPublisher
@@ -87,6 +88,7 @@ class ChannelsApi:
     hub: WebHub
     window: WhatsAppWindowStore
     records: DeliveryRecords
+    max_json_depth: int = 32
 
     def chatbot_or_404(self, chatbot_id: str) -> ChatbotSettings:
         chatbot = self.chatbots.get(chatbot_id)
@@ -101,6 +103,13 @@ RETRY_AFTER_S = 1
 def _retry_later() -> JSONResponse:
     return JSONResponse({"detail": "Could not accept the message right now; please retry."}, status_code=503,
                         headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _ignored(channel: str, chatbot_id: str, why: str) -> dict[str, Any]:
+    """A signed webhook body we cannot use: acknowledged, so the platform does not redeliver
+    it for days, and logged (why, never the body or a secret)."""
+    log.info("%s webhook ignored for chatbot %s: %s", channel, chatbot_id, why)
+    return {"ok": True, "ignored": True, "status": "ignored"}
 
 
 def build_router(api: ChannelsApi) -> APIRouter:
@@ -175,10 +184,16 @@ def build_router(api: ChannelsApi) -> APIRouter:
         expected = telegram_webhook_secret(chatbot_id, creds.telegram_bot_token, creds.telegram_webhook_secret)
         if not valid_telegram_secret(expected, request.headers.get("x-telegram-bot-api-secret-token")):
             raise HTTPException(401, "Invalid secret token.")
-        update = _json_object(await request.body())
-        event = parse_telegram_update(chatbot_id, update)
+        try:
+            update = json_object(await request.body(), api.max_json_depth)
+        except UnusableJson as exc:
+            return _ignored("telegram", chatbot_id, str(exc))
+        try:
+            event = parse_telegram_update(chatbot_id, update)
+        except Exception as exc:  # noqa: BLE001 - a shape we did not foresee: never a 5xx Telegram retries
+            return _ignored("telegram", chatbot_id, f"the update could not be read ({type(exc).__name__})")
         if event is None:
-            return {"ok": True, "ignored": True}
+            return _ignored("telegram", chatbot_id, "not a visitor message (an edit, a service message or an unknown kind)")
         try:
             outcome = await api.inbound_visitor.publish_once(
                 inbound_dedupe_key(chatbot_id, "telegram", event.channel_message_id), event)
@@ -203,7 +218,21 @@ def build_router(api: ChannelsApi) -> APIRouter:
         if not valid_whatsapp_signature(chatbot.channels.whatsapp_app_secret, raw,
                                         request.headers.get("x-hub-signature-256")):
             raise HTTPException(401, "Invalid signature.")
-        inbound, statuses = parse_whatsapp_payload(chatbot_id, _json_object(raw))
+        try:
+            payload = parse_whatsapp_payload(chatbot_id, json_object(raw, api.max_json_depth),
+                                             chatbot.channels.whatsapp_phone_number_id)
+        except UnusableJson as exc:
+            return _ignored("whatsapp", chatbot_id, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a shape we did not foresee: never a 5xx Meta retries
+            return _ignored("whatsapp", chatbot_id, f"the payload could not be read ({type(exc).__name__})")
+        inbound, statuses = payload.inbound, payload.statuses
+        if payload.skipped:
+            reasons = "; ".join(dict.fromkeys(payload.skipped))
+            if not inbound and not statuses:
+                return _ignored("whatsapp", chatbot_id, reasons)
+            log.info("whatsapp webhook for chatbot %s: parts skipped: %s", chatbot_id, reasons)
+        elif not inbound and not statuses:
+            return _ignored("whatsapp", chatbot_id, "no messages or statuses in it")
         try:
             for item in inbound:
                 conversation_id = conversation_id_for(chatbot_id, "whatsapp", item.wa_id)
@@ -233,13 +262,3 @@ def build_router(api: ChannelsApi) -> APIRouter:
     # queue's ConversationView.reply_window_ends_at; channels enforces it on delivery.
 
     return router
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise HTTPException(400, "The body is not JSON.") from None
-    if not isinstance(data, dict):
-        raise HTTPException(400, "The body must be a JSON object.")
-    return data

@@ -11,6 +11,7 @@ from services.channels.api import ChannelsApi, build_router
 from services.channels.chatbots import ChatbotTable, TelegramWebhooks
 from services.channels.handlers import ChannelsHandlers
 from services.channels.inbound import InboundPublisher
+from services.channels.limits import BodyLimits
 from services.channels.outbound import SWEEP_INTERVAL_S, OutboundDelivery
 from services.channels.platforms import TelegramClient, WhatsAppClient
 from services.channels.settings import ChannelsSettings
@@ -63,7 +64,7 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
         # Longer than one send attempt can take (connect, write and read timeouts each).
         lease_s=max(120.0, 4 * settings.http_timeout_s),
     )
-    hub = WebHub(outbox, status_pub)
+    hub = WebHub(outbox, status_pub, max_frame_bytes=settings.widget_max_frame_bytes, max_json_depth=settings.max_json_depth)
     handlers = ChannelsHandlers(chatbots, webhooks, delivery)
 
     # The settings table, whole in every instance, read before serving: a webhook or widget
@@ -84,13 +85,16 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
     runtime.health_details["widget_connections"] = lambda: hub.connections
 
     app = runtime.app
+    # Added before CORS, so CORS wraps it: the widget can read a 413 / 400 too.
+    app.add_middleware(BodyLimits, api_cap=settings.widget_max_body_bytes, webhook_cap=settings.webhook_max_body_bytes,
+                       max_depth=settings.max_json_depth)
     origins = [o.strip() for o in settings.widget_allowed_origins.split(",") if o.strip()]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                        allow_headers=["Content-Type"], expose_headers=["Retry-After"], allow_credentials=False,
                        max_age=600)
     inbound = InboundPublisher(InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s), visitor_pub,
                                timeout_s=settings.publish_timeout_s)
-    api = ChannelsApi(chatbots, inbound, status_pub, outbox, hub, window, records)
+    api = ChannelsApi(chatbots, inbound, status_pub, outbox, hub, window, records, settings.max_json_depth)
     app.include_router(build_router(api))
     app.state.channels = handlers
     app.state.channels_api = api

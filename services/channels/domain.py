@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -158,15 +158,23 @@ def telegram_text(message: dict[str, Any]) -> str | None:
     return None
 
 
+WHATSAPP_UNSUPPORTED = "[A message WhatsApp cannot show]"
+
+
 def whatsapp_text(message: dict[str, Any]) -> str | None:
     """What a WhatsApp message says, as words; None when it carries nothing we can show
-    (a reaction, an unsupported or system message)."""
+    (a system message, a shape we do not know)."""
     kind = message.get("type")
     part = message.get(kind) if isinstance(kind, str) else None
+    if kind == "unsupported":  # a message type the Cloud API cannot deliver (a poll, a view-once photo)
+        return WHATSAPP_UNSUPPORTED
+    if kind == "reaction" and isinstance(part, dict):  # an empty emoji: the reaction was taken back
+        emoji = _words(part.get("emoji"))
+        return described(f"Reacted {emoji} to a message") if emoji else described("Removed a reaction")
     if kind == "contacts" and isinstance(part, list) and part and isinstance(part[0], dict):
         first = part[0]
         name = first.get("name") if isinstance(first.get("name"), dict) else {}
-        phones = [p.get("phone") for p in first.get("phones") or [] if isinstance(p, dict)]
+        phones = [p.get("phone") for p in _list(first.get("phones")) if isinstance(p, dict)]
         detail = _joined(name.get("formatted_name"), phones[0] if phones else None)
         return described("Contact", detail) if detail else None
     if not isinstance(part, dict):
@@ -189,8 +197,39 @@ def whatsapp_text(message: dict[str, Any]) -> str | None:
 def telegram_display_name(user: dict[str, Any] | None) -> str | None:
     if not user:
         return None
-    name = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p).strip()
-    return name or user.get("username") or None
+    return _joined(user.get("first_name"), user.get("last_name")) or _words(user.get("username"))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _platform_id(value: Any) -> str | None:
+    """A platform's id (chat, update, wa_id, wamid): a number or a short string."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    text = str(value).strip()
+    return text if 0 < len(text) <= 256 else None
+
+
+def platform_time(value: Any, now: datetime | None = None) -> datetime | None:
+    """A platform's Unix timestamp (a number, or digits in a string): None when it is none
+    or out of range. One in the future is taken as now: it must not hold the WhatsApp
+    window open, or sort a message after ones still to come."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    try:
+        at = datetime.fromtimestamp(value, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    now = now or datetime.now(UTC)
+    return min(at, now)
 
 
 def parse_telegram_update(chatbot_id: str, update: dict[str, Any]) -> VisitorMessageReceived | None:
@@ -200,19 +239,18 @@ def parse_telegram_update(chatbot_id: str, update: dict[str, Any]) -> VisitorMes
     Decided: the message is what the visitor wrote, or a description of what they sent
     (`telegram_text`: "[Photo] Is this broken?", "[Sticker: 👍]", "[Location: …]"). Other
     update kinds (edits, channel posts, service messages) are acknowledged and dropped."""
-    update_id = update.get("update_id")
+    update_id = _platform_id(update.get("update_id"))
     message = update.get("message")
     if update_id is None or not isinstance(message, dict):
         return None
     text = telegram_text(message)
-    chat = message.get("chat")
-    if text is None or not isinstance(chat, dict) or chat.get("id") is None:
+    chat_id = _platform_id(_dict(message.get("chat")).get("id"))
+    if text is None or chat_id is None:
         return None
-    sent_at = message.get("date")
     sender = message.get("from")
     return visitor_message(
-        chatbot_id, "telegram", str(chat["id"]), telegram_display_name(sender if isinstance(sender, dict) else None), text,
-        str(update_id), datetime.fromtimestamp(sent_at, UTC) if isinstance(sent_at, int) else None,
+        chatbot_id, "telegram", chat_id, telegram_display_name(sender if isinstance(sender, dict) else None), text,
+        update_id, platform_time(message.get("date")),
     )
 
 
@@ -231,44 +269,78 @@ class WhatsAppStatus:
     error: str | None
 
 
-def parse_whatsapp_payload(chatbot_id: str, payload: dict[str, Any]) -> tuple[list[WhatsAppInbound], list[WhatsAppStatus]]:
-    """The Cloud API webhook (object=whatsapp_business_account): messages and statuses."""
-    inbound: list[WhatsAppInbound] = []
-    statuses: list[WhatsAppStatus] = []
-    for entry in payload.get("entry") or []:
-        for change in (entry or {}).get("changes") or []:
-            value = (change or {}).get("value") or {}
-            names = {
-                str(c.get("wa_id")): ((c.get("profile") or {}).get("name"))
-                for c in value.get("contacts") or [] if isinstance(c, dict)
-            }
-            for m in value.get("messages") or []:
-                if not isinstance(m, dict) or not m.get("id") or not m.get("from"):
-                    continue
-                wa_id = str(m["from"])
-                try:
-                    sent_at = datetime.fromtimestamp(int(m.get("timestamp")), UTC)
-                except (TypeError, ValueError):
-                    sent_at = datetime.now(UTC)
-                # What the visitor wrote or sent, as words; what has none (a reaction, an
-                # unsupported message) only opens the window.
-                body = whatsapp_text(m)
-                event = None
-                if body is not None:
-                    event = visitor_message(chatbot_id, "whatsapp", wa_id, names.get(wa_id), body, str(m["id"]), sent_at)
-                inbound.append(WhatsAppInbound(str(m["id"]), wa_id, sent_at, event))
-            for s in value.get("statuses") or []:
-                if not isinstance(s, dict) or s.get("status") not in ("sent", "delivered", "read", "failed") or not s.get("id"):
-                    continue
-                error = None
-                if s["status"] == "failed":
-                    errs = s.get("errors") or [{}]
-                    first = errs[0] if isinstance(errs[0], dict) else {}
-                    error = (first.get("title") or first.get("message") or "WhatsApp could not deliver the message.")
-                    if first.get("code"):
-                        error = f"{error} (code {first['code']})"
-                statuses.append(WhatsAppStatus(str(s["id"]), s["status"], error))
-    return inbound, statuses
+@dataclass
+class WhatsAppPayload:
+    inbound: list[WhatsAppInbound] = field(default_factory=list)
+    statuses: list[WhatsAppStatus] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # why parts were left out (no content, no secrets)
+
+
+def parse_whatsapp_payload(chatbot_id: str, payload: dict[str, Any], phone_number_id: str | None) -> WhatsAppPayload:
+    """The Cloud API webhook (object=whatsapp_business_account): messages and statuses.
+
+    Only changes for the chatbot's own number (`value.metadata.phone_number_id`) count: one
+    for another number, or without metadata, is skipped (it is not this chatbot's
+    conversation). Parts of shapes we do not know are skipped, never an error: the body is
+    signed by Meta, and an error answer would make Meta redeliver it for days."""
+    out = WhatsAppPayload()
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        out.skipped.append("no entry list")
+        return out
+    for entry in entries:
+        changes = _dict(entry).get("changes")
+        if not isinstance(changes, list):
+            out.skipped.append("an entry without a changes list")
+            continue
+        for change in changes:
+            value = _dict(_dict(change).get("value"))
+            if not value:
+                out.skipped.append("a change without a value")
+                continue
+            number = _platform_id(_dict(value.get("metadata")).get("phone_number_id"))
+            if number is None or number != phone_number_id:
+                out.skipped.append("a change for another phone_number_id than the chatbot's" if number
+                                   else "a change without metadata.phone_number_id")
+                continue
+            _parse_change(chatbot_id, value, out)
+    return out
+
+
+def _parse_change(chatbot_id: str, value: dict[str, Any], out: WhatsAppPayload) -> None:
+    names: dict[str, str | None] = {}
+    for c in _list(value.get("contacts")):
+        wa_id = _platform_id(_dict(c).get("wa_id"))
+        if wa_id:
+            names[wa_id] = _words(_dict(_dict(c).get("profile")).get("name"))
+    for m in _list(value.get("messages")):
+        m = _dict(m)
+        wamid, wa_id = _platform_id(m.get("id")), _platform_id(m.get("from"))
+        if not wamid or not wa_id:
+            out.skipped.append("a message without id or sender")
+            continue
+        sent_at = platform_time(m.get("timestamp")) or datetime.now(UTC)
+        # What the visitor wrote or sent, as words; what has none (a system message) only
+        # opens the window.
+        body = whatsapp_text(m)
+        event = None
+        if body is not None:
+            event = visitor_message(chatbot_id, "whatsapp", wa_id, names.get(wa_id), body, wamid, sent_at)
+        out.inbound.append(WhatsAppInbound(wamid, wa_id, sent_at, event))
+    for s in _list(value.get("statuses")):
+        s = _dict(s)
+        status, wamid = s.get("status"), _platform_id(s.get("id"))
+        if status not in ("sent", "delivered", "read", "failed") or not wamid:
+            out.skipped.append("a status of an unknown kind or without id")
+            continue
+        error = None
+        if status == "failed":
+            first = _dict((_list(s.get("errors")) or [{}])[0])
+            error = (_words(first.get("title")) or _words(first.get("message"))
+                     or "WhatsApp could not deliver the message.")
+            if isinstance(first.get("code"), int | str) and not isinstance(first.get("code"), bool):
+                error = f"{error} (code {first['code']})"
+        out.statuses.append(WhatsAppStatus(wamid, status, error))
 
 
 def status_event(

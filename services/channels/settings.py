@@ -52,3 +52,13 @@ class ChannelsSettings(ServiceSettings):
 
     # Edge dedupe keys (Telegram update ids, wamids, widget client message ids) live this long.
     inbound_dedupe_ttl_s: int = 7 * 24 * 3600
+
+    # Request bodies are refused with 413 beyond these sizes (Content-Length checked first,
+    # chunked bodies counted while read): the widget's API sends small JSON; Telegram updates
+    # and Meta's webhook batches stay well under 1 MB.
+    widget_max_body_bytes: int = 64 * 1024
+    webhook_max_body_bytes: int = 1024 * 1024
+    # A frame the widget sends over its socket (pings) beyond this closes it with 1009.
+    widget_max_frame_bytes: int = 4096
+    # JSON nested deeper than this is refused (widget: 400; signed webhook: 200 ignored).
+    max_json_depth: int = 32

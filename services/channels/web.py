@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 
 from services.channels.domain import status_event
+from services.channels.limits import nested_deeper_than
 from services.channels.store import WebOutbox
 from shared.bus import EventPublisher
 from shared.ids import conversation_id_for
@@ -29,9 +30,12 @@ Key = tuple[str, str]  # (chatbot id, visitor id)
 class WebHub:
     QUEUE_LIMIT = 500
 
-    def __init__(self, outbox: WebOutbox, statuses: EventPublisher) -> None:
+    def __init__(self, outbox: WebOutbox, statuses: EventPublisher, max_frame_bytes: int = 4096,
+                 max_json_depth: int = 32) -> None:
         self.outbox = outbox
         self.statuses = statuses
+        self.max_frame_bytes = max_frame_bytes
+        self.max_json_depth = max_json_depth
         self._sockets: dict[Key, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._open: set[WebSocket] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -135,14 +139,26 @@ class WebHub:
                 await self.outbox.unmark_delivered(message_id)  # the next socket (or replay) records it
                 log.exception("could not publish 'delivered' for %s", message_id)
 
-    @staticmethod
-    async def _receive(websocket: WebSocket) -> None:
-        """Answer pings; return when the socket closes."""
+    async def _receive(self, websocket: WebSocket) -> None:
+        """Answer pings; return when the socket closes. A frame over `max_frame_bytes` (the
+        widget only sends pings) closes the socket with 1009 (message too big). The server
+        reads a frame whole before this sees it, up to uvicorn's ws_max_size."""
         while True:
             try:
-                text = await websocket.receive_text()
+                message = await websocket.receive()
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return
+            if message["type"] != "websocket.receive":
+                return
+            data = message.get("text")
+            raw = data.encode() if isinstance(data, str) else (message.get("bytes") or b"")
+            if len(raw) > self.max_frame_bytes:
+                log.info("widget socket closed: a frame of %d bytes (at most %d)", len(raw), self.max_frame_bytes)
+                with contextlib.suppress(Exception):
+                    await websocket.close(code=1009, reason="Message too big.")
+                return
+            if data is None or nested_deeper_than(raw, self.max_json_depth):
+                continue
             with contextlib.suppress(ValueError, AttributeError):
-                if json.loads(text).get("type") == "ping":
+                if json.loads(data).get("type") == "ping":
                     await websocket.send_json({"type": "pong"})

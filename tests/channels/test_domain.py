@@ -13,6 +13,7 @@ from services.channels.domain import (
     OUTSIDE_WINDOW_ERROR,
     parse_telegram_update,
     parse_whatsapp_payload,
+    platform_time,
     retry_delay,
     status_event,
     valid_telegram_secret,
@@ -73,18 +74,20 @@ def test_parse_telegram_ignores_what_is_not_a_visitor_message():
 
 def test_parse_whatsapp_messages_and_statuses():
     payload = {"entry": [{"changes": [{"value": {
+        "metadata": {"phone_number_id": "1555"},
         "contacts": [{"profile": {"name": "Grace"}, "wa_id": "155"}],
         "messages": [
             {"from": "155", "id": "wamid.A", "timestamp": "1764000000", "type": "text", "text": {"body": "hello"}},
-            {"from": "155", "id": "wamid.B", "timestamp": "1764000100", "type": "reaction",
-             "reaction": {"message_id": "wamid.OUT", "emoji": "👍"}},
+            {"from": "155", "id": "wamid.B", "timestamp": "1764000100", "type": "system",
+             "system": {"body": "changed number"}},
         ],
         "statuses": [
             {"id": "wamid.OUT", "status": "delivered"},
             {"id": "wamid.OUT2", "status": "failed", "errors": [{"code": 131047, "title": "Re-engagement message"}]},
             {"id": "wamid.OUT3", "status": "deleted"},
         ]}}]}]}
-    inbound, statuses = parse_whatsapp_payload("bot1", payload)
+    parsed = parse_whatsapp_payload("bot1", payload, "1555")
+    inbound, statuses = parsed.inbound, parsed.statuses
     assert [i.wamid for i in inbound] == ["wamid.A", "wamid.B"]
     assert inbound[0].message is not None and inbound[0].message.visitor.name == "Grace"
     assert inbound[0].message.text == "hello" and inbound[0].message.channel_message_id == "wamid.A"
@@ -94,9 +97,54 @@ def test_parse_whatsapp_messages_and_statuses():
     assert statuses[1].error == "Re-engagement message (code 131047)"
 
 
+def _nothing_usable(payload: dict, number: str | None = "1555") -> list[str]:
+    parsed = parse_whatsapp_payload("b", payload, number)
+    assert (parsed.inbound, parsed.statuses) == ([], [])
+    return parsed.skipped
+
+
 def test_parse_whatsapp_tolerates_garbage():
-    assert parse_whatsapp_payload("b", {"entry": [{"changes": [None, {"value": {"messages": [1, {"id": "x"}]}}]}]}) == ([], [])
-    assert parse_whatsapp_payload("b", {}) == ([], [])
+    meta = {"metadata": {"phone_number_id": "1555"}}
+    assert _nothing_usable({"entry": [{"changes": [None, {"value": {**meta, "messages": [1, {"id": "x"}]}}]}]})
+    assert _nothing_usable({}) == ["no entry list"]
+    # Issue 12: each of these was a 500 (AttributeError, TypeError, OverflowError).
+    assert _nothing_usable({"object": "whatsapp_business_account", "entry": "oops"}) == ["no entry list"]
+    assert _nothing_usable({"entry": [{"changes": {"value": {}}}]}) == ["an entry without a changes list"]
+    assert _nothing_usable({"entry": ["x", 5, {"changes": ["y", {"value": "z"}]}]})
+    assert _nothing_usable({"entry": [{"changes": [{"value": {**meta, "contacts": [{"wa_id": {}, "profile": 3}],
+                                                              "messages": {"a": 1}, "statuses": [
+        {"id": ["w"], "status": "read"}]}}]}]}) == ["a status of an unknown kind or without id"]
+    odd = parse_whatsapp_payload("b", {"entry": [{"changes": [{"value": {**meta, "contacts": [
+        {"wa_id": "155", "profile": {"name": {"x": 1}}}], "messages": [
+        {"from": "155", "id": "w1", "timestamp": "99999999999999999999", "type": "text", "text": {"body": "hi"}}],
+        "statuses": [{"id": "w0", "status": "failed", "errors": 5}, {"id": "w2", "status": "failed",
+                                                                     "errors": [{"title": 7, "code": {"c": 1}}]}]}}]}]},
+        "1555")
+    assert [i.message.text for i in odd.inbound if i.message] == ["hi"] and odd.inbound[0].message.visitor.name is None
+    assert abs(odd.inbound[0].sent_at - datetime.now(UTC)) < timedelta(minutes=1)
+    assert [s.error for s in odd.statuses] == ["WhatsApp could not deliver the message."] * 2
+
+
+def test_parse_whatsapp_only_for_the_chatbots_number():
+    def change(metadata):
+        value = {"messages": [{"from": "155", "id": "w", "timestamp": "1764000000", "type": "text", "text": {"body": "hi"}}],
+                 "statuses": [{"id": "s", "status": "read"}]}
+        return {"entry": [{"changes": [{"value": {**value, **metadata}}]}]}
+    mine = parse_whatsapp_payload("b", change({"metadata": {"phone_number_id": "1555"}}), "1555")
+    assert [i.wamid for i in mine.inbound] == ["w"] and [s.wamid for s in mine.statuses] == ["s"]
+    assert _nothing_usable(change({"metadata": {"phone_number_id": "1666"}})) == [
+        "a change for another phone_number_id than the chatbot's"]
+    assert _nothing_usable(change({})) == ["a change without metadata.phone_number_id"]
+    assert _nothing_usable(change({"metadata": {"phone_number_id": "1555"}}), None)  # no number configured
+
+
+def test_platform_time_in_range_and_never_in_the_future():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert platform_time("1764000000", now) == datetime.fromtimestamp(1764000000, UTC)
+    assert platform_time(1764000000, now) == datetime.fromtimestamp(1764000000, UTC)
+    assert platform_time(32503680000, now) == now  # year 3000: now
+    for bad in ("99999999999999999999", 99999999999999999999, -99999999999999999999, "x", None, True, 1.5, [1]):
+        assert platform_time(bad, now) is None
 
 
 def test_whatsapp_window():
@@ -187,16 +235,19 @@ WHATSAPP_SENT = [
      "[Contact: Bo Berg +1 555]"),
     ({"type": "button", "button": {"text": "Talk to sales", "payload": "x"}}, "Talk to sales"),
     ({"type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"id": "1", "title": "Size M"}}}, "Size M"),
-    ({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}}, None),
-    ({"type": "unsupported", "errors": [{"code": 131051}]}, None),
+    # Issue 12: reactions and unsupported messages used to be dropped; the agent never knew.
+    ({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}}, "[Reacted 👍 to a message]"),
+    ({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": ""}}, "[Removed a reaction]"),
+    ({"type": "unsupported", "errors": [{"code": 131051}]}, "[A message WhatsApp cannot show]"),
+    ({"type": "system", "system": {"body": "changed number"}}, None),
     ({"type": "image", "image": "garbage"}, None),
 ]
 
 
 @pytest.mark.parametrize(("sent", "text"), WHATSAPP_SENT)
 def test_what_a_whatsapp_visitor_sent_reaches_the_transcript_as_words(sent, text):
-    inbound, _ = parse_whatsapp_payload("b", {"entry": [{"changes": [{"value": {"messages": [
-        {"from": "155", "id": "wamid.C", "timestamp": "1764000000", **sent}]}}]}]})
+    inbound = parse_whatsapp_payload("b", {"entry": [{"changes": [{"value": {"metadata": {"phone_number_id": "1"}, "messages": [
+        {"from": "155", "id": "wamid.C", "timestamp": "1764000000", **sent}]}}]}]}, "1").inbound
     assert [i.wamid for i in inbound] == ["wamid.C"]  # a message of any kind opens the window
     assert (inbound[0].message.text if inbound[0].message else None) == text
 
@@ -206,3 +257,12 @@ def test_parse_telegram_tolerates_odd_shapes():
     assert parse_telegram_update("b", {"update_id": 1, "message": {"text": "x", "chat": "7"}}) is None
     odd_sender = parse_telegram_update("b", {"update_id": 1, "message": {"text": "x", "chat": {"id": 7}, "from": "z"}})
     assert odd_sender is not None and odd_sender.visitor.name is None
+    # Issue 12: each of these was a 500 (OverflowError, TypeError).
+    late = parse_telegram_update("b", {"update_id": 2, "message": {"text": "x", "chat": {"id": 7},
+                                                                   "date": 99999999999999999999}})
+    assert late is not None and abs(late.occurred_at - datetime.now(UTC)) < timedelta(minutes=1)
+    named = parse_telegram_update("b", {"update_id": 3, "message": {"text": "x", "chat": {"id": 7},
+                                                                    "from": {"first_name": {"a": 1}, "last_name": 5}}})
+    assert named is not None and named.visitor.name is None
+    assert parse_telegram_update("b", {"update_id": 4, "message": {"text": "x", "chat": {"id": "7" * 300}}}) is None
+    assert parse_telegram_update("b", {"update_id": [4], "message": {"text": "x", "chat": {"id": 7}}}) is None
