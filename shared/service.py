@@ -194,4 +194,7 @@ def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSe
         access_log=False,
         lifespan="on",
         ws="websockets-sansio",
+        # No service's socket takes more than small JSON frames: a bigger one is refused before
+        # it is buffered (uvicorn's default reads up to 16 MiB). Routes check tighter caps.
+        ws_max_size=64 * 1024,
     )
