@@ -137,6 +137,8 @@ def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
     if name == "gateway":
         env.setdefault("QUEUE_URL", f"http://127.0.0.1:{ports.queue}")
         env.setdefault("ALLOWED_ORIGINS", f"{gateway_url},http://localhost:{ports.gateway}")
+        # The local stack is plain http on 127.0.0.1: the explicit opt-out of Secure cookies.
+        env.setdefault("COOKIE_SECURE", "false")
     if name == "channels":
         env.setdefault("CHANNELS_PUBLIC_URL", channels_url)
     return env

@@ -184,7 +184,8 @@ class ServiceRuntime:
             return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
-def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSettings) -> None:
+def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSettings, *,
+          ws_max_size: int = 64 * 1024) -> None:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     uvicorn.run(
         app_factory(settings),
@@ -194,7 +195,7 @@ def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSe
         access_log=False,
         lifespan="on",
         ws="websockets-sansio",
-        # No service's socket takes more than small JSON frames: a bigger one is refused before
-        # it is buffered (uvicorn's default reads up to 16 MiB). Routes check tighter caps.
-        ws_max_size=64 * 1024,
+        # No service's socket takes more than small JSON frames: a bigger one closes the socket
+        # (1009) before it is buffered (uvicorn's default reads up to 16 MiB).
+        ws_max_size=ws_max_size,
     )

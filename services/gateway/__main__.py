@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         agent_id = asyncio.run(create_agent(settings, args.email, args.password, args.first_name, args.chatbot))
         print(f"agent {agent_id} <{args.email}> member of: {', '.join(args.chatbot) or '(none)'}")
         return 0
-    serve(create_app, settings)
+    serve(create_app, settings, ws_max_size=settings.ws_max_message_bytes)
     return 0
 
 

@@ -17,6 +17,7 @@ from services.gateway.live import CLOSE_NO_SESSION, LiveHub
 from services.gateway.queue_client import QueueClient, QueueError
 from services.gateway.routes import auth, chatbots, pages, ws
 from services.gateway.routes.pages import STATIC_DIR
+from services.gateway.security import BodyLimit, SecurityHeaders
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import AgentStore, LoginThrottle
 from shared.events import DASHBOARD_EVENT, SETTINGS_EVENT
@@ -68,6 +69,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     for router in (auth.router, chatbots.router, ws.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    # Outermost last: the headers go on the body limit's 413 as well.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

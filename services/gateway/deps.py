@@ -21,6 +21,7 @@ from services.gateway.domain import ChatbotDirectory, PendingCommands
 from services.gateway.handlers import GatewayHandlers
 from services.gateway.live import LiveHub
 from services.gateway.queue_client import QueueClient
+from services.gateway.security import TOO_DEEP, json_depth_ok
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import AgentStore, LoginThrottle, Session
 from shared.bus import EventPublisher
@@ -90,10 +91,14 @@ MemberWithCsrf = Annotated[Session, Depends(member_with_csrf)]
 
 
 async def json_object(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, or a 422."""
+    """The body as a JSON object, or a 422 (a 400 when nested too deeply to parse safely)."""
+    raw = await request.body() or b"null"
+    depth = request.app.state.gateway.settings.max_json_depth
+    if not json_depth_ok(raw, depth):
+        raise HTTPException(400, TOO_DEEP.format(limit=depth))
     try:
-        data = json.loads(await request.body() or b"null")
-    except ValueError:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
         raise HTTPException(422, "The request body must be JSON.") from None
     if not isinstance(data, dict):
         raise HTTPException(422, "The request body must be a JSON object.")

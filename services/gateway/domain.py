@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from services.gateway.security import json_depth_ok
 from shared.events import AgentRef, ChatbotSettingsChanged, CommandResult
 
 INVALID_LOGIN = "Invalid e-mail or password."
@@ -235,15 +236,17 @@ CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 MAX_CLIENT_FRAME = 4096
 
 
-def parse_client_frame(text: str | None) -> ClientFrame | str:
+def parse_client_frame(text: str | None, max_depth: int = 32) -> ClientFrame | str:
     """The frame, or the error to answer with (the socket stays open)."""
     if text is None:
         return "Frames must be JSON text."
     if len(text) > MAX_CLIENT_FRAME:
         return "Frame too large."
+    if not json_depth_ok(text, max_depth):
+        return "Frame nested too deeply."
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "Frames must be JSON objects."
     if not isinstance(data, dict):
         return "Frames must be JSON objects."

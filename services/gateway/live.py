@@ -24,6 +24,7 @@ log = logging.getLogger("handoff.gateway.live")
 CLOSE_TOO_SLOW = 4408
 CLOSE_NO_SESSION = 4401
 CLOSE_BAD_ORIGIN = 4403
+CLOSE_TOO_BIG = 1009  # RFC 6455 "message too big"
 
 
 class LiveClient:

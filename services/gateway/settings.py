@@ -19,8 +19,9 @@ class GatewaySettings(ServiceSettings):
 
     # Extra origins allowed to open /ws (comma-separated); the gateway's own origin always is.
     allowed_origins: str = ""
-    # Set true behind HTTPS so the session cookie is never sent in clear.
-    cookie_secure: bool = False
+    # The session cookie is Secure (never sent in clear) unless this is set false: only for
+    # a stack served over plain http (the local runner, http://127.0.0.1), never in production.
+    cookie_secure: bool = True
     session_ttl_s: int = 7 * 24 * 3600
 
     # Login throttling per e-mail: this many failures within the window -> 429.
@@ -37,6 +38,14 @@ class GatewaySettings(ServiceSettings):
     # a session ended on any gateway process (sign-out, expiry) closes it, and memberships
     # taken away end those subscriptions (granted ones can be subscribed to).
     ws_revalidate_s: float = Field(default=30.0, gt=0)
+
+    # Request bodies over this many bytes -> 413 (the API's bodies are a few KB at most).
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # JSON bodies and websocket frames nested deeper than this -> 400 / an error frame.
+    max_json_depth: int = Field(default=32, gt=0)
+    # Websocket messages from the dashboard over this many bytes close the socket (1009);
+    # `python -m services.gateway` also has the server refuse to read more than this.
+    ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
 
     @property
     def allowed_origin_list(self) -> list[str]:

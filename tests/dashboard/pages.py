@@ -36,6 +36,38 @@ RECORD_ALERTS = """
 """
 
 
+# Every Content-Security-Policy violation on a signed-in page (tests/dashboard/conftest.py
+# fails a test that caused one): the dashboard must work under the gateway's policy.
+CSP_VIOLATIONS: list[str] = []
+REPORT_CSP = """
+  document.addEventListener('securitypolicyviolation', (e) =>
+    console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`));
+"""
+
+
+def watch_csp(context) -> None:
+    """Record CSP violations on the context's pages: Chromium's own "Refused to ..." console
+    messages and the pages' `securitypolicyviolation` events."""
+    def on_console(msg) -> None:
+        text = msg.text
+        if text.startswith("Refused to") or text.startswith("CSP violation") or "Content Security Policy" in text:
+            CSP_VIOLATIONS.append(text)
+
+    context.on("console", on_console)
+
+
+async def wait_until(page: Page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JS expression until it is truthy. (Playwright's `wait_for_function` polls with
+    a string `eval` in the page, which the dashboard's CSP refuses; `evaluate` is not page
+    script and is not subject to it.)"""
+    from tests.support import eventually
+
+    async def check():
+        return await page.evaluate(expression)
+
+    await eventually(check, timeout=timeout)
+
+
 def bot_id() -> str:
     return f"shop{uuid.uuid4().hex[:6]}"
 
@@ -47,10 +79,16 @@ async def sign_in(browser, stack: Stack, email: str, *, notifications: bool = Tr
     if notifications:
         await context.grant_permissions(["notifications"], origin=stack.url)
     await context.add_init_script(RECORD_ALERTS)
+    await context.add_init_script(REPORT_CSP)
+    watch_csp(context)
     page = await context.new_page()
     page.dialogs = []
     page.errors = []
-    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    async def on_dialog(dialog) -> None:
+        page.dialogs.append(dialog.message)
+        await dialog.dismiss()  # awaited: an alert left open would block the page
+
+    page.on("dialog", on_dialog)
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     await page.goto("/")
     await expect(page).to_have_url(re.compile(r"/login"))

@@ -209,7 +209,9 @@ async def running_stack(iso: Isolated) -> AsyncIterator[Stack]:
     # Its own consumer group: a group shared with another stack on the broker would rebalance.
     queue_settings = settings_from_env(QueueSettings, iso.env("queue", QUEUE_CONSUMER_GROUP=f"queue-{iso.tag}"))
     async with run_in_process("queue", create_queue, queue_settings) as queue:
-        gateway_settings = settings_from_env(GatewaySettings, iso.env("gateway", QUEUE_URL=queue.url, COMMAND_TIMEOUT_S="10"))
+        # The browser talks plain http to 127.0.0.1: the explicit opt-out of Secure cookies.
+        gateway_settings = settings_from_env(GatewaySettings, iso.env(
+            "gateway", QUEUE_URL=queue.url, COMMAND_TIMEOUT_S="10", COOKIE_SECURE="false"))
         async with run_in_process("gateway", create_gateway, gateway_settings) as gateway:
             client, db = open_mongo(gateway_settings)
             agents = AgentStore(db)

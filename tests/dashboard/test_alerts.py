@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from playwright.async_api import expect
 
-from tests.dashboard.pages import bot_id, row, sign_in, stat
+from tests.dashboard.pages import bot_id, row, sign_in, stat, wait_until
 from tests.dashboard.test_live import SocketControl, _has_row
 from tests.support import eventually
 
@@ -76,7 +76,7 @@ async def test_a_handoff_in_another_chatbot_alerts_and_its_notification_opens_it
     await expect(page.locator("#connection")).to_be_hidden()
 
     v = await stack.handed_off(beta, "Beta Caller", channel="telegram", text="hello beta", reason="Topic is billing")
-    await page.wait_for_function("window.__notifications.length === 1")
+    await wait_until(page, "window.__notifications.length === 1")
     assert await page.evaluate("window.__notifications") == [
         {"title": "New handoff — Beta Store", "body": "Beta Caller: Topic is billing"}]
     assert await page.evaluate("window.__beeps") == 1
@@ -95,7 +95,7 @@ async def test_a_handoff_in_another_chatbot_alerts_and_its_notification_opens_it
     await page.get_by_label("Chatbot", exact=True).select_option(label="Alpha Store")
     a = await stack.handed_off(alpha, "Alpha Caller", text="hello alpha", reason="User asked for a person")
     await expect(row(page, a.conversation_id)).to_have_count(1)
-    await page.wait_for_function("window.__notifications.length === 2")
+    await wait_until(page, "window.__notifications.length === 2")
     assert (await page.evaluate("window.__notifications"))[1]["title"] == "New handoff — Alpha Store"
     assert page.errors == []
     await context.close()
@@ -151,7 +151,7 @@ async def test_handoffs_the_page_could_not_hear_about_still_alert_once(browser, 
     await stack.handoff(lost, "Topic is a refund")
     await eventually(lambda: _has_row(stack, alpha, lost.conversation_id), timeout=20)
     await stack.visitor_writes(before, "still there")
-    await page.wait_for_function("window.__notifications.length === 1")
+    await wait_until(page, "window.__notifications.length === 1")
     assert await page.evaluate("window.__notifications") == [
         {"title": "New handoff — Alpha Store", "body": "Lost On The Way: Topic is a refund"}]
     assert await page.evaluate("window.__beeps") == 1
@@ -172,7 +172,7 @@ async def test_handoffs_the_page_could_not_hear_about_still_alert_once(browser, 
     # waiting before the page opened does not alert again.
     control.blocked = False
     await expect(page.locator("#connection")).to_be_hidden(timeout=20000)
-    await page.wait_for_function("window.__notifications.length >= 4")
+    await wait_until(page, "window.__notifications.length >= 4")
     alerted = await page.evaluate("window.__notifications")
     assert sorted((n["title"], n["body"]) for n in alerted[1:]) == [
         ("New handoff — Alpha Store", "Away Alpha: User asked for a person"),
@@ -182,7 +182,7 @@ async def test_handoffs_the_page_could_not_hear_about_still_alert_once(browser, 
     assert await page.evaluate("window.__beeps") == 3
     # Live again: the next one alerts as usual, and only it.
     await stack.handed_off(alpha, "Live Again", text="hi", reason="User asked for a person")
-    await page.wait_for_function("window.__notifications.length >= 5")
+    await wait_until(page, "window.__notifications.length >= 5")
     assert [n["body"] for n in await page.evaluate("window.__notifications")][4:] == ["Live Again: User asked for a person"]
     assert await page.evaluate("window.__beeps") == 4
     assert page.errors == []

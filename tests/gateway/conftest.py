@@ -145,10 +145,13 @@ class Stack:
     isolated: Any
     queue: RunningService
 
-    def gateway_settings(self, **extra: str) -> GatewaySettings:
+    def gateway_settings(self, **extra: str | None) -> GatewaySettings:
+        """The gateway's settings; an `extra` of None leaves that variable out (its default)."""
+        # The tests talk plain http to 127.0.0.1: the explicit opt-out of Secure cookies.
         defaults = {"QUEUE_URL": self.queue.url, "COMMAND_TIMEOUT_S": "3",
-                    "ALLOWED_ORIGINS": "https://dash.example.com"}
-        env = self.isolated.env("gateway", **{**defaults, **extra})
+                    "ALLOWED_ORIGINS": "https://dash.example.com", "COOKIE_SECURE": "false"}
+        merged = {**defaults, **extra}
+        env = self.isolated.env("gateway", **{k: v for k, v in merged.items() if v is not None})
         return settings_from_env(GatewaySettings, env)
 
     @property
@@ -174,7 +177,7 @@ async def stack(isolated) -> AsyncIterator[Stack]:
 
 
 @contextlib.asynccontextmanager
-async def gateway(stack: Stack, **extra: str) -> AsyncIterator[RunningService]:
+async def gateway(stack: Stack, **extra: str | None) -> AsyncIterator[RunningService]:
     async with run_in_process("gateway", create_app, stack.gateway_settings(**extra)) as gw:
         yield gw
 

@@ -33,8 +33,9 @@ async def test_command_round_trip_with_the_real_queue(isolated):
     async with run_in_process("queue", create_queue, qsettings) as queue:
         await queue.app.state.queue.chatbots.save(ChatbotSettings(
             chatbot_id="demo", name="Demo Shop", human_handoff=HumanHandoffSettings(enabled=True)))
+        # Plain http to 127.0.0.1: the explicit opt-out of Secure cookies.
         gsettings = settings_from_env(GatewaySettings, isolated.env("gateway", QUEUE_URL=queue.url,
-                                                                    COMMAND_TIMEOUT_S="10"))
+                                                                    COMMAND_TIMEOUT_S="10", COOKIE_SECURE="false"))
         await add_agent(gsettings, "dana@example.com", ["demo"], first_name="Dana")
         async with run_in_process("gateway", create_gateway, gsettings) as gw, \
                 httpx.AsyncClient(base_url=gw.url, timeout=20) as client:

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from services.gateway import domain
 from services.gateway.deps import SESSION_COOKIE, Gateway, GatewayDep
 from services.gateway.domain import PingFrame, SubscribeFrame, error_frame, parse_client_frame
-from services.gateway.live import CLOSE_BAD_ORIGIN, CLOSE_NO_SESSION, LiveClient
+from services.gateway.live import CLOSE_BAD_ORIGIN, CLOSE_NO_SESSION, CLOSE_TOO_BIG, LiveClient
 from services.gateway.queue_client import QueueError, internal_path
 
 router = APIRouter()
@@ -50,7 +50,10 @@ async def live(websocket: WebSocket, gw: GatewayDep) -> None:
             if session.expires_at <= datetime.now(UTC):
                 await websocket.close(CLOSE_NO_SESSION, "Session expired.")
                 break
-            frame = parse_client_frame(message.get("text"))
+            if len(message.get("text") or message.get("bytes") or b"") > settings.ws_max_message_bytes:
+                await websocket.close(CLOSE_TOO_BIG, "Message too big.")
+                break
+            frame = parse_client_frame(message.get("text"), settings.max_json_depth)
             if isinstance(frame, str):
                 client.offer(error_frame(frame))
             elif isinstance(frame, PingFrame):

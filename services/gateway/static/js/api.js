@@ -12,9 +12,40 @@ export class ApiError extends Error {
 }
 
 let csrfToken = null;
+let signedInAgent = null; // the agent this page shows (from /api/me)
+let csrfRefresh = null;   // one /api/me at a time when several calls find the token stale
 
-export function setCsrfToken(token) {
+// What the gateway answers when the CSRF token does not match the session cookie.
+const BAD_CSRF = "Missing or invalid CSRF token.";
+
+export function setCsrfToken(token, agentId) {
   csrfToken = token;
+  if (agentId !== undefined) signedInAgent = agentId;
+}
+
+const RELOADING = "reloading";
+
+/** Signing in again (in another tab) replaces the session cookie, so this page's CSRF token
+ * belongs to a session the browser no longer sends. Read the token of the session it does
+ * send; true when the call may be retried with it. A different agent signed in meanwhile:
+ * the page reloads as that agent rather than act for them under this one's name (RELOADING). */
+async function refreshCsrfToken() {
+  if (!csrfRefresh) {
+    csrfRefresh = (async () => {
+      try {
+        const { data } = await request("GET", "/api/me");
+        if (signedInAgent && data.agent.agent_id !== signedInAgent) {
+          location.reload();
+          return RELOADING;
+        }
+        setCsrfToken(data.csrf_token);
+        return true;
+      } catch {
+        return false;
+      }
+    })().finally(() => { csrfRefresh = null; });
+  }
+  return csrfRefresh;
 }
 
 /** FastAPI's "detail" is a string for our own errors, a list for request validation. */
@@ -33,7 +64,7 @@ export function errorText(body, status) {
   return `Request failed (${status}).`;
 }
 
-export async function request(method, path, body) {
+export async function request(method, path, body, { csrfRetried = false } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
@@ -53,6 +84,13 @@ export async function request(method, path, body) {
   }
   if (response.status === 401 && !path.startsWith("/api/login") && !path.startsWith("/api/logout")) {
     onUnauthorized();
+  }
+  if (response.status === 403 && method !== "GET" && !csrfRetried && data && data.detail === BAD_CSRF) {
+    const refreshed = await refreshCsrfToken();
+    // The page is going away: the call neither succeeds nor fails (no error shown meanwhile).
+    if (refreshed === RELOADING) return new Promise(() => {});
+    // Refused before anything was done: the same call again, with the current session's token.
+    if (refreshed) return request(method, path, body, { csrfRetried: true });
   }
   if (!response.ok) {
     throw new ApiError(response.status, errorText(data, response.status), { retryable: response.status >= 500 });

@@ -27,7 +27,7 @@ async function main() {
     clear(document.getElementById("view")).append(h("div", { class: "error", role: "alert", text: err.message }));
     return;
   }
-  setCsrfToken(me.csrf_token);
+  setCsrfToken(me.csrf_token, me.agent.agent_id);
   const chatbots = new Chatbots(me.chatbots);
   const results = new CommandResults();
   // A deliberately small, read-only hook for tests and the console (no secrets, no state
