@@ -3,6 +3,7 @@ and remember which events a consumer has applied."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
@@ -24,17 +25,22 @@ def open_redis(settings: ServiceSettings) -> aioredis.Redis:
     return aioredis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
 
 
-async def mongo_ready(client: AsyncMongoClient) -> bool:
+# A readiness probe answers within this: a store that does not answer by then is not ready
+# (the client's own server selection would wait 5 s, longer than a probe waits).
+PROBE_TIMEOUT_S = 2.0
+
+
+async def mongo_ready(client: AsyncMongoClient, timeout: float = PROBE_TIMEOUT_S) -> bool:
     try:
-        await client.admin.command("ping")
+        await asyncio.wait_for(client.admin.command("ping"), timeout)
         return True
     except Exception:  # noqa: BLE001 - readiness is a yes/no question
         return False
 
 
-async def redis_ready(r: aioredis.Redis) -> bool:
+async def redis_ready(r: aioredis.Redis, timeout: float = PROBE_TIMEOUT_S) -> bool:
     try:
-        return bool(await r.ping())
+        return bool(await asyncio.wait_for(r.ping(), timeout))
     except Exception:  # noqa: BLE001
         return False
 

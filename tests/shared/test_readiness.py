@@ -30,3 +30,21 @@ async def test_missing_topics_make_a_service_unready_and_say_which(isolated):
         r = await http.get("/readyz")
         assert r.status_code == 200 and r.json()["checks"] == {"broker": True, "topics": True, "consumers": True}
         assert "missing_topics" not in r.json()
+
+
+async def test_an_unreachable_store_is_not_ready_within_the_probe_timeout():
+    """A Mongo that does not answer makes readiness say no as soon as the probe gives up, not
+    after the client's 5 s server selection (a probe with a 3 s timeout used to see a hang)."""
+    import time
+
+    from deploy.infra import free_port
+    from shared.settings import ServiceSettings
+    from shared.stores import PROBE_TIMEOUT_S, mongo_ready, open_mongo
+
+    client, _ = open_mongo(ServiceSettings(mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/?retryWrites=false"))
+    try:
+        started = time.monotonic()
+        assert await mongo_ready(client) is False
+        assert time.monotonic() - started < PROBE_TIMEOUT_S + 1.5
+    finally:
+        await client.close()
