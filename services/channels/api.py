@@ -31,7 +31,7 @@ from services.channels.domain import (
     visitor_message,
 )
 from services.channels.inbound import InboundPublisher, NotAccepted
-from services.channels.limits import UnusableJson, json_object
+from shared.http_limits import UnusableJson, json_object
 from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
 from services.channels.web import WebHub
 from shared.bus import EventPublisher

@@ -11,7 +11,7 @@ from services.channels.api import ChannelsApi, build_router
 from services.channels.chatbots import ChatbotTable, TelegramWebhooks
 from services.channels.handlers import ChannelsHandlers
 from services.channels.inbound import InboundPublisher
-from services.channels.limits import BodyLimits
+from services.channels.limits import channel_body_limit
 from services.channels.outbound import SWEEP_INTERVAL_S, OutboundDelivery
 from services.channels.platforms import TelegramClient, WhatsAppClient
 from services.channels.settings import ChannelsSettings
@@ -86,7 +86,7 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
 
     app = runtime.app
     # Added before CORS, so CORS wraps it: the widget can read a 413 / 400 too.
-    app.add_middleware(BodyLimits, api_cap=settings.widget_max_body_bytes, webhook_cap=settings.webhook_max_body_bytes,
+    app.add_middleware(channel_body_limit, api_cap=settings.widget_max_body_bytes, webhook_cap=settings.webhook_max_body_bytes,
                        max_depth=settings.max_json_depth)
     origins = [o.strip() for o in settings.widget_allowed_origins.split(",") if o.strip()]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 
 from services.channels.domain import status_event
-from services.channels.limits import nested_deeper_than
+from shared.http_limits import nested_deeper_than
 from services.channels.store import WebOutbox
 from shared.bus import EventPublisher
 from shared.ids import conversation_id_for

@@ -17,10 +17,11 @@ from services.gateway.live import CLOSE_NO_SESSION, LiveHub
 from services.gateway.queue_client import QueueClient, QueueError
 from services.gateway.routes import auth, chatbots, pages, ws
 from services.gateway.routes.pages import STATIC_DIR
-from services.gateway.security import BodyLimit, SecurityHeaders
+from services.gateway.security import SecurityHeaders
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import AgentStore, LoginThrottle
 from shared.events import DASHBOARD_EVENT, SETTINGS_EVENT
+from shared.http_limits import BodyLimit
 from shared.service import ServiceRuntime
 from shared.topics import AGENT_COMMANDS, CHATBOT_SETTINGS, DASHBOARD_UPDATES
 

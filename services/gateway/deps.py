@@ -8,7 +8,6 @@ gets the 403, not a 422."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -21,10 +20,11 @@ from services.gateway.domain import ChatbotDirectory, PendingCommands
 from services.gateway.handlers import GatewayHandlers
 from services.gateway.live import LiveHub
 from services.gateway.queue_client import QueueClient
-from services.gateway.security import TOO_DEEP, json_depth_ok
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import AgentStore, LoginThrottle, Session
 from shared.bus import EventPublisher
+from shared.http_limits import NestedTooDeeply, UnusableJson
+from shared.http_limits import json_object as parse_json_object
 
 SESSION_COOKIE = "handoff_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -92,17 +92,13 @@ MemberWithCsrf = Annotated[Session, Depends(member_with_csrf)]
 
 async def json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object, or a 422 (a 400 when nested too deeply to parse safely)."""
-    raw = await request.body() or b"null"
     depth = request.app.state.gateway.settings.max_json_depth
-    if not json_depth_ok(raw, depth):
-        raise HTTPException(400, TOO_DEEP.format(limit=depth))
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise HTTPException(422, "The request body must be JSON.") from None
-    if not isinstance(data, dict):
-        raise HTTPException(422, "The request body must be a JSON object.")
-    return data
+        return parse_json_object(await request.body() or b"null", depth)
+    except NestedTooDeeply as exc:
+        raise HTTPException(400, str(exc)) from None
+    except UnusableJson as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 async def parse_body(request: Request, model: type[B]) -> B:

@@ -15,8 +15,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from services.gateway.security import json_depth_ok
 from shared.events import AgentRef, ChatbotSettingsChanged, CommandResult
+from shared.http_limits import nested_deeper_than
 
 INVALID_LOGIN = "Invalid e-mail or password."
 TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts. Try again in a few minutes."
@@ -242,7 +242,7 @@ def parse_client_frame(text: str | None, max_depth: int = 32) -> ClientFrame | s
         return "Frames must be JSON text."
     if len(text) > MAX_CLIENT_FRAME:
         return "Frame too large."
-    if not json_depth_ok(text, max_depth):
+    if nested_deeper_than(text, max_depth):
         return "Frame nested too deeply."
     try:
         data = json.loads(text)

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.channels.domain import whatsapp_signature
-from services.channels.limits import nested_deeper_than
+from shared.http_limits import nested_deeper_than
 from shared.ids import conversation_id_for, new_visitor_id
 from tests.channels.test_telegram import _creds as _telegram_creds
 from tests.channels.test_telegram import _update
@@ -249,7 +249,9 @@ def test_json_depth_guard_counts_only_brackets_outside_strings():
     assert not nested_deeper_than(b'["a\\"[[[[[[", ["b"]]', 2)  # an escaped quote does not end the string
     assert not nested_deeper_than(b"[" * 32 + b"]" * 32, 32) and nested_deeper_than(b"[" * 33 + b"]" * 33, 32)
     assert nested_deeper_than(b'{"a": [{"b": [[]]}]}', 4) and not nested_deeper_than(b'{"a": [{"b": [[]]}]}', 5)
-    assert nested_deeper_than(b"]][[", 32)  # unbalanced: not JSON either
+    # Unbalanced: deeper only when the unclosed brackets could be (json.loads refuses it anyway).
+    assert not nested_deeper_than(b"]][[", 32) and not nested_deeper_than(b"[[[1", 32)
+    assert nested_deeper_than(b"[" * 33, 32) and nested_deeper_than(b"[" * 100_000, 32)
     assert not nested_deeper_than(b"", 32) and not nested_deeper_than(b"12", 32)
     started = time.perf_counter()
     assert nested_deeper_than(DEEP * 10, 32)
