@@ -55,6 +55,7 @@ from bench.load import (
     Stack,
     Traffic,
     cpu_seconds,
+    topic_records,
     drive,
     driver_ceiling,
     latency_line,
@@ -229,6 +230,7 @@ async def _run(args: argparse.Namespace, tmp: str) -> None:
 
             pids = stack.pids()
             ops0, cpu0 = await mongo_ops(stack.mongo_uri), cpu_of(pids)
+            records0 = await topic_records(stack.kafka_bootstrap)
             busy0, self0 = machine_busy_seconds(), time.process_time()
             how = (f"unpaced, {args.in_flight} in flight" if args.unpaced
                    else f"{args.rate:g} msg/s offered (at most {args.in_flight} POSTs open)")
@@ -241,6 +243,7 @@ async def _run(args: argparse.Namespace, tmp: str) -> None:
             await settle_writes(stack.mongo_uri)
             t_settled = time.monotonic()
             ops1 = await mongo_ops(stack.mongo_uri)
+            records1 = await topic_records(stack.kafka_bootstrap)
             elapsed_cpu = t_end - load.t_start
         finally:
             await counter.close()
@@ -308,6 +311,9 @@ async def _run(args: argparse.Namespace, tmp: str) -> None:
     print(f"       (without secondary indexes: {floor_bare:,.0f} docs/s = {floor_bare / per_msg:,.0f} msg/s)")
     print(f"ratio end-to-end / floor: {e2e / floor_msgs:.3f}   (stored while arriving / floor: "
           f"{while_arriving / floor_msgs:.3f})")
+    records = {t: records1[t] - records0.get(t, 0) for t in records1 if records1[t] - records0.get(t, 0)}
+    print(f"bus records per visitor message: {sum(records.values()) / n:.2f}   ("
+          + ", ".join(f"{t} {c / n:.2f}" for t, c in sorted(records.items(), key=lambda kv: -kv[1])) + ")")
     print()
     print(f"CPU over the load ({elapsed_cpu:.0f}s, first POST to all answered):")
     for name in sorted(cpu1, key=lambda n: -(cpu1[n] - cpu0.get(n, cpu1[n]))):

@@ -497,6 +497,24 @@ def ops_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {"opcounters": op, "top": per_ns}
 
 
+async def topic_records(bootstrap: str) -> dict[str, int]:
+    """Records written so far per topic (the sum of its partitions' end offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topics = sorted(t for t in await consumer.topics() if not t.startswith("__"))
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = await consumer.end_offsets(parts) if parts else {}
+        counts: dict[str, int] = dict.fromkeys(topics, 0)
+        for tp, end in ends.items():
+            counts[tp.topic] += end
+        return counts
+    finally:
+        await consumer.stop()
+
+
 WRITE_KINDS = ("insert", "update", "delete")
 
 

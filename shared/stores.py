@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from shared.settings import ServiceSettings
 
@@ -43,6 +44,30 @@ async def redis_ready(r: aioredis.Redis, timeout: float = PROBE_TIMEOUT_S) -> bo
         return bool(await asyncio.wait_for(r.ping(), timeout))
     except Exception:  # noqa: BLE001
         return False
+
+
+DUPLICATE_KEY = 11000
+
+
+def write_errors(exc: BulkWriteError) -> dict[int, dict]:
+    """A bulk write's errors by the index of the item that failed."""
+    return {err["index"]: err for err in exc.details.get("writeErrors", [])}
+
+
+def write_failure(err: dict) -> OperationFailure:
+    return OperationFailure(err.get("errmsg", "write failed"), err.get("code"), err)
+
+
+async def insert_each(collection: AsyncCollection, docs: list[dict]) -> list[bool | BaseException]:
+    """One unordered insert_many; per document True when stored now, False when its _id was
+    stored already (a replay), or the error that document alone failed with."""
+    try:
+        await collection.insert_many(docs, ordered=False)
+        return [True] * len(docs)
+    except BulkWriteError as exc:
+        errors = write_errors(exc)
+    return [True if i not in errors else False if errors[i].get("code") == DUPLICATE_KEY
+            else write_failure(errors[i]) for i in range(len(docs))]
 
 
 class ProcessedEvents:

@@ -74,7 +74,9 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
                       timeout=settings.settings_preload_timeout_s)
     # Outbound messages are shared between instances; web ones reach the socket's holder via Redis.
     runtime.bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound, group_id=settings.outbound_group_id,
-                        concurrency=settings.outbound_concurrency)
+                        concurrency=settings.outbound_concurrency,
+                        # The delivery record's claim on the message id is the dedupe.
+                        idempotent=[OUTBOUND_MESSAGES])
 
     runtime.startup_hooks.append(records.create_indexes)
     runtime.started_hooks.append(hub.start)

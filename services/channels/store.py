@@ -14,10 +14,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+
+from shared.batching import Coalescer
+from shared.ids import new_id
+from shared.stores import insert_each
 
 Claim = Literal["new", "pending", "done"]
+# (filter, update, a filter that matches only when this very update was applied)
+Update = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
 class InboundDedupe:
@@ -141,6 +147,19 @@ class DeliveryRecords:
     def __init__(self, db: AsyncDatabase) -> None:
         self.deliveries = db["deliveries"]
         self.wamids = db["whatsapp_wamids"]
+        # Every reply makes three writes (claim, outcome, status published); concurrent
+        # deliveries share one round trip per kind (see shared/batching.py).
+        self._claims: Coalescer[dict, bool] = Coalescer(lambda docs: insert_each(self.deliveries, docs), name="delivery claims")
+        self._finishes: Coalescer[Update, bool] = Coalescer(self._conditional_updates, name="delivery outcomes")
+        self._published: Coalescer[Update, bool] = Coalescer(self._conditional_updates, name="statuses published")
+
+    async def _conditional_updates(self, updates: list[Update]) -> list[bool | BaseException]:
+        """Whether each conditional update matched. One bulk write; only when fewer matched
+        than were sent (a claim settled meanwhile: rare) is each one's effect looked up."""
+        result = await self.deliveries.bulk_write([UpdateOne(f, u) for f, u, _ in updates], ordered=False)
+        if result.matched_count == len(updates):
+            return [True] * len(updates)
+        return [await self.deliveries.count_documents(applied, limit=1) == 1 for _, _, applied in updates]
 
     async def create_indexes(self) -> None:
         # The sweep looks for the few records still 'sending' or not yet published.
@@ -153,15 +172,13 @@ class DeliveryRecords:
         """None when this call claimed the message; otherwise the existing record. The claim
         holds until `lease_until`; the owner renews it while it is still trying."""
         now = datetime.now(UTC)
-        try:
-            await self.deliveries.insert_one({
-                "_id": message_id, "chatbot_id": chatbot_id, "conversation_id": conversation_id, "channel": channel,
-                "owner": owner, "state": "sending", "status_published": False, "claimed_at": now,
-                "lease_until": now + timedelta(seconds=lease_s), "platform_called": False, "message": message,
-            })
+        if await self._claims.submit({
+            "_id": message_id, "chatbot_id": chatbot_id, "conversation_id": conversation_id, "channel": channel,
+            "owner": owner, "state": "sending", "status_published": False, "claimed_at": now,
+            "lease_until": now + timedelta(seconds=lease_s), "platform_called": False, "message": message,
+        }):
             return None
-        except DuplicateKeyError:
-            return await self.get(message_id) or {"_id": message_id, "state": "sending"}
+        return await self.get(message_id) or {"_id": message_id, "state": "sending"}
 
     async def get(self, message_id: str) -> dict[str, Any] | None:
         return await self.deliveries.find_one({"_id": message_id})
@@ -191,12 +208,12 @@ class DeliveryRecords:
 
     async def finish(self, message_id: str, state: str, channel_message_id: str | None, error: str | None) -> bool:
         """Record the outcome; False when the claim was meanwhile settled as expired."""
-        result = await self.deliveries.update_one({"_id": message_id, "state": "sending"}, {
+        token = new_id()
+        return await self._finishes.submit(({"_id": message_id, "state": "sending"}, {
             "$set": {"state": state, "channel_message_id": channel_message_id, "error": error,
-                     "finished_at": datetime.now(UTC)},
+                     "finished_at": datetime.now(UTC), "finish_id": token},
             "$unset": {"message": ""},  # kept only while it may have to be sent again
-        })
-        return result.matched_count == 1
+        }, {"_id": message_id, "finish_id": token}))
 
     async def expired_claims(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
         """Claims whose owner stopped renewing them (it crashed between claiming and finishing)."""
@@ -218,7 +235,8 @@ class DeliveryRecords:
         return [doc async for doc in cursor]
 
     async def status_published(self, message_id: str) -> None:
-        await self.deliveries.update_one({"_id": message_id}, {"$set": {"status_published": True}})
+        await self._published.submit(({"_id": message_id}, {"$set": {"status_published": True}},
+                                       {"_id": message_id, "status_published": True}))
 
     async def remember_wamid(self, wamid: str, message_id: str, chatbot_id: str, conversation_id: str | None) -> None:
         await self.wamids.replace_one(

@@ -28,13 +28,14 @@ import redis.asyncio as aioredis
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.queue.conversation import Change, Conversation
 from services.queue.domain import StatsCounts, StatsWindow, from_ms, to_ms, to_us
 from shared.batching import Coalescer
 from shared.chatbots import ChatbotSettings
 from shared.ids import new_id
+from shared.stores import insert_each, write_errors, write_failure
 from shared.views import HandoffRow
 
 # Entries of `closed` older than this are trimmed: the count only looks back 7 days.
@@ -72,17 +73,6 @@ def _cursor_int(raw: Any) -> int:
 
 
 # ---------------------------------------------------------------------- Mongo record
-DUPLICATE_KEY = 11000
-
-
-def _write_errors(exc: BulkWriteError) -> dict[int, dict]:
-    return {err["index"]: err for err in exc.details.get("writeErrors", [])}
-
-
-def _failure(err: dict) -> OperationFailure:
-    return OperationFailure(err.get("errmsg", "write failed"), err.get("code"), err)
-
-
 async def _by_id(collection: AsyncCollection, ids: list[str]) -> dict[str, dict]:
     return {d["_id"]: d async for d in collection.find({"_id": {"$in": list(dict.fromkeys(ids))}})}
 
@@ -117,13 +107,7 @@ class QueueRecord:
     # -- batched round trips
     async def _insert_messages(self, docs: list[dict]) -> list[bool | BaseException]:
         """True when stored now, False when that id was stored already (a replay)."""
-        try:
-            await self.messages.insert_many(docs, ordered=False)
-            return [True] * len(docs)
-        except BulkWriteError as exc:
-            errors = _write_errors(exc)
-        return [True if i not in errors else False if errors[i].get("code") == DUPLICATE_KEY
-                else _failure(errors[i]) for i in range(len(docs))]
+        return await insert_each(self.messages, docs)
 
     async def _update_then_read(self, collection: AsyncCollection, items: list[tuple[str, dict]], *,
                                 upsert: bool) -> list[dict | None | BaseException]:
@@ -135,9 +119,9 @@ class QueueRecord:
             await collection.bulk_write([UpdateOne({"_id": _id}, update, upsert=upsert) for _id, update in items],
                                         ordered=False)
         except BulkWriteError as exc:
-            errors = _write_errors(exc)
+            errors = write_errors(exc)
         docs = await _by_id(collection, [_id for _id, _ in items])
-        return [_failure(errors[i]) if i in errors else docs.get(_id) for i, (_id, _) in enumerate(items)]
+        return [write_failure(errors[i]) if i in errors else docs.get(_id) for i, (_id, _) in enumerate(items)]
 
     async def _read(self, collection: AsyncCollection, ids: list[str]) -> list[dict | None | BaseException]:
         docs = await _by_id(collection, ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from services.channels.settings import ChannelsSettings
@@ -68,5 +69,33 @@ async def test_delivery_claimed_once(isolated):
         assert done["state"] == "sent" and done["channel_message_id"] == "555" and done["status_published"] is False
         assert (await records.message_for_wamid("wamid.Z"))["message_id"] == "msg-1"
         assert await records.message_for_wamid("wamid.unknown") is None
+    finally:
+        await client.close()
+
+
+async def test_concurrent_deliveries_share_round_trips_and_keep_their_own_outcomes(isolated):
+    """Claims, outcomes and 'status published' marks of concurrent deliveries go to Mongo as
+    one bulk write per kind; each caller still learns its own outcome, also when some claims
+    in the batch were settled by a sweep meanwhile (their outcome is not recorded)."""
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    client, db = open_mongo(settings)
+    try:
+        records = DeliveryRecords(db)
+        ids = [f"batch-{i}" for i in range(20)]
+        claims = await asyncio.gather(*(records.claim(i, "b", f"cv-{i}", "web") for i in ids),
+                                      records.claim("batch-0", "b", "cv-0", "web"))
+        assert claims[:20] == [None] * 20 and claims[20]["state"] == "sending"
+        assert records._claims.batches < 5  # noqa: SLF001 - the point of the test
+        # A sweep settles two claims as expired before their senders finish.
+        later = datetime.now(UTC) + timedelta(days=1)
+        await db["deliveries"].update_many({"_id": {"$in": ["batch-3", "batch-7"]}}, {"$set": {"lease_until": later - timedelta(hours=1)}})
+        assert await records.settle_expired("batch-3", later, "unknown") and await records.settle_expired("batch-7", later, "unknown")
+        finished = await asyncio.gather(*(records.finish(i, "sent", i, None) for i in ids))
+        assert finished == [i not in ("batch-3", "batch-7") for i in ids]
+        assert records._finishes.batches < 5  # noqa: SLF001
+        await asyncio.gather(*(records.status_published(i) for i in ids))
+        docs = {d["_id"]: d async for d in db["deliveries"].find({"_id": {"$in": ids}})}
+        assert all(d["status_published"] for d in docs.values())
+        assert docs["batch-3"]["state"] == "failed" and docs["batch-4"]["state"] == "sent"
     finally:
         await client.close()
