@@ -7,6 +7,7 @@ import logging
 
 from services.queue.chatbots import ChatbotCatalog
 from services.queue.conversation import Conversation, transcript_of
+from services.queue.recent import RecentMessages
 from services.queue.store import QueueRecord
 from shared.bus import EventPublisher
 from shared.chatbots import ChatbotSettings
@@ -29,6 +30,20 @@ class AiTurns:
         self.chatbots = chatbots
         self.turns_out = turns_out
         self.context_messages = context_messages
+        self.recent = RecentMessages(keep=context_messages)
+
+    def counted(self, conv: Conversation, docs: list[dict]) -> None:
+        """Messages just stored and counted in `conv` (as the store returned it): the next
+        turn's context includes them without reading Mongo."""
+        self.recent.added(conv.id, docs, conv.message_count)
+
+    async def context(self, conv: Conversation) -> list[dict]:
+        """The newest `context_messages` messages, oldest first."""
+        found = self.recent.get(conv.id, conv.message_count, self.context_messages)
+        if found is None:
+            found, _ = await self.record.messages_before(conv.id, None, self.context_messages)
+            self.recent.put(conv.id, conv.message_count, found)
+        return found
 
     async def ask(self, conv: Conversation, message_id: str, text: str) -> None:
         chatbot = await self.chatbots.get(conv.chatbot_id)
@@ -36,7 +51,7 @@ class AiTurns:
             log.warning("no settings for chatbot %s; the AI answers with the defaults (Human Handoff off)",
                         conv.chatbot_id)
             chatbot = ChatbotSettings(chatbot_id=conv.chatbot_id, name=conv.chatbot_id)
-        recent, _ = await self.record.messages_before(conv.id, None, self.context_messages)
+        recent = await self.context(conv)
         turn_id = turn_id_for(message_id)
         await self.turns_out.publish(AiTurnRequested(
             event_id=turn_id, turn_id=turn_id, chatbot_id=conv.chatbot_id, conversation_id=conv.id,

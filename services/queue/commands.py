@@ -121,6 +121,8 @@ class AgentCommands(UseCases):
         }
         if not await self.record.insert_message(doc):  # stored before a crash: show that one
             doc = await self.record.get_message(message_id) or doc
+        elif updated is not conv:
+            self.ai.counted(updated, [doc])
         await self.outbound_out.publish(OutboundMessage(
             event_id=derived_event_id(cmd.command_id, "outbound"), chatbot_id=conv.chatbot_id,
             conversation_id=conv.id, message_id=message_id, channel=conv.channel, visitor=updated.visitor,

@@ -78,6 +78,8 @@ class Incoming(UseCases):
         conv = await self.record.record_activity(
             conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
             inc={"message_count": 1} if inserted else None)
+        if inserted:
+            self.ai.counted(conv, [doc])
         if conv.contact_wanted:
             found = contact.extract_contact(event.text, conv.contact_wanted)
             if not found.empty:
@@ -200,6 +202,8 @@ class Incoming(UseCases):
             activity["message_count"] = await self.record.count_messages(conv.id)
         conv = await self.record.record_activity(conv.id, {}, activity,
                                                  inc=None if replayed else {"message_count": len(docs)})
+        if not replayed:
+            self.ai.counted(conv, docs)
         for reply, doc in zip(event.replies, docs, strict=True):
             if doc.get("delivery") != "not_sent":
                 await self.outbound_out.publish(OutboundMessage(
