@@ -68,7 +68,9 @@ class DashboardFeed:
                 await self._rebuild_locked(chatbot_id, only_if_missing=True)
 
     async def all_chatbot_ids(self) -> list[str]:
-        return sorted(self.chatbots.ids() | set(await self.record.chatbot_ids_with_conversations()))
+        # The catalog's: conversations only come to chatbots it knows (channels refuses
+        # others). Not a `distinct` over conversations: the Mongo-wire server scans for it.
+        return sorted(self.chatbots.ids())
 
     async def check_index(self) -> list[str]:
         """Startup: rebuild every chatbot whose index is missing or disagrees with Mongo."""
@@ -78,7 +80,7 @@ class DashboardFeed:
             week = domain.stats_window(now, "UTC").week_starts_at
             epoch, open_idx, closed_idx = await self.index.counts_for_check(chatbot_id, week)
             open_db = await self.record.count_open(chatbot_id)
-            closed_db = len(await self.record.closed_since(chatbot_id, week))
+            closed_db = await self.record.count_closed_since(chatbot_id, week)
             if epoch is None or open_idx != open_db or closed_idx != closed_db:
                 log.warning("index of %s disagrees with Mongo (epoch=%s open %d/%d closed %d/%d)",
                             chatbot_id, epoch, open_idx, open_db, closed_idx, closed_db)

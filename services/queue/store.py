@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -169,12 +169,9 @@ class QueueRecord:
     async def save(self, conversation_id: str, change: Change) -> Conversation | None:
         """Apply a transition only if the conversation is still at the version it was planned
         on; None when something else changed it first."""
-        doc = await self.conversations.find_one_and_update(
+        return await self._update_and_read(
             {**change.guard, "_id": conversation_id, "version": _version_is(change.expected_version)},
-            {"$set": change.fields},
-            return_document=ReturnDocument.AFTER,
-        )
-        return Conversation.load(doc)
+            {"$set": change.fields})
 
     async def set_pending(self, conversation_id: str, version: int, message_id: str) -> bool:
         """Mark the visitor's message as waiting for a human, only while the conversation is
@@ -189,8 +186,17 @@ class QueueRecord:
         query: dict[str, Any] = {"_id": conversation_id}
         if expected_status is not None:
             query["status"] = expected_status
-        return Conversation.load(await self.conversations.find_one_and_update(
-            query, update, return_document=ReturnDocument.AFTER))
+        return await self._update_and_read(query, update)
+
+    async def _update_and_read(self, query: dict, update: dict) -> Conversation | None:
+        """The conversation after a conditional update; None when the condition did not hold.
+        An update and a read by _id, not findAndModify: the Mongo-wire server scans the whole
+        collection for a findAndModify (0.8 s at 50,000 conversations), and one handler at a
+        time changes a conversation (the bus's keyed dispatcher), so the read sees this update."""
+        result = await self.conversations.update_one(query, update)
+        if result.matched_count == 0:
+            return None
+        return Conversation.load(await self.conversations.find_one({"_id": query["_id"]}))
 
     async def open_conversations(self, chatbot_id: str) -> list[Conversation]:
         docs = await self.conversations.find({"chatbot_id": chatbot_id, "status": "handed_off"}).to_list()
@@ -198,9 +204,6 @@ class QueueRecord:
 
     async def count_open(self, chatbot_id: str) -> int:
         return await self.conversations.count_documents({"chatbot_id": chatbot_id, "status": "handed_off"})
-
-    async def chatbot_ids_with_conversations(self) -> list[str]:
-        return sorted(await self.conversations.distinct("chatbot_id", {"status": "handed_off"}))
 
     async def conversations_page(self, chatbot_id: str, status: str | None, q: str | None,
                                  cursor: str | None, limit: int) -> tuple[list[Conversation], str | None]:
@@ -279,6 +282,10 @@ class QueueRecord:
 
     async def get_handoff(self, handoff_id: str) -> dict | None:
         return await self.handoffs.find_one({"_id": handoff_id})
+
+    async def count_closed_since(self, chatbot_id: str, since: datetime) -> int:
+        return await self.handoffs.count_documents(
+            {"chatbot_id": chatbot_id, "status": "closed", "closed_at": {"$gte": since}})
 
     async def closed_since(self, chatbot_id: str, since: datetime) -> list[dict]:
         return await self.handoffs.find(
