@@ -94,6 +94,7 @@ def main(seconds: float, settle: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.bench_idle")
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--settle", type=float, default=10, help="seconds to wait after start-up before measuring")
+    # Past KAFKA_IDLE_AFTER_S (30 s): idle consumers have switched to their long fetch wait.
+    parser.add_argument("--settle", type=float, default=40, help="seconds to wait after start-up before measuring")
     args = parser.parse_args()
     main(args.seconds, args.settle)

@@ -38,6 +38,12 @@ class ServiceSettings(BaseSettings):
     # Consumers off the latency path (the settings table) wait this long: an idle consumer
     # costs the broker one fetch per wait.
     kafka_table_fetch_max_wait_ms: int = 1000
+    # After this long without a record a consumer fetches with the longer wait below: an idle
+    # stack costs the broker a few fetches a second instead of forty per consumer; the first
+    # message after a quiet spell may wait up to it on each hop (shared/bus/pacing.py). The
+    # same value as KAFKA_FETCH_MAX_WAIT_MS turns this off; on real Kafka both can be long.
+    kafka_idle_after_s: float = 30.0
+    kafka_idle_fetch_max_wait_ms: int = 250
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 500
     # Consumers retry a failing handler this many times (with backoff) before the event

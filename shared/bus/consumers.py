@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.bus.dispatch import KeyedDispatcher
 from shared.bus.health import ConsumerHealth, FaultRun, partition_name
+from shared.bus.pacing import FetchPacing
 from shared.bus.retry import Handler, Retry
 from shared.logging import bind_event
 from shared.topics import Topic
@@ -82,7 +83,9 @@ class Consumers:
         names = [t.name for t, _, _ in routes]
         consumer_name = group_id or f"{self.bus.client_id}:{'+'.join(names)}"
         self.bus.topics.update({name: route[0] for name, route in table.items()})
-        health = ConsumerHealth(consumer_name, group_id)
+        wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
+        pacing = FetchPacing(wait_ms, settings.kafka_idle_fetch_max_wait_ms, settings.kafka_idle_after_s)
+        health = ConsumerHealth(consumer_name, group_id, pacing=pacing)
         self.health.append(health)
 
         async def _process(msg: Any, generation: int) -> None:
@@ -120,11 +123,13 @@ class Consumers:
             self._dispatchers.append(dispatcher)
 
             async def _consume(msg: KafkaMessage) -> None:
+                pacing.record_seen()
                 generation = self.generation
                 await dispatcher.submit(msg, lambda m: _process(m, generation), generation)
         else:
 
             async def _consume(msg: KafkaMessage) -> None:
+                pacing.record_seen()
                 generation = self.generation
                 await _process(msg, generation)
                 if grouped:  # without a consumer group there is nothing to commit
@@ -138,14 +143,19 @@ class Consumers:
             group_id=group_id,
             auto_offset_reset="earliest" if from_beginning else "latest",
             ack_policy=AckPolicy.MANUAL,
-            fetch_max_wait_ms=fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=wait_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             listener=_RewindPastEnd(self, health) if grouped else None,
             title=f"{'+'.join(names)}:{consumer_name}",
         )
         subscriber(_consume)
-        health.subscriber = subscriber
+        health.subscriber = pacing.subscriber = subscriber
+
+    def pace(self, now: float) -> None:
+        """Idle consumers to their long fetch wait (a record brings the short one back)."""
+        for health in self.health:
+            health.pacing.tick(now)
 
     def problems(self, now: float, after_s: float) -> list[str]:
         """Fetches failing, or a consumer's commit or handler stuck, each for `after_s`."""
@@ -206,6 +216,7 @@ class Consumers:
         await asyncio.gather(*(d.reset(self.bus.settings.kafka_graceful_timeout_s) for d in self._dispatchers))
         for health in self.health:
             health.forget_log()
+            health.pacing.restarted()
         await asyncio.gather(*(s.start() for s in subscribers))
 
     async def drain(self, timeout: float) -> None:

@@ -45,6 +45,8 @@ class ConsumerHealth:
     topic_gone: str = ""
     # Handlers waiting for infrastructure: since when, and why.
     waits: dict[int, tuple[float, str]] = field(default_factory=dict)
+    # The consumer's fetch wait, short while records come (shared/bus/pacing.py).
+    pacing: Any = None
 
     def problem(self, now: float, after_s: float) -> str | None:
         if self.topic_gone:

@@ -91,6 +91,7 @@ class Recovery:
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.bus.watch_interval_s)
+            self.consumers.pace(time.monotonic())
             try:
                 await self.check()
             except asyncio.CancelledError:

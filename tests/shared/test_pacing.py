@@ -1,0 +1,60 @@
+"""Fetch waits follow the traffic (shared/bus/pacing.py): a consumer that saw no record for
+`KAFKA_IDLE_AFTER_S` fetches with the long wait; the first record brings the short one back,
+and it is handled. Against the real broker, in a real service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from shared.bus.pacing import FetchPacing
+from shared.events import VISITOR_EVENT, VisitorMessageReceived
+from shared.service import ServiceRuntime
+from shared.settings import ServiceSettings
+from shared.topics import VISITOR_MESSAGES
+from tests.harness import run_in_process, settings_from_env
+from tests.shared.test_bus import _message
+from tests.support import eventually
+
+
+def _factory(handled: list[str]) -> Callable[[ServiceSettings], FastAPI]:
+    def create_app(settings: ServiceSettings) -> FastAPI:
+        runtime = ServiceRuntime(settings, name="pacing", stateless=True)
+        runtime.bus.watch_interval_s = 0.2  # the watch also paces the consumers
+
+        async def handler(event: VisitorMessageReceived) -> None:
+            handled.append(event.text)
+
+        runtime.bus.consume(VISITOR_MESSAGES, VISITOR_EVENT, handler, group_id="pacing", dedupe=False)
+        runtime.app.state.runtime = runtime
+        runtime.app.state.publisher = runtime.bus.publisher(VISITOR_MESSAGES)
+        return runtime.app
+
+    return create_app
+
+
+def _fetch_wait(pacing: FetchPacing) -> int:
+    return pacing.subscriber.consumer._fetcher._fetch_max_wait_ms  # noqa: SLF001 - what aiokafka sends
+
+
+async def test_an_idle_consumer_fetches_with_the_long_wait_until_a_record_comes(isolated):
+    handled: list[str] = []
+    env = {**isolated.env("pacing"), "KAFKA_FETCH_MAX_WAIT_MS": "25", "KAFKA_IDLE_FETCH_MAX_WAIT_MS": "400",
+           "KAFKA_IDLE_AFTER_S": "1"}
+    settings = settings_from_env(ServiceSettings, env)
+    async with run_in_process("pacing", _factory(handled), settings) as svc:
+        [health] = svc.app.state.runtime.bus.consumers
+        pacing: FetchPacing = health.pacing
+        assert (pacing.busy_wait_ms, pacing.idle_wait_ms) == (25, 400)
+
+        async def idle() -> bool:
+            return pacing.idle and _fetch_wait(pacing) == 400
+
+        await eventually(idle, timeout=20)
+        await svc.app.state.publisher.publish(_message("c1", "after a quiet spell"))
+        await eventually(lambda: asyncio.sleep(0, result=handled == ["after a quiet spell"]), timeout=20)
+        assert not pacing.idle and _fetch_wait(pacing) == 25
+        # Quiet again: back to the long wait.
+        await eventually(idle, timeout=20)
