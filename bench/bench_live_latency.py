@@ -97,7 +97,7 @@ def service_env(infra: Infra, prefix: str, name: str, fetch_wait_ms: int) -> dic
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}  # intake: offline responder
     return {**env, **infra.env(), "KAFKA_TOPIC_PREFIX": prefix, "KAFKA_FETCH_MAX_WAIT_MS": str(fetch_wait_ms),
             "MONGODB_DB": f"bench_{name}", "REDIS_PREFIX": f"bench:{name}", "LOG_JSON": "false",
-            "LOG_LEVEL": "WARNING"}
+            "LOG_LEVEL": "WARNING", "QUEUE_API_TOKEN": "bench-queue-token-0123456789"}
 
 
 def run_cli(module: str, args: list[str], env: dict[str, str]) -> None:

@@ -125,6 +125,7 @@ async def run(samples: int) -> None:
 
         app = FastAPI()
         app.state.queue = queue
+        app.state.queue_api_token = b"bench-queue-token-0123456789"  # the internal API's service token
         app.include_router(router)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
@@ -140,7 +141,8 @@ async def run(samples: int) -> None:
         for n in SIZES:
             snap = await index.snapshot(f"bench{n}", window, PAGE)
             assert snap.counts.open == n and len(snap.rows) == PAGE, (snap.counts, len(snap.rows))
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                                     headers={"Authorization": "Bearer bench-queue-token-0123456789"}) as http:
 
             async def api_get(path: str) -> None:
                 r = await http.get(path)

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -74,6 +75,10 @@ class Ports:
 
 
 SERVICES = ("queue", "intake", "summarizer", "gateway", "channels")
+# The queue's internal API answers the gateway only, with this token: one per runner process,
+# random unless QUEUE_API_TOKEN is set, given to the queue and the gateway and no one else.
+QUEUE_API_TOKEN = os.environ.get("QUEUE_API_TOKEN") or secrets.token_urlsafe(32)
+TOKEN_HOLDERS = ("queue", "gateway")
 INFRA = ("kafka", "redis", "mongo")
 
 # A service that exits is started again after 1 s, then 2, 4 … up to 30 s while it keeps
@@ -119,7 +124,8 @@ def command_env(name: str, infra_env: dict[str, str]) -> dict[str, str]:
 
 def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
     env = {
-        **command_env(name, infra.env()),
+        **{k: v for k, v in command_env(name, infra.env()).items() if k != "QUEUE_API_TOKEN"},
+        **({"QUEUE_API_TOKEN": QUEUE_API_TOKEN} if name in TOKEN_HOLDERS else {}),
         "SERVICE_NAME": name,
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(getattr(ports, name)),
@@ -141,7 +147,23 @@ def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
         env.setdefault("COOKIE_SECURE", "false")
     if name == "channels":
         env.setdefault("CHANNELS_PUBLIC_URL", channels_url)
+        env["WIDGET_TOKEN_SECRET"] = widget_token_secret()
+    else:
+        env.pop("WIDGET_TOKEN_SECRET", None)  # it signs visitor tokens: channels' alone
     return env
+
+
+def widget_token_secret() -> str:
+    """WIDGET_TOKEN_SECRET, or a random one kept in the data directory: widgets' tokens then
+    survive restarts of the stack (a new key would start every visitor over)."""
+    if os.environ.get("WIDGET_TOKEN_SECRET"):
+        return os.environ["WIDGET_TOKEN_SECRET"]
+    path = DATA_DIR / "widget-token-secret"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError), os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def _start_service(name: str, env: dict[str, str]) -> subprocess.Popen:

@@ -11,6 +11,7 @@ from datetime import datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from limits import parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -64,6 +65,14 @@ class HumanHandoffSettings(BaseModel):
     def _no_duplicates(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
 
+    @field_validator("start_time", "end_time")
+    @classmethod
+    def _local_time(cls, v: time) -> time:
+        # The times are in the schedule's `timezone`; an offset could not be compared with them.
+        if v.tzinfo is not None:
+            raise ValueError("Start Time and End Time are times of day in the schedule's timezone, without an offset.")
+        return v
+
     @model_validator(mode="after")
     def _end_after_start(self) -> HumanHandoffSettings:
         if self.end_time <= self.start_time:
@@ -96,14 +105,54 @@ class ChannelCredentials(BaseModel):
     # The WhatsApp integration can be disconnected without forgetting its credentials.
     whatsapp_connected: bool = False
 
-    def public_view(self) -> dict:
+    def view(self) -> ChannelsView:
         """What the dashboard may show: which channels are configured, never the secrets."""
-        return {
-            "telegram_configured": bool(self.telegram_bot_token),
-            "whatsapp_configured": bool(self.whatsapp_access_token and self.whatsapp_phone_number_id),
-            "whatsapp_connected": self.whatsapp_connected,
-            "whatsapp_phone_number_id": self.whatsapp_phone_number_id,
-        }
+        return ChannelsView(
+            telegram_configured=bool(self.telegram_bot_token),
+            whatsapp_configured=bool(self.whatsapp_access_token and self.whatsapp_phone_number_id),
+            whatsapp_connected=self.whatsapp_connected,
+            whatsapp_phone_number_id=self.whatsapp_phone_number_id,
+        )
+
+    def public_view(self) -> dict:
+        return self.view().model_dump()
+
+
+class ChannelsView(BaseModel):
+    """A chatbot's channels as they may leave the queue: configured or not, no secret."""
+
+    telegram_configured: bool = False
+    whatsapp_configured: bool = False
+    whatsapp_connected: bool = False
+    whatsapp_phone_number_id: str | None = None
+
+
+class WidgetLimits(BaseModel):
+    """How much the public web widget takes from one caller, in `limits` notation ("20/minute").
+    A script minting visitor ids costs a model call, a conversation and Redis keys per
+    message, so messages count per visitor and per IP address (many visitors may share one
+    office or mobile-carrier address: the IP limit is the looser one), and new visitor
+    sessions, the cheapest thing to abuse, per IP address and tightly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Messages and contact submissions from one visitor.
+    messages_per_visitor: str = "20/minute"
+    # Messages and contact submissions from one IP address (all its visitors together).
+    messages_per_ip: str = "120/minute"
+    # New visitor sessions (widget tokens for a new visitor) handed to one IP address.
+    sessions_per_ip: str = "30/hour"
+
+    @field_validator("messages_per_visitor", "messages_per_ip", "sessions_per_ip")
+    @classmethod
+    def _a_rate(cls, v: str) -> str:
+        try:
+            rate = parse(v)
+        except ValueError:
+            raise ValueError(f"Not a rate: {v!r} (write e.g. \"20/minute\" or \"5 per 10 seconds\").") from None
+        if rate.amount < 1:
+            raise ValueError(f"A rate must allow at least one request: {v!r}.")
+        return v
 
 
 class ChatbotSettings(BaseModel):
@@ -117,8 +166,30 @@ class ChatbotSettings(BaseModel):
     timezone: str = "UTC"
     human_handoff: HumanHandoffSettings = Field(default_factory=HumanHandoffSettings)
     channels: ChannelCredentials = Field(default_factory=ChannelCredentials)
+    # Rate limits of the public web widget (sane defaults; raise them for a busy site).
+    widget: WidgetLimits = Field(default_factory=WidgetLimits)
+    # Increases by one on every change (the queue's record decides): a change made from an
+    # older version (a dashboard form loaded before a credential rotation) is refused.
+    version: int = Field(default=0, ge=0)
 
     @field_validator("timezone")
     @classmethod
     def _timezone_exists(cls, v: str) -> str:
         return valid_timezone(v)
+
+    def view(self) -> ChatbotView:
+        """The settings as they may leave the queue over HTTP: no channel secret, no instructions."""
+        return ChatbotView(chatbot_id=self.chatbot_id, name=self.name, timezone=self.timezone,
+                           human_handoff=self.human_handoff, channels=self.channels.view(), version=self.version)
+
+
+class ChatbotView(BaseModel):
+    """What the queue's internal API and the dashboard see of a chatbot's settings."""
+
+    chatbot_id: str
+    name: str
+    timezone: str
+    human_handoff: HumanHandoffSettings
+    channels: ChannelsView
+    # What a Human Handoff save sends back as `version`: the settings it was based on.
+    version: int

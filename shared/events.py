@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.chatbots import ChatbotSettings, ContactField, HumanHandoffSettings
+from shared.chatbots import ChatbotSettings, ChatbotView, ContactField, HumanHandoffSettings
 from shared.ids import new_id, utcnow
 from shared.topics import KeyKind
 from shared.views import (
@@ -194,16 +194,20 @@ class AgentCommand(Envelope):
     agent: AgentRef
 
 
-class ChatbotSettingsUpdate(Envelope):
-    """gateway -> queue (keyed by chatbot): replace a chatbot's settings."""
+class HumanHandoffUpdate(Envelope):
+    """gateway -> queue (keyed by chatbot): replace the Human Handoff tool's part of a
+    chatbot's settings, and nothing else (no channel secret travels here). `based_on_version`
+    is the settings version the agent's form was loaded at: the queue refuses (409) when the
+    settings changed since, so a credential rotation that raced the save is never undone."""
 
-    type: Literal["agent.update_settings"] = "agent.update_settings"
+    type: Literal["agent.update_human_handoff"] = "agent.update_human_handoff"
     command_id: str = Field(min_length=8, max_length=128)
-    settings: ChatbotSettings
+    human_handoff: HumanHandoffSettings
+    based_on_version: int = Field(ge=0)
     agent: AgentRef
 
 
-AgentCommandEvent = Annotated[AgentCommand | ChatbotSettingsUpdate, Field(discriminator="type")]
+AgentCommandEvent = Annotated[AgentCommand | HumanHandoffUpdate, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- outbound.messages
@@ -247,7 +251,9 @@ class HandoffSummaryReady(Envelope):
 
 # ---------------------------------------------------------------- chatbot.settings
 class ChatbotSettingsChanged(Envelope):
-    """queue -> channels, gateway and other queue instances (keyed by chatbot; a table)."""
+    """queue -> channels, gateway and other queue instances (keyed by chatbot; a table).
+    Carries the channel credentials (secrets): channels needs them to call and verify the
+    Telegram and WhatsApp APIs (docs/contracts.md, "What carries secrets")."""
 
     type: Literal["chatbot.settings_changed"] = "chatbot.settings_changed"
     settings: ChatbotSettings
@@ -284,6 +290,8 @@ class CommandResult(Envelope):
     # HTTP-ish status the gateway answers with: 200 ok, 404 unknown, 409 refused, 422 invalid.
     status_code: int = 200
     conversation: ConversationView | None = None
+    # A Human Handoff update's answer: the settings as saved (the public view, no secret).
+    settings: ChatbotView | None = None
 
 
 DashboardEvent = Annotated[DashboardUpdate | CommandResult, Field(discriminator="type")]

@@ -10,9 +10,11 @@ failure, and readiness already reports Redis down.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import HTTPException
@@ -26,6 +28,47 @@ log = logging.getLogger(__name__)
 def rule(text: str) -> RateLimitItem:
     """Parses "N/period" (raises ValueError with the text on nonsense, for settings checks)."""
     return parse(text)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(text: str) -> list[Network]:
+    """"10.0.0.0/8, 127.0.0.1" -> networks (raises ValueError naming the bad entry)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            try:
+                out.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"Not an IP address or network: {part!r}.") from None
+    return out
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[Network] = ()) -> str:
+    """The caller to count per-IP limits against. X-Forwarded-For is believed only when the
+    direct peer is a trusted proxy, and then only up to the first hop that is not one (the
+    rightmost untrusted address: what lies left of it the client wrote itself). An IPv6
+    address counts as its /64, the block one subscriber gets."""
+    hops = [h.strip() for h in (forwarded_for or "").split(",") if h.strip()]
+    chain = [peer or "unknown", *reversed(hops)]
+    chosen = chain[0]
+    for hop in chain:
+        chosen = hop
+        address = _address(hop)
+        if address is None or not any(address in net for net in trusted_proxies):
+            break
+    address = _address(chosen)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address or chosen)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -68,6 +111,15 @@ class RateLimits:
             self._warn(exc)
             return Decision(True)
         return Decision(False, max(1, math.ceil(stats.reset_time - time.time())))
+
+    async def count(self, limit: RateLimitItem, *key: str) -> int:
+        """How many hits the (sliding) window holds now; 0 when Redis does not answer."""
+        try:
+            stats = await self.limiter.get_window_stats(limit, *key)
+        except Exception as exc:  # noqa: BLE001
+            self._warn(exc)
+            return 0
+        return limit.amount - stats.remaining
 
     async def clear(self, limit: RateLimitItem, *key: str) -> None:
         try:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 
 from pydantic import TypeAdapter
 
@@ -30,6 +33,17 @@ from shared.stores import ProcessedEvents, mongo_ready, open_mongo, open_redis, 
 log = logging.getLogger("handoff.service")
 
 Hook = Callable[[], Awaitable[Any]]
+
+
+def install_request_error_handler(app: FastAPI) -> None:
+    """422 for a request that does not validate, FastAPI's shape, as ASCII-escaped JSON.
+    FastAPI's own answer repeats the input, and a lone surrogate in it (valid JSON: "\\ud800")
+    cannot be encoded as UTF-8: the answer to bad input would be a 500."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, 422, media_type="application/json")
 
 
 class ServiceRuntime:
@@ -62,6 +76,7 @@ class ServiceRuntime:
         self.health_details: dict[str, Callable[[], Any]] = {}
         self.app = FastAPI(title=title or f"Handoff {name}", lifespan=self._lifespan)
         self.app.state.runtime = self
+        install_request_error_handler(self.app)
         self._add_health_routes()
 
     @contextlib.asynccontextmanager
@@ -198,4 +213,8 @@ def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSe
         # No service's socket takes more than small JSON frames: a bigger one closes the socket
         # (1009) before it is buffered (uvicorn's default reads up to 16 MiB).
         ws_max_size=ws_max_size,
+        # The client address is the peer's. uvicorn would otherwise take X-Forwarded-For from
+        # any peer on 127.0.0.1 (every browser of a local stack): per-IP limits believe it
+        # only from configured proxies (TRUSTED_PROXIES, shared.ratelimit.client_address).
+        proxy_headers=False,
     )

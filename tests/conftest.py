@@ -109,8 +109,14 @@ class Isolated:
             "REDIS_URL": self.infra.redis_url,
             "REDIS_PREFIX": self.redis_prefix(service),
             "LOG_JSON": "false",
+            # The queue's service token, shared by the queue and the gateways of this test.
+            "QUEUE_API_TOKEN": self.queue_api_token,
             **extra,
         }
+
+    @property
+    def queue_api_token(self) -> str:
+        return f"test-queue-token-{self.tag}"
 
 
 @pytest.fixture

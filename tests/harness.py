@@ -46,7 +46,8 @@ class LoopServer:
     def __init__(self, app: Any, port: int, name: str, lifespan: str = "on", graceful_timeout: float = 5) -> None:
         self.name = name
         config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_config=None,
-                                access_log=False, ws="websockets-sansio", timeout_graceful_shutdown=graceful_timeout)
+                                access_log=False, ws="websockets-sansio", timeout_graceful_shutdown=graceful_timeout,
+                                proxy_headers=False)  # as shared.service.serve: the peer is the client
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task | None = None

@@ -22,8 +22,12 @@ from services.channels.store import (
     WebOutbox,
     WhatsAppWindowStore,
 )
+from services.channels.visitors import NewestTokens, WidgetTokens, secret_or_random
 from services.channels.web import WebHub
+from services.channels.widget_api import WidgetApi, build_widget_router
+from services.channels.widget_limits import WidgetLimiter
 from shared.events import OUTBOUND_EVENT, SETTINGS_EVENT
+from shared.ratelimit import RateLimits, networks
 from shared.service import ServiceRuntime
 from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
 
@@ -92,12 +96,18 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
                        max_depth=settings.max_json_depth)
     origins = [o.strip() for o in settings.widget_allowed_origins.split(",") if o.strip()]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                       allow_headers=["Content-Type"], expose_headers=["Retry-After"], allow_credentials=False,
+                       allow_headers=["Content-Type", "Authorization"], expose_headers=["Retry-After"], allow_credentials=False,
                        max_age=600)
     inbound = InboundPublisher(InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s), visitor_pub,
                                timeout_s=settings.publish_timeout_s)
-    api = ChannelsApi(chatbots, inbound, status_pub, outbox, hub, window, records, settings.max_json_depth)
+    api = ChannelsApi(chatbots, inbound, status_pub, window, records, settings.max_json_depth)
     app.include_router(build_router(api))
+    tokens = WidgetTokens(secret_or_random(settings.widget_token_secret), NewestTokens(runtime.redis, prefix),
+                          ttl_s=settings.widget_token_ttl_s, grace_s=settings.widget_token_renew_grace_s)
+    limiter = WidgetLimiter(RateLimits(settings.redis_url, f"{prefix}:"), networks(settings.trusted_proxies))
+    widget = WidgetApi(chatbots, inbound, outbox, hub, tokens, limiter, settings.widget_socket_auth_timeout_s)
+    app.include_router(build_widget_router(widget))
     app.state.channels = handlers
     app.state.channels_api = api
+    app.state.widget_api = widget
     return app

@@ -74,6 +74,9 @@ def visitor_message(
     text: str, channel_message_id: str, occurred_at: datetime | None = None,
 ) -> VisitorMessageReceived:
     extra: dict[str, Any] = {"occurred_at": occurred_at} if occurred_at else {}
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 event can carry.
+    external_id, text, channel_message_id = map(_encodable, (external_id, text, channel_message_id))
+    name = _encodable(name) if name else None
     return VisitorMessageReceived(
         # The visitor is part of the key: a widget's client message id is only unique per visitor.
         event_id=derived_id("", chatbot_id, channel, external_id, "message", channel_message_id),
@@ -98,8 +101,13 @@ TELEGRAM_MEDIA = {  # checked in this order: an animation also carries a "docume
 WHATSAPP_MEDIA = {"image": "Photo", "video": "Video", "audio": "Audio", "document": "Document", "sticker": "Sticker"}
 
 
+def _encodable(text: str) -> str:
+    """`text` with lone surrogates replaced ("?"): what UTF-8 can encode."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _words(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    return _encodable(value.strip()) if isinstance(value, str) and value.strip() else None
 
 
 def described(label: str, detail: str | None = None, caption: str | None = None) -> str:
@@ -212,7 +220,7 @@ def _platform_id(value: Any) -> str | None:
     """A platform's id (chat, update, wa_id, wamid): a number or a short string."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         return None
-    text = str(value).strip()
+    text = _encodable(str(value).strip())  # it becomes a Mongo key and part of hashed ids
     return text if 0 < len(text) <= 256 else None
 
 

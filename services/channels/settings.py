@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from shared.ratelimit import networks
 from shared.settings import ServiceSettings
 
 
@@ -42,6 +43,21 @@ class ChannelsSettings(ServiceSettings):
     widget_history_limit: int = 200
     widget_history_ttl_s: int = 30 * 24 * 3600
 
+    # Key signing the widget's visitor tokens (HMAC-SHA256); the same on every instance, long
+    # and random. Empty: a random key per process (tokens die with it; a warning is logged).
+    widget_token_secret: str = Field(default="", repr=False)
+    # A visitor token's lifetime: how long a copied token works unrenewed. The widget renews
+    # it from half-time on.
+    widget_token_ttl_s: int = 24 * 3600
+    # An expired token can still be renewed (once, if it is the visitor's newest) this long
+    # after it expired, so a returning visitor keeps the conversation (as long as the history).
+    widget_token_renew_grace_s: int = 30 * 24 * 3600
+    # A widget socket must send its token (first frame) within this long, or it is closed.
+    widget_socket_auth_timeout_s: float = 10.0
+    # Proxies (comma-separated addresses or networks) whose X-Forwarded-For is believed for
+    # the per-IP widget limits. Empty: the direct peer is the client.
+    trusted_proxies: str = ""
+
     # Start-up waits this long at most to read the chatbot settings table to its end.
     settings_preload_timeout_s: float = 10.0
 
@@ -62,3 +78,9 @@ class ChannelsSettings(ServiceSettings):
     widget_max_frame_bytes: int = 4096
     # JSON nested deeper than this is refused (widget: 400; signed webhook: 200 ignored).
     max_json_depth: int = 32
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        networks(v)
+        return v

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -19,6 +20,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from services.channels.domain import status_event
 from shared.http_limits import nested_deeper_than
 from services.channels.store import WebOutbox
+from services.channels.visitors import BadToken, VisitorSession
 from shared.bus import EventPublisher
 from shared.ids import conversation_id_for
 
@@ -92,6 +94,38 @@ class WebHub:
         for queue in list(self._sockets.get(key, ())):
             if queue.qsize() < self.QUEUE_LIMIT:
                 queue.put_nowait(entry)
+
+    async def authenticate(self, websocket: WebSocket, verify: Callable[[str | None], VisitorSession],
+                           timeout_s: float) -> VisitorSession | None:
+        """The visitor's token from the socket's first frame, `{"type": "auth", "token": ...}`
+        (kept out of the URL: URLs land in proxy and access logs). A missing, bad, expired or
+        other chatbot's token, or none within `timeout_s`, closes the socket with 4401 and
+        the reason (the widget renews its token, or starts a new session, and reconnects)."""
+        token: str | None = None
+        self._open.add(websocket)  # a shutdown closes it too (1012), not only the served ones
+        try:
+            message = await asyncio.wait_for(websocket.receive(), timeout_s)
+        except TimeoutError:
+            message = {}
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return None
+        finally:
+            self._open.discard(websocket)
+        if message.get("type") == "websocket.disconnect":
+            return None
+        data = message.get("text")
+        if isinstance(data, str) and len(data) <= self.max_frame_bytes and not nested_deeper_than(
+                data.encode(), self.max_json_depth):
+            with contextlib.suppress(ValueError, AttributeError):
+                frame = json.loads(data)
+                if frame.get("type") == "auth" and isinstance(frame.get("token"), str):
+                    token = frame["token"]
+        try:
+            return verify(token)
+        except BadToken as exc:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=4401, reason=str(exc)[:120])
+            return None
 
     async def serve(self, websocket: WebSocket, chatbot_id: str, visitor_id: str) -> None:
         """Replay the history, then push live messages until the visitor goes away."""

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.gateway.deps import Gateway
-from services.gateway.domain import ChatbotDirectory, PendingCommands
+from services.gateway.domain import ChatbotDirectory, LoginBackoff, PendingCommands
 from services.gateway.handlers import GatewayHandlers
 from services.gateway.live import CLOSE_NO_SESSION, LiveHub
 from services.gateway.queue_client import QueueClient, QueueError
@@ -19,9 +19,11 @@ from services.gateway.routes import auth, chatbots, pages, ws
 from services.gateway.routes.pages import STATIC_DIR
 from services.gateway.security import SecurityHeaders
 from services.gateway.settings import GatewaySettings
-from services.gateway.store import AgentStore, LoginThrottle
+from services.gateway.passwords import PasswordChecks
+from services.gateway.store import AgentStore, LoginLimits
 from shared.events import DASHBOARD_EVENT, SETTINGS_EVENT
 from shared.http_limits import BodyLimit
+from shared.ratelimit import RateLimits, rule
 from shared.service import ServiceRuntime
 from shared.topics import AGENT_COMMANDS, CHATBOT_SETTINGS, DASHBOARD_UPDATES
 
@@ -38,9 +40,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     gateway = Gateway(
         settings=settings,
         store=store,
-        throttle=LoginThrottle(runtime.redis, settings.redis_prefix, settings.login_max_failures,
-                               settings.login_failure_window_s),
-        queue=QueueClient(settings.queue_url, settings.queue_timeout_s),
+        login_limits=LoginLimits(
+            RateLimits(settings.redis_url, f"{settings.redis_prefix}:"), rule(settings.login_attempts_per_ip),
+            LoginBackoff(settings.login_free_failures, settings.login_backoff_base_s, settings.login_backoff_max_s),
+            settings.login_failures_window_s),
+        passwords=PasswordChecks(settings.login_checks_at_once, settings.login_check_wait_s),
+        queue=QueueClient(settings.queue_url, settings.queue_timeout_s, settings.queue_api_token),
         hub=hub,
         pending=pending,
         directory=directory,

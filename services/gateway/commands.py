@@ -1,5 +1,5 @@
 """The command round-trip behind every action: publish an `AgentCommand` or a
-`ChatbotSettingsUpdate` on `agent.commands`, wait `COMMAND_TIMEOUT_S` for the queue's
+`HumanHandoffUpdate` on `agent.commands`, wait `COMMAND_TIMEOUT_S` for the queue's
 `CommandResult` (it comes back on `dashboard.updates`, see handlers.py), and turn it into
 the HTTP answer: 200 / 404 / 409 / 422 as the result says, 202 when it did not come in time
 (the command is still applied once)."""
@@ -18,7 +18,7 @@ from services.gateway import domain
 from services.gateway.deps import Gateway, parse_body
 from services.gateway.domain import CommandBody
 from services.gateway.store import Session
-from shared.events import AgentCommand, ChatbotSettingsUpdate, CommandResult
+from shared.events import AgentCommand, CommandResult, HumanHandoffUpdate
 
 log = logging.getLogger("handoff.gateway.commands")
 
@@ -26,7 +26,7 @@ E = TypeVar("E", bound=BaseModel)
 
 
 async def await_result(gw: Gateway, command_id: str,
-                       event: AgentCommand | ChatbotSettingsUpdate) -> CommandResult | None:
+                       event: AgentCommand | HumanHandoffUpdate) -> CommandResult | None:
     """Publish the command and wait for its CommandResult; None when it did not come in time."""
     fut = gw.pending.expect(command_id)  # before publishing: a quick answer is never missed
     try:

@@ -21,7 +21,8 @@ from services.gateway.handlers import GatewayHandlers
 from services.gateway.live import LiveHub
 from services.gateway.queue_client import QueueClient
 from services.gateway.settings import GatewaySettings
-from services.gateway.store import AgentStore, LoginThrottle, Session
+from services.gateway.passwords import PasswordChecks
+from services.gateway.store import AgentStore, LoginLimits, Session
 from shared.bus import EventPublisher
 from shared.http_limits import NestedTooDeeply, UnusableJson
 from shared.http_limits import json_object as parse_json_object
@@ -39,7 +40,8 @@ class Gateway:
 
     settings: GatewaySettings
     store: AgentStore
-    throttle: LoginThrottle
+    login_limits: LoginLimits
+    passwords: PasswordChecks
     queue: QueueClient
     hub: LiveHub
     pending: PendingCommands

@@ -19,7 +19,8 @@ from shared.events import AgentRef, ChatbotSettingsChanged, CommandResult
 from shared.http_limits import nested_deeper_than
 
 INVALID_LOGIN = "Invalid e-mail or password."
-TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts. Try again in a few minutes."
+TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {wait}."
+SIGN_IN_BUSY = "Too many sign-ins at once. Try again in {wait}."
 NOT_SIGNED_IN = "Not signed in."
 NOT_A_MEMBER = "Not a member of this chatbot."
 BAD_CSRF = "Missing or invalid CSRF token."
@@ -69,6 +70,47 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
+
+
+def in_words(seconds: int) -> str:
+    """A wait as people say it: "1 second", "40 seconds", "5 minutes" (rounded up)."""
+    if seconds <= 1:
+        return "1 second"
+    if seconds < 120:
+        return f"{seconds} seconds"
+    return f"{-(-seconds // 60)} minutes"
+
+
+@dataclass(frozen=True)
+class LoginBackoff:
+    """How long an e-mail waits between sign-in attempts: the first `free_failures` failures
+    cost nothing, each further one doubles the wait from `base_s`, up to `max_s`. Growing
+    instead of a lock-out: guessing gets slow at once, yet the real agent waits `max_s` at
+    most after the last guess, and a success clears it all."""
+
+    free_failures: int
+    base_s: int
+    max_s: int
+
+    def wait_after(self, failures: int) -> int:
+        """Seconds before the next attempt, after this many failures (0: none)."""
+        beyond = failures - self.free_failures
+        if beyond <= 0:
+            return 0
+        return min(self.max_s, self.base_s * 2 ** min(beyond - 1, 40))
+
+    def steps(self) -> list[int]:
+        """Every wait `wait_after` can give, shortest first."""
+        out, wait = [], self.base_s
+        while wait < self.max_s:
+            out.append(wait)
+            wait *= 2
+        return [*out, self.max_s]
+
+    @property
+    def failures_that_matter(self) -> int:
+        """Past this many failures the wait no longer grows (the count can stop there)."""
+        return self.free_failures + len(self.steps())
 
 
 # ---------------------------------------------------------------- sessions
@@ -268,13 +310,3 @@ def error_frame(error: str, chatbot_id: str | None = None, code: int | None = No
     frame["error"] = error
     return frame
 
-
-def public_settings(settings: Any) -> dict[str, Any]:
-    """A chatbot's settings as the dashboard may see them: never the channel secrets."""
-    return {
-        "chatbot_id": settings.chatbot_id,
-        "name": settings.name,
-        "timezone": settings.timezone,
-        "human_handoff": settings.human_handoff.model_dump(mode="json"),
-        "channels": settings.channels.public_view(),
-    }

@@ -1,15 +1,20 @@
-"""The queue's internal query API, through one shared httpx.AsyncClient."""
+"""The queue's internal query API, through one shared httpx.AsyncClient carrying the
+queue's service token."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from fastapi import HTTPException
+from pydantic import SecretStr
 
 from services.gateway.domain import QUEUE_FAILED, QUEUE_UNREACHABLE
-from shared.chatbots import ChatbotSettings
+from shared.chatbots import ChatbotView
+
+log = logging.getLogger("handoff.gateway.queue_client")
 
 
 class QueueError(Exception):
@@ -22,8 +27,13 @@ class QueueError(Exception):
 
 
 class QueueClient:
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
+    def __init__(self, base_url: str, timeout_s: float, token: SecretStr | None) -> None:
+        if token is None or not token.get_secret_value():
+            raise RuntimeError("QUEUE_API_TOKEN must be set: the queue's internal API answers only with "
+                               "its service token (the local runner sets it; compose and Kubernetes take it "
+                               "from their secrets).")
+        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s,
+                                      headers={"Authorization": f"Bearer {token.get_secret_value()}"})
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -39,10 +49,13 @@ class QueueClient:
             return response.content
         if response.status_code in (400, 404, 422):
             raise QueueError(response.status_code, _detail(response))
+        if response.status_code == 401:
+            log.error("the queue refused the service token: QUEUE_API_TOKEN differs between gateway and queue")
         raise QueueError(503, QUEUE_FAILED)
 
-    async def chatbot_settings(self, chatbot_id: str) -> ChatbotSettings:
-        return ChatbotSettings.model_validate_json(await self.get(f"/internal/chatbots/{quote(chatbot_id, safe='')}/settings"))
+    async def chatbot_settings(self, chatbot_id: str) -> ChatbotView:
+        """The chatbot's settings as the queue serves them: no channel secret."""
+        return ChatbotView.model_validate_json(await self.get(internal_path(chatbot_id, "settings")))
 
 
 def internal_path(chatbot_id: str, *rest: str) -> str:

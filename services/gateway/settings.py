@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
+from shared.ratelimit import Network, networks, rule
 from shared.settings import ServiceSettings
 
 
@@ -14,6 +15,9 @@ class GatewaySettings(ServiceSettings):
     # The queue's internal query API (never exposed publicly).
     queue_url: str = "http://127.0.0.1:8002"
     queue_timeout_s: float = 10.0
+    # The queue's service token (the queue's QUEUE_API_TOKEN), sent on every internal call;
+    # the gateway refuses to start without it.
+    queue_api_token: SecretStr | None = None
     # How long an action waits for the queue's CommandResult before answering 202.
     command_timeout_s: float = 5.0
 
@@ -24,9 +28,24 @@ class GatewaySettings(ServiceSettings):
     cookie_secure: bool = True
     session_ttl_s: int = 7 * 24 * 3600
 
-    # Login throttling per e-mail: this many failures within the window -> 429.
-    login_max_failures: int = 10
-    login_failure_window_s: int = 15 * 60
+    # Sign-in attempts from one client address, across all e-mails (`limits` notation), so
+    # spraying many e-mails from one place is slowed too; over it -> 429 with Retry-After.
+    login_attempts_per_ip: str = "30/minute"
+    # Per e-mail: this many failed sign-ins cost nothing; each further one doubles the wait
+    # before the next attempt, from LOGIN_BACKOFF_BASE_S up to LOGIN_BACKOFF_MAX_S (429 with
+    # Retry-After meanwhile). A success clears it; no lock-out longer than the maximum.
+    login_free_failures: int = Field(default=5, ge=0)
+    login_backoff_base_s: int = Field(default=2, gt=0)
+    login_backoff_max_s: int = Field(default=300, gt=0)
+    # Failures older than this no longer count toward an e-mail's wait (a sliding window).
+    login_failures_window_s: int = Field(default=3600, gt=0)
+    # Password checks (argon2: ~64 MiB each) run at most this many at once per process; an
+    # attempt that waits longer than LOGIN_CHECK_WAIT_S for its turn gets 503 with Retry-After.
+    login_checks_at_once: int = Field(default=2, gt=0)
+    login_check_wait_s: float = Field(default=5.0, gt=0)
+    # Proxies (comma-separated addresses or networks) whose X-Forwarded-For is believed for
+    # the per-address sign-in limit. Empty: the direct peer is the client.
+    trusted_proxies: str = ""
 
     # Start-up waits this long at most to read the chatbot settings table to its end.
     settings_preload_timeout_s: float = 10.0
@@ -46,6 +65,22 @@ class GatewaySettings(ServiceSettings):
     # Websocket messages from the dashboard over this many bytes close the socket (1009);
     # `python -m services.gateway` also has the server refuse to read more than this.
     ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
+
+    @field_validator("login_attempts_per_ip")
+    @classmethod
+    def _rule(cls, v: str) -> str:
+        rule(v)
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        networks(v)
+        return v
+
+    @property
+    def trusted_proxy_networks(self) -> list[Network]:
+        return networks(self.trusted_proxies)
 
     @property
     def allowed_origin_list(self) -> list[str]:

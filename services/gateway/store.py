@@ -1,4 +1,4 @@
-"""The gateway's data: agents, memberships and sessions (Mongo), login failures (Redis)."""
+"""The gateway's data: agents, memberships and sessions (Mongo), sign-in attempts (Redis)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
+from limits import RateLimitItem
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.gateway.domain import AgentView, display_name, email_key, new_secret, token_digest
+from services.gateway.domain import AgentView, LoginBackoff, display_name, email_key, new_secret, token_digest
 from shared.ids import new_id
+from shared.ratelimit import Decision, RateLimits, rule
 
 
 @dataclass
@@ -132,30 +133,54 @@ class AgentStore:
             await self.sessions.delete_one({"_id": token_digest(token)})
 
 
-class LoginThrottle:
-    """Sign-in attempts per e-mail in Redis: more than `max_failures` within `window_s` locks
-    the e-mail out until the window passes. A success clears the count.
+class LoginLimits:
+    """Sign-in attempts, counted in Redis (`shared.ratelimit`) so every gateway process sees
+    the same counts: per client address across all e-mails (spraying many e-mails from one
+    place), and per e-mail the growing wait of `LoginBackoff` (many places guessing one).
 
-    An attempt is counted when it starts, before the (slow) password check, in one atomic
-    INCR: guesses sent in parallel cannot all pass a check-then-count and get verified."""
+    An attempt counts as a failure from the moment it is admitted, before the (slow) password
+    check, and a success clears the e-mail's count: guesses sent in parallel are counted
+    before any of them is checked. Past the free failures every admitted attempt must take
+    the shortest wait's slot, so of guesses sent at once only one gets through. A wait is a
+    "1 per N seconds" limit hit by the attempt that starts it; all waits are checked, since
+    the count they were chosen by may have decayed since."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, max_failures: int, window_s: int) -> None:
-        self.redis = redis
-        self.prefix = prefix
-        self.max_failures = max_failures
-        self.window_s = window_s
+    def __init__(self, limits: RateLimits, per_ip: RateLimitItem, backoff: LoginBackoff,
+                 failures_window_s: int) -> None:
+        self.limits = limits
+        self.per_ip = per_ip
+        self.backoff = backoff
+        self.failures = rule(f"{backoff.failures_that_matter} per {failures_window_s} seconds")
+        self.waits = {seconds: rule(f"1 per {seconds} seconds") for seconds in backoff.steps()}
 
-    def _key(self, email: str) -> str:
-        return f"{self.prefix}:login_failures:{email_key(email)}"
-
-    async def attempt(self, email: str) -> bool:
-        """Count one attempt; False when the e-mail is locked out (the password is not checked)."""
-        key = self._key(email)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.window_s, nx=True)
-            count, _ = await pipe.execute()
-        return int(count) <= self.max_failures
+    async def admit(self, email: str, address: str) -> Decision:
+        """Count one attempt; not allowed (with when to retry) when the address is over its
+        limit or the e-mail must still wait. A refused attempt's password is not checked."""
+        by_address = await self.limits.hit(self.per_ip, "login-ip", address)
+        if not by_address.allowed:
+            return by_address
+        key = _email_key_digest(email)
+        waiting = [d for d in await asyncio.gather(*(self.limits.check(w, "login-wait", key)
+                                                     for w in self.waits.values())) if not d.allowed]
+        if waiting:
+            return max(waiting, key=lambda d: d.retry_after_s)
+        await self.limits.hit(self.failures, "login-failures", key)
+        wait = self.backoff.wait_after(await self.limits.count(self.failures, "login-failures", key))
+        if wait:
+            shortest = self.waits[self.backoff.steps()[0]]
+            slot = await self.limits.hit(shortest, "login-wait", key)
+            if not slot.allowed:  # another attempt took it a moment ago
+                return slot
+            if self.waits[wait] is not shortest:
+                await self.limits.hit(self.waits[wait], "login-wait", key)
+        return Decision(True)
 
     async def succeeded(self, email: str) -> None:
-        await self.redis.delete(self._key(email))
+        key = _email_key_digest(email)
+        await asyncio.gather(self.limits.clear(self.failures, "login-failures", key),
+                             *(self.limits.clear(w, "login-wait", key) for w in self.waits.values()))
+
+
+def _email_key_digest(email: str) -> str:
+    """Counts are kept under a digest: no e-mail addresses in Redis keys, and a short key."""
+    return token_digest(email_key(email))

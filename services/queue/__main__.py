@@ -17,9 +17,11 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from services.queue.domain import CommandRefused
 from services.queue.parts import Queue, build_queue
 from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
@@ -66,8 +68,7 @@ async def rebuild_index(settings: QueueSettings, chatbot_id: str | None) -> None
 
 
 async def seed_chatbot(settings: QueueSettings, args: argparse.Namespace) -> None:
-    async def work(queue: Queue) -> None:
-        existing = await queue.record.get_chatbot(args.id)
+    def edit(existing: ChatbotSettings | None) -> ChatbotSettings:
         base = existing.model_dump() if existing else {"chatbot_id": args.id, "name": args.name}
         base["name"] = args.name
         if args.timezone:
@@ -78,11 +79,30 @@ async def seed_chatbot(settings: QueueSettings, args: argparse.Namespace) -> Non
             hh["enabled"] = True
         if args.contact_fields is not None:
             hh["contact_fields"] = [f.strip() for f in args.contact_fields.split(",") if f.strip()]
-        chatbot = ChatbotSettings.model_validate(base)
-        await queue.chatbots.save(chatbot)
+        widget = base.setdefault("widget", {})
+        for field in ("messages_per_visitor", "messages_per_ip", "sessions_per_ip"):
+            if getattr(args, f"widget_{field}") is not None:
+                widget[field] = getattr(args, f"widget_{field}")
+        return ChatbotSettings.model_validate(base)
+
+    async def work(queue: Queue) -> None:
+        chatbot = await _edit_chatbot(queue, args.id, edit)
         print(f"chatbot {chatbot.chatbot_id} ({chatbot.name}) saved and published")
 
     await _with_queue(settings, work, with_bus=True)
+
+
+async def _edit_chatbot(queue: Queue, chatbot_id: str,
+                        edit: Callable[[ChatbotSettings | None], ChatbotSettings]) -> ChatbotSettings:
+    """Read, edit, save at the version read; an agent's save in between (409) means read
+    and edit again, never overwrite it."""
+    for _ in range(EDIT_ATTEMPTS):
+        try:
+            return await queue.chatbots.save(edit(await queue.record.get_chatbot(chatbot_id)))
+        except CommandRefused as exc:
+            if exc.status_code != 409:
+                raise CliError(str(exc)) from None
+    raise CliError(f"chatbot {chatbot_id!r} kept changing while this command edited it; try again")
 
 
 # ChannelCredentials field -> the environment variable its value is read from.
@@ -97,6 +117,10 @@ CHANNEL_SECRETS_FROM_ENV = {
 
 class CliError(Exception):
     """A refusal with a message for the operator (exit code 2)."""
+
+
+# Read-edit-save rounds before giving up on a chatbot that agents keep changing.
+EDIT_ATTEMPTS = 5
 
 
 def updated_channels(current: ChannelCredentials, args: argparse.Namespace, environ: dict[str, str]) -> ChannelCredentials:
@@ -122,12 +146,13 @@ def updated_channels(current: ChannelCredentials, args: argparse.Namespace, envi
 
 
 async def set_channels(settings: QueueSettings, args: argparse.Namespace, environ: dict[str, str]) -> None:
-    async def work(queue: Queue) -> None:
-        existing = await queue.record.get_chatbot(args.chatbot)
+    def edit(existing: ChatbotSettings | None) -> ChatbotSettings:
         if existing is None:
             raise CliError(f"Unknown chatbot {args.chatbot!r}: create it with seed-chatbot first.")
-        chatbot = existing.model_copy(update={"channels": updated_channels(existing.channels, args, environ)})
-        await queue.chatbots.save(chatbot)
+        return existing.model_copy(update={"channels": updated_channels(existing.channels, args, environ)})
+
+    async def work(queue: Queue) -> None:
+        chatbot = await _edit_chatbot(queue, args.chatbot, edit)
         # What is configured, never the secrets themselves.
         print(f"chatbot {chatbot.chatbot_id}: channels saved and published {chatbot.channels.public_view()}")
 
@@ -145,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     p_seed.add_argument("--handoff-on", action="store_true")
     p_seed.add_argument("--timezone", default=None)
     p_seed.add_argument("--contact-fields", default=None)
+    # The web widget's rate limits, in `limits` notation ("20/minute"); unchanged when omitted.
+    p_seed.add_argument("--widget-messages-per-visitor", default=None)
+    p_seed.add_argument("--widget-messages-per-ip", default=None)
+    p_seed.add_argument("--widget-sessions-per-ip", default=None)
     p_channels = sub.add_parser("set-channels", help="connect a chatbot's Telegram bot and WhatsApp number "
                                                      "(secrets from the environment)")
     p_channels.add_argument("--chatbot", required=True)

@@ -1,6 +1,7 @@
 """The internal query API (docs/contracts.md, "Queue's internal query API"): only the
-gateway calls it. Stats, snapshot and the open list come from the Redis index; the
-Conversations table and transcripts from Mongo."""
+gateway calls it, with the service token (auth.py). Stats, snapshot and the open list come
+from the Redis index; the Conversations table and transcripts from Mongo. No route returns
+a channel secret: settings leave as `ChatbotView`."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from services.queue.auth import require_service_token
 from services.queue.conversation import message_view
 from services.queue.parts import Queue
 from services.queue.store import decode_cursor
-from shared.chatbots import ChatbotSettings
+from shared.chatbots import ChatbotView
 from shared.views import ConversationDetail, ConversationView, HandoffRow, MessageView, Page, Snapshot, Stats
 
 STATUS_FILTERS: dict[str, str | None] = {"all": None, "needs_reply": "handed_off", "active": "active", "closed": "closed"}
 
-router = APIRouter(prefix="/internal", tags=["internal"])
+router = APIRouter(prefix="/internal", tags=["internal"], dependencies=[Depends(require_service_token)])
 
 
 def the_queue(request: Request) -> Queue:
@@ -56,17 +58,17 @@ def invalid_cursor(exc: ValueError) -> HTTPException:
     return HTTPException(422, str(exc) or "Invalid cursor.")
 
 
-@router.get("/chatbots", response_model=list[ChatbotSettings])
-async def list_chatbots(queue: QueueDep) -> list[ChatbotSettings]:
-    return await queue.record.list_chatbots()
+@router.get("/chatbots", response_model=list[ChatbotView])
+async def list_chatbots(queue: QueueDep) -> list[ChatbotView]:
+    return [bot.view() for bot in await queue.record.list_chatbots()]
 
 
-@router.get("/chatbots/{chatbot_id}/settings", response_model=ChatbotSettings)
-async def chatbot_settings(chatbot_id: str, queue: QueueDep) -> ChatbotSettings:
+@router.get("/chatbots/{chatbot_id}/settings", response_model=ChatbotView)
+async def chatbot_settings(chatbot_id: str, queue: QueueDep) -> ChatbotView:
     found = await queue.record.get_chatbot(chatbot_id)
     if found is None:
         raise HTTPException(404, "Unknown chatbot.")
-    return found
+    return found.view()
 
 
 @router.get("/chatbots/{chatbot_id}/snapshot", response_model=Snapshot)

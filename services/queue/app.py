@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.queue.api import router
+from services.queue.auth import service_token
 from services.queue.handlers import QueueHandlers
 from services.queue.parts import build_queue
 from services.queue.settings import QueueSettings
@@ -30,6 +31,7 @@ from shared.topics import (
 
 
 def create_app(settings: QueueSettings) -> FastAPI:
+    token = service_token(settings)  # before anything starts: no token, no queue
     runtime = ServiceRuntime(settings, name="queue")
     queue = build_queue(settings, runtime.bus, QueueRecord(runtime.db), HandoffIndex(runtime.redis, settings.redis_prefix))
     subscribe(runtime.bus, QueueHandlers(queue.incoming, queue.commands), settings)
@@ -44,6 +46,7 @@ def create_app(settings: QueueSettings) -> FastAPI:
     runtime.every("index check", settings.index_check_interval_s, queue.feed.check_index)
     runtime.health_details["chatbots"] = lambda: len(queue.chatbots)
     runtime.app.state.queue = queue
+    runtime.app.state.queue_api_token = token
     runtime.app.include_router(router)
     return runtime.app
 

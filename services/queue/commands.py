@@ -1,6 +1,7 @@
 """Agents' commands (`agent.commands`): reply, close, reopen, return to AI, and saving a
-chatbot's Human Handoff settings. Each command is answered once with a `CommandResult`
-(stored by command id, so a retried click gets the same answer and changes nothing more).
+chatbot's Human Handoff settings (that part only, from the version the agent saw). Each
+command is answered once with a `CommandResult` (stored by command id, so a retried click
+gets the same answer and changes nothing more).
 
 Ordering: the conditional write in Mongo first (it decides), then the handoff history,
 then the index, then the events; `last_command_id` recognises a transition this command
@@ -18,7 +19,8 @@ from services.queue.domain import CommandRefused, derived_event_id
 from services.queue.incoming import history_entry, state_event
 from services.queue.store import IndexChange
 from services.queue.usecase import UseCases
-from shared.events import AgentCommand, ChatbotSettingsUpdate, CommandResult, OutboundMessage
+from shared.chatbots import ChatbotView
+from shared.events import AgentCommand, CommandResult, HumanHandoffUpdate, OutboundMessage
 
 log = logging.getLogger("handoff.queue.commands")
 
@@ -133,18 +135,19 @@ class AgentCommands(UseCases):
         return updated
 
     # ------------------------------------------------------------------ settings
-    async def on_settings_update(self, cmd: ChatbotSettingsUpdate) -> None:
+    async def on_human_handoff_update(self, cmd: HumanHandoffUpdate) -> None:
         if await self._answer_stored(cmd.command_id):
             return
-        if cmd.settings.chatbot_id != cmd.chatbot_id:
-            await self._answer(cmd, 422, "The settings belong to another chatbot.", None)
+        try:
+            saved = await self.chatbots.update_human_handoff(
+                cmd.chatbot_id, cmd.human_handoff, cmd.based_on_version, cmd.command_id,
+                event_id=derived_event_id(cmd.command_id, "settings"))
+        except CommandRefused as refused:
+            log.info("command %s (human handoff settings) refused: %s", cmd.command_id, refused.message)
+            await self._answer(cmd, refused.status_code, refused.message, None)
             return
-        if await self.chatbots.get(cmd.chatbot_id) is None:
-            await self._answer(cmd, 404, domain.UNKNOWN_CHATBOT, None)
-            return
-        await self.chatbots.save(cmd.settings, event_id=derived_event_id(cmd.command_id, "settings"))
         await self.feed.publish(cmd.chatbot_id, settings_changed=True, event_id=derived_event_id(cmd.command_id, "update"))
-        await self._answer(cmd, 200, None, None)
+        await self._answer(cmd, 200, None, None, settings=saved.view())
 
     # ------------------------------------------------------------------ answers
     async def _answer_stored(self, command_id: str) -> bool:
@@ -156,16 +159,16 @@ class AgentCommands(UseCases):
         await self.answers_out.publish(CommandResult.model_validate_json(stored["result"]))
         return True
 
-    async def _answer(self, cmd: AgentCommand | ChatbotSettingsUpdate, status_code: int, error: str | None,
-                      conv: Conversation | None) -> None:
+    async def _answer(self, cmd: AgentCommand | HumanHandoffUpdate, status_code: int, error: str | None,
+                      conv: Conversation | None, settings: ChatbotView | None = None) -> None:
         result = CommandResult(
             event_id=derived_event_id(cmd.command_id, "result"), chatbot_id=cmd.chatbot_id,
             conversation_id=cmd.conversation_id, command_id=cmd.command_id, ok=status_code == 200,
-            error=error, status_code=status_code, conversation=conv.view() if conv else None,
+            error=error, status_code=status_code, conversation=conv.view() if conv else None, settings=settings,
         )
         stored = await self.record.save_command(cmd.command_id, {
             "chatbot_id": cmd.chatbot_id, "conversation_id": cmd.conversation_id,
-            "action": getattr(cmd, "action", "update_settings"), "agent_id": cmd.agent.agent_id,
+            "action": getattr(cmd, "action", "update_human_handoff"), "agent_id": cmd.agent.agent_id,
             "status_code": status_code, "at": self.clock(), "result": result.model_dump_json(),
         })
         await self.answers_out.publish(CommandResult.model_validate_json(stored["result"]))

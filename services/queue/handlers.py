@@ -8,9 +8,9 @@ from services.queue.incoming import Incoming
 from shared.events import (
     AgentCommand,
     AiTurnCompleted,
-    ChatbotSettingsUpdate,
     DeliveryStatusChanged,
     HandoffSummaryReady,
+    HumanHandoffUpdate,
     VisitorContactSubmitted,
     VisitorMessageReceived,
 )
@@ -30,11 +30,11 @@ class QueueHandlers:
     async def on_ai_outcome(self, event: AiTurnCompleted) -> None:
         await self.incoming.on_ai_outcome(event)
 
-    async def on_agent_command(self, event: AgentCommand | ChatbotSettingsUpdate) -> None:
+    async def on_agent_command(self, event: AgentCommand | HumanHandoffUpdate) -> None:
         if isinstance(event, AgentCommand):
             await self.commands.on_agent_command(event)
         else:
-            await self.commands.on_settings_update(event)
+            await self.commands.on_human_handoff_update(event)
 
     async def on_summary(self, event: HandoffSummaryReady) -> None:
         await self.incoming.on_summary(event)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import ServiceSettings
 
@@ -24,3 +24,7 @@ class QueueSettings(ServiceSettings):
     index_check_interval_s: float = 300.0
     # The internal query API's page size ceiling.
     queue_max_page: int = 200
+    # The service token every /internal request must carry (`Authorization: Bearer …`; the
+    # gateway sends its QUEUE_API_TOKEN). Required to serve: the local runner generates one,
+    # compose and Kubernetes must set it. At least 16 characters.
+    queue_api_token: SecretStr | None = None

@@ -144,9 +144,24 @@ class QueueRecord:
     async def list_chatbots(self) -> list[ChatbotSettings]:
         return [_chatbot(d) async for d in self.chatbots.find({}).sort("_id", ASCENDING)]
 
-    async def save_chatbot(self, settings: ChatbotSettings) -> None:
-        doc = settings.model_dump(mode="json")
-        await self.chatbots.replace_one({"_id": settings.chatbot_id}, {"_id": settings.chatbot_id, **doc}, upsert=True)
+    async def save_chatbot(self, settings: ChatbotSettings, previous: int | None = None,
+                           command_id: str | None = None) -> bool:
+        """Write `settings` only while the record is at version `previous` (None: only while
+        there is no record yet); False when another change came first. `command_id` is kept
+        with it: a command retried after a crash recognises the change it already made."""
+        doc = {"_id": settings.chatbot_id, **settings.model_dump(mode="json"), "last_command_id": command_id}
+        if previous is None:
+            try:
+                await self.chatbots.insert_one(doc)
+            except DuplicateKeyError:
+                return False
+            return True
+        found = await self.chatbots.replace_one({"_id": settings.chatbot_id, "version": _version_is(previous)}, doc)
+        return found.matched_count == 1
+
+    async def chatbot_changed_by(self, chatbot_id: str, command_id: str) -> bool:
+        """Whether the chatbot's current settings are this command's change."""
+        return await self.chatbots.count_documents({"_id": chatbot_id, "last_command_id": command_id}) > 0
 
     # -- conversations
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
@@ -311,7 +326,7 @@ def _version_is(version: int) -> Any:
 
 
 def _chatbot(doc: dict) -> ChatbotSettings:
-    return ChatbotSettings.model_validate({k: v for k, v in doc.items() if k != "_id"})
+    return ChatbotSettings.model_validate({k: v for k, v in doc.items() if k not in ("_id", "last_command_id")})
 
 
 # ---------------------------------------------------------------------- Redis index

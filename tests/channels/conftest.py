@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from services.channels.app import create_app
 from services.channels.settings import ChannelsSettings
 from shared.bus import ensure_topics
-from shared.chatbots import ChannelCredentials, ChatbotSettings
+from shared.chatbots import ChannelCredentials, ChatbotSettings, WidgetLimits
 from shared.events import ChatbotSettingsChanged, Envelope
 from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
 from tests.conftest import Isolated
@@ -102,16 +102,43 @@ class ChannelsStack:
         await self.producer.send_and_wait(self.iso.topic_prefix + topic, event.model_dump_json().encode(),
                                           key=event.partition_key())
 
-    async def add_chatbot(self, chatbot_id: str | None = None, **creds: Any) -> ChatbotSettings:
+    async def add_chatbot(self, chatbot_id: str | None = None, widget: WidgetLimits | None = None,
+                          **creds: Any) -> ChatbotSettings:
         """Publish a chatbot's settings as the queue does, and wait until channels knows it."""
         chatbot_id = chatbot_id or f"bot_{uuid.uuid4().hex[:10]}"
-        settings = ChatbotSettings(chatbot_id=chatbot_id, name=f"Bot {chatbot_id}", channels=ChannelCredentials(**creds))
+        settings = ChatbotSettings(chatbot_id=chatbot_id, name=f"Bot {chatbot_id}", channels=ChannelCredentials(**creds),
+                                   widget=widget or WidgetLimits())
         await self.publish(CHATBOT_SETTINGS.name, ChatbotSettingsChanged(chatbot_id=chatbot_id, settings=settings))
         await eventually(lambda: asyncio.sleep(0, result=self.handlers.chatbots.get(chatbot_id) == settings))
         return settings
 
     async def outbound(self, event: Envelope) -> None:
         await self.publish(OUTBOUND_MESSAGES.name, event)
+
+    def visitor(self, chatbot_id: str, visitor_id: str | None = None) -> WidgetVisitor:
+        return widget_visitor(self.service.app, chatbot_id, visitor_id)
+
+
+@dataclass(frozen=True)
+class WidgetVisitor:
+    """A widget visitor with its token, minted by the service's own signer (no session
+    request, so the per-IP session limit of 127.0.0.1 is left to the tests about it)."""
+
+    visitor_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def auth_frame(self) -> str:
+        return json.dumps({"type": "auth", "token": self.token})
+
+
+def widget_visitor(app: Any, chatbot_id: str, visitor_id: str | None = None) -> WidgetVisitor:
+    session = app.state.widget_api.tokens.issue(chatbot_id, visitor_id=visitor_id)
+    return WidgetVisitor(session.visitor_id, session.token)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -121,6 +148,7 @@ async def stack(infra):
     async with FakeTelegram() as telegram, FakeGraph() as graph:
         env = iso.env("channels", TELEGRAM_API_BASE_URL=telegram.base_url, GRAPH_API_BASE_URL=graph.base_url,
                       CHANNELS_PUBLIC_URL=PUBLIC_URL, DELIVERY_BACKOFF_S="0.05", DELIVERY_ATTEMPTS="4",
+                      WIDGET_TOKEN_SECRET=f"widget-secret-{uuid.uuid4().hex}",
                       LOG_LEVEL="DEBUG")
         settings = settings_from_env(ChannelsSettings, env)
         visitor = TopicWatch(infra.kafka_bootstrap, iso.topic_prefix + VISITOR_MESSAGES.name)

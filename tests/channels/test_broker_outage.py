@@ -30,9 +30,9 @@ from services.channels.settings import ChannelsSettings
 from shared.bus import ensure_topics
 from shared.chatbots import ChannelCredentials, ChatbotSettings
 from shared.events import ChatbotSettingsChanged
-from shared.ids import conversation_id_for, new_id, new_visitor_id
+from shared.ids import conversation_id_for, new_id
 from shared.topics import CHATBOT_SETTINGS, VISITOR_MESSAGES
-from tests.channels.conftest import TopicWatch
+from tests.channels.conftest import TopicWatch, widget_visitor
 from tests.conftest import Isolated
 from tests.harness import RunningService, run_in_process, settings_from_env
 
@@ -114,10 +114,11 @@ async def _refused_while_frozen(outage: Outage, send) -> tuple[httpx.Response, f
 
 
 async def test_widget_message_refused_while_the_broker_cannot_write_then_on_the_topic_once(outage):
-    visitor = new_visitor_id()
+    me = widget_visitor(outage.service.app, outage.chatbot_id)
+    visitor = me.visitor_id
     url = f"{outage.service.url}/web/{outage.chatbot_id}/messages"
-    body = {"visitor_id": visitor, "client_message_id": "m_outage", "text": "Is anyone there?"}
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    body = {"client_message_id": "m_outage", "text": "Is anyone there?"}
+    async with httpx.AsyncClient(timeout=5.0, headers=me.headers) as client:
         refused, took, again = await _refused_while_frozen(outage, lambda: client.post(url, json=body))
         accepted = await _post_until_accepted(lambda: client.post(url, json=body))
         # Same conversation, same partition, produced after: once it is on the topic, any

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from services.channels.domain import whatsapp_signature
 from shared.http_limits import nested_deeper_than
-from shared.ids import conversation_id_for, new_visitor_id
+from shared.ids import conversation_id_for
 from tests.channels.test_telegram import _creds as _telegram_creds
 from tests.channels.test_telegram import _update
 from tests.channels.test_whatsapp import _creds as _whatsapp_creds
@@ -105,11 +105,11 @@ async def test_signed_telegram_bodies_it_cannot_use_are_ignored_not_5xx(stack, c
 
 async def test_widget_json_nested_too_deep_is_400(stack):
     bot = await stack.add_chatbot()
-    body = b'{"visitor_id": "' + new_visitor_id().encode() + b'", "client_message_id": "c1", "text": "x", "name": ' \
+    body = b'{"client_message_id": "c1", "text": "x", "name": ' \
         + b"[" * 40 + b"]" * 40 + b"}"
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages", content=body,
-                              headers={"Content-Type": "application/json"})
+                              headers={"Content-Type": "application/json", **stack.visitor(bot.chatbot_id).headers})
     assert r.status_code == 400 and "nested too deeply" in r.json()["detail"]
 
 
@@ -169,7 +169,7 @@ async def test_widget_can_read_the_413(stack):
     bot = await stack.add_chatbot()
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages", headers={"Origin": "https://shop.example"},
-                              json={"visitor_id": new_visitor_id(), "client_message_id": "c1",
+                              json={"client_message_id": "c1",
                                     "text": "y" * (stack.settings.widget_max_body_bytes + 1)})
     assert r.status_code == 413 and "too large" in r.json()["detail"]
     assert r.headers.get("access-control-allow-origin") == "*"  # CORS wraps the limit
@@ -178,15 +178,16 @@ async def test_widget_can_read_the_413(stack):
 async def test_bodies_under_the_caps_still_work(stack):
     bot = await stack.add_chatbot()
     async with httpx.AsyncClient(timeout=10) as client:
-        r = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
-                              json={"visitor_id": new_visitor_id(), "client_message_id": "c1", "text": "y" * 4000})
+        r = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages", headers=stack.visitor(bot.chatbot_id).headers,
+                              json={"client_message_id": "c1", "text": "y" * 4000})
     assert r.status_code == 202
 
 
 async def test_oversize_websocket_frame_closes_1009(stack):
     bot = await stack.add_chatbot()
-    url = stack.service.ws_url + f"/web/{bot.chatbot_id}/ws?visitor_id={new_visitor_id()}"
+    url = stack.service.ws_url + f"/web/{bot.chatbot_id}/ws"
     async with connect(url) as ws:
+        await ws.send(stack.visitor(bot.chatbot_id).auth_frame)
         assert json.loads(await ws.recv()) == {"type": "ready"}
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await ws.recv()) == {"type": "pong"}

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from services.channels.app import create_app
 from services.channels.settings import ChannelsSettings
 from shared.events import OutboundMessage, VisitorIdentity
-from shared.ids import conversation_id_for, new_id, new_visitor_id
+from shared.ids import conversation_id_for, new_id
 from tests.harness import run_in_process, settings_from_env
 
 
@@ -35,10 +35,11 @@ async def _frames_until(ws, pred, timeout: float = 15.0) -> list[dict]:
 
 async def test_visitor_message_published_once(stack):
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
+    me = stack.visitor(bot.chatbot_id)
+    visitor = me.visitor_id
     url = f"{stack.url}/web/{bot.chatbot_id}/messages"
-    body = {"visitor_id": visitor, "client_message_id": "c1", "text": "Hi, I need help"}
-    async with httpx.AsyncClient() as client:
+    body = {"client_message_id": "c1", "text": "Hi, I need help"}
+    async with httpx.AsyncClient(headers=me.headers) as client:
         r1 = await client.post(url, json=body)
         r2 = await client.post(url, json=body)  # the widget retried
         r3 = await client.post(url, json={**body, "client_message_id": "c2", "text": "Anyone?", "name": "Lin"})
@@ -55,19 +56,17 @@ async def test_visitor_message_published_once(stack):
 
 async def test_bad_input_gets_clear_errors(stack):
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
-    async with httpx.AsyncClient() as client:
+    me = stack.visitor(bot.chatbot_id)
+    async with httpx.AsyncClient(headers=me.headers) as client:
         blank = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
-                                  json={"visitor_id": visitor, "client_message_id": "c1", "text": "   "})
-        bad_visitor = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
-                                        json={"visitor_id": "robert'); drop", "client_message_id": "c1", "text": "x"})
-        unknown = await client.post(f"{stack.url}/web/no_such_bot/messages",
-                                    json={"visitor_id": visitor, "client_message_id": "c1", "text": "x"})
-        no_fields = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact", json={"visitor_id": visitor})
-        bad_email = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact",
-                                      json={"visitor_id": visitor, "email": "not-an-address"})
+                                  json={"client_message_id": "c1", "text": "   "})
+        bad_message_id = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
+                                           json={"client_message_id": "robert'); drop", "text": "x"})
+        unknown = await client.post(f"{stack.url}/web/no_such_bot/messages", json={"client_message_id": "c1", "text": "x"})
+        no_fields = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact", json={})
+        bad_email = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact", json={"email": "not-an-address"})
     assert blank.status_code == 422 and "The message is empty." in blank.text
-    assert bad_visitor.status_code == 422
+    assert bad_message_id.status_code == 422
     assert unknown.status_code == 404 and unknown.json() == {"detail": "Unknown chatbot."}
     assert no_fields.status_code == 422 and no_fields.json() == {"detail": "Please fill in at least one field."}
     assert bad_email.status_code == 422 and "Please enter a valid e-mail address." in bad_email.text
@@ -78,10 +77,11 @@ async def test_cors_lets_any_site_embed_the_widget(stack):
     async with httpx.AsyncClient() as client:
         pre = await client.options(f"{stack.url}/web/{bot.chatbot_id}/messages", headers={
             "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type"})
+            "Access-Control-Request-Headers": "authorization,content-type"})
         js = await client.get(f"{stack.url}/widget.js")
         page = await client.get(f"{stack.url}/widget/test", params={"chatbot": bot.chatbot_id})
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] in ("*", "https://shop.example.com")
+    assert "authorization" in pre.headers["access-control-allow-headers"].lower()  # the widget's token header
     assert js.status_code == 200 and js.headers["content-type"].startswith("application/javascript")
     assert "attachShadow" in js.text
     assert f'data-chatbot="{bot.chatbot_id}"' in page.text and 'src="/widget.js"' in page.text
@@ -89,10 +89,11 @@ async def test_cors_lets_any_site_embed_the_widget(stack):
 
 async def test_contact_submission_published(stack):
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
-    async with httpx.AsyncClient() as client:
+    me = stack.visitor(bot.chatbot_id)
+    visitor = me.visitor_id
+    async with httpx.AsyncClient(headers=me.headers) as client:
         r = await client.post(f"{stack.url}/web/{bot.chatbot_id}/contact",
-                              json={"visitor_id": visitor, "name": "Lin Chen", "email": "lin@example.com"})
+                              json={"name": "Lin Chen", "email": "lin@example.com"})
     assert r.status_code == 202
     conv = conversation_id_for(bot.chatbot_id, "web", visitor)
     got = await stack.visitor_messages.wait_for(lambda r: r["conversation_id"] == conv)
@@ -103,12 +104,13 @@ async def test_contact_submission_published(stack):
 
 async def test_reply_live_with_history_replay_and_statuses_once(stack):
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
-    async with httpx.AsyncClient() as client:
-        await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages",
-                          json={"visitor_id": visitor, "client_message_id": "first", "text": "Hello?"})
-    ws_url = f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws?visitor_id={visitor}"
+    me = stack.visitor(bot.chatbot_id)
+    visitor = me.visitor_id
+    async with httpx.AsyncClient(headers=me.headers) as client:
+        await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages", json={"client_message_id": "first", "text": "Hello?"})
+    ws_url = f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws"
     async with connect(ws_url) as ws:
+        await ws.send(me.auth_frame)
         history = await _frames_until(ws, lambda f: f["type"] == "ready")
         assert [(f["sender"], f["text"]) for f in history[:-1]] == [("visitor", "Hello?")]
         reply = _reply(bot.chatbot_id, visitor, "Hi, I'm Maria. How can I help?", request_contact_fields=["email"])
@@ -122,6 +124,7 @@ async def test_reply_live_with_history_replay_and_statuses_once(stack):
 
     # A reload replays the conversation; the reply is not reported 'delivered' twice.
     async with connect(ws_url) as ws:
+        await ws.send(me.auth_frame)
         replay = await _frames_until(ws, lambda f: f["type"] == "ready")
         assert [f["text"] for f in replay[:-1]] == ["Hello?", "Hi, I'm Maria. How can I help?"]
         sentinel = _reply(bot.chatbot_id, visitor, "Anything else?")
@@ -132,10 +135,8 @@ async def test_reply_live_with_history_replay_and_statuses_once(stack):
     assert statuses == ["sent", "delivered"]
 
 
-async def test_unknown_visitor_or_chatbot_socket_closed(stack):
-    bot = await stack.add_chatbot()
-    for url, code in ((f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws?visitor_id=bogus", 4400),
-                      (f"{stack.service.ws_url}/web/nobody/ws?visitor_id={new_visitor_id()}", 4404)):
+async def test_unknown_chatbot_socket_closed(stack):
+    for url, code in ((f"{stack.service.ws_url}/web/nobody/ws", 4404),):
         try:
             async with connect(url) as ws:
                 await ws.recv()
@@ -147,7 +148,8 @@ async def test_unknown_visitor_or_chatbot_socket_closed(stack):
 async def test_publish_failure_answers_503_and_the_retry_is_accepted(stack):
     """Nothing is lost: a refused publish is answered 5xx and the claim released."""
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
+    me = stack.visitor(bot.chatbot_id)
+    visitor = me.visitor_id
     inbound = stack.service.app.state.channels_api.inbound_visitor
     real = inbound.publisher
 
@@ -155,8 +157,8 @@ async def test_publish_failure_answers_503_and_the_retry_is_accepted(stack):
         async def publish(self, event):
             raise ConnectionError("broker unreachable")
 
-    body = {"visitor_id": visitor, "client_message_id": "retry-me", "text": "Did this arrive?"}
-    async with httpx.AsyncClient() as client:
+    body = {"client_message_id": "retry-me", "text": "Did this arrive?"}
+    async with httpx.AsyncClient(headers=me.headers) as client:
         inbound.publisher = BrokenBus()
         try:
             refused = await client.post(f"{stack.url}/web/{bot.chatbot_id}/messages", json=body)
@@ -174,13 +176,16 @@ async def test_second_instance_delivers_to_its_own_socket_and_nothing_twice(stac
     """Instance B holds the socket and consumes outbound.messages in another group, so both
     instances handle every message: the claim makes one of them deliver, exactly once."""
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
     env = stack.iso.env("channels", OUTBOUND_GROUP_ID=f"other-{uuid.uuid4().hex[:6]}",
-                        TELEGRAM_API_BASE_URL=stack.telegram.base_url, GRAPH_API_BASE_URL=stack.graph.base_url)
+                        TELEGRAM_API_BASE_URL=stack.telegram.base_url, GRAPH_API_BASE_URL=stack.graph.base_url,
+                        WIDGET_TOKEN_SECRET=stack.settings.widget_token_secret)
     async with run_in_process("channels-b", create_app, settings_from_env(ChannelsSettings, env)) as b:
         # Known as soon as the instance serves (start-up reads the settings table to its end).
         assert b.app.state.channels.chatbots.get(bot.chatbot_id) == bot
-        async with connect(f"{b.ws_url}/web/{bot.chatbot_id}/ws?visitor_id={visitor}") as ws:
+        me = stack.visitor(bot.chatbot_id)  # issued by the first instance: the key is shared
+        visitor = me.visitor_id
+        async with connect(f"{b.ws_url}/web/{bot.chatbot_id}/ws") as ws:
+            await ws.send(me.auth_frame)
             await _frames_until(ws, lambda f: f["type"] == "ready")
             reply = _reply(bot.chatbot_id, visitor, "Delivered wherever you are")
             await stack.outbound(reply)
@@ -213,13 +218,15 @@ async def test_reply_in_flight_when_channels_stopped_is_sent_after_the_restart(s
     harmless (its history, the sockets and the widget dedupe by message id): the reply is sent
     and shown, not reported 'failed (outcome unknown)'."""
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
+    me = stack.visitor(bot.chatbot_id)
+    visitor = me.visitor_id
     reply = _reply(bot.chatbot_id, visitor, "Sorry for the wait", sender="ai", sender_name=None)
     records = stack.service.app.state.channels_api.records
     # What the stopped instance left behind; a web delivery is one Redis write, so its lease is short.
     assert await records.claim(reply.message_id, bot.chatbot_id, reply.conversation_id, "web",
                                owner="stopped-instance", lease_s=1.0) is None
-    async with connect(f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws?visitor_id={visitor}") as ws:
+    async with connect(f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws") as ws:
+        await ws.send(me.auth_frame)
         await _frames_until(ws, lambda f: f["type"] == "ready")
         await stack.outbound(reply)  # the redelivery after the restart
         frames = await _frames_until(ws, lambda f: f.get("message_id") == reply.message_id, timeout=10)
@@ -228,7 +235,7 @@ async def test_reply_in_flight_when_channels_stopped_is_sent_after_the_restart(s
     assert frames[-1]["text"] == "Sorry for the wait"
     statuses = [r["status"] for r in stack.delivery_status.matching(lambda r: r["message_id"] == reply.message_id)]
     assert sorted(statuses) == ["delivered", "sent"]
-    history = await stack.service.app.state.channels_api.outbox.history(bot.chatbot_id, visitor)
+    history = await stack.service.app.state.widget_api.outbox.history(bot.chatbot_id, visitor)
     assert [e["message_id"] for e in history] == [reply.message_id]
 
 
@@ -237,7 +244,8 @@ async def test_write_unanswered_at_the_timeout_keeps_its_claim_until_it_settles(
     not abandoned: until it settles, a retry is 503 as well (never a 202 'duplicate' for a
     message that may not be on the bus); once it failed, the retry publishes the message."""
     bot = await stack.add_chatbot()
-    visitor = new_visitor_id()
+    me = stack.visitor(bot.chatbot_id)
+    visitor = me.visitor_id
     inbound = stack.service.app.state.channels_api.inbound_visitor
     real, real_timeout = inbound.publisher, getattr(inbound, "timeout_s", None)
     answer = asyncio.Event()
@@ -247,9 +255,9 @@ async def test_write_unanswered_at_the_timeout_keeps_its_claim_until_it_settles(
             await answer.wait()
             raise ConnectionError("batch expired")
 
-    body = {"visitor_id": visitor, "client_message_id": "slow-1", "text": "Hello?"}
+    body = {"client_message_id": "slow-1", "text": "Hello?"}
     url = f"{stack.url}/web/{bot.chatbot_id}/messages"
-    async with httpx.AsyncClient(timeout=3.0) as client:
+    async with httpx.AsyncClient(timeout=3.0, headers=me.headers) as client:
         inbound.publisher, inbound.timeout_s = UnansweredThenFailed(), 0.3
         try:
             refused = await client.post(url, json=body)

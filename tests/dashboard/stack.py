@@ -193,7 +193,8 @@ class Stack:
             await consumer.stop()
 
     async def snapshot(self, chatbot_id: str) -> dict:
-        async with httpx.AsyncClient(timeout=10) as client:
+        token = self.queue.app.state.queue.settings.queue_api_token.get_secret_value()
+        async with httpx.AsyncClient(timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
             r = await client.get(f"{self.queue.url}/internal/chatbots/{chatbot_id}/snapshot")
             r.raise_for_status()
             return r.json()

@@ -5,6 +5,7 @@ start-up ordered on health, scalable workers, and only settings the services rea
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 
@@ -17,15 +18,36 @@ from tests.harness import ROOT
 SERVICES = ("queue", "intake", "summarizer", "gateway", "channels")
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict:
+def compose_config(**env: str) -> subprocess.CompletedProcess:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.fail("docker-compose is not installed (the README's test command installs it)")
-    result = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
-                            cwd=ROOT, timeout=60)
+    clean = {k: v for k, v in os.environ.items() if k not in ("QUEUE_API_TOKEN", "WIDGET_TOKEN_SECRET")}
+    return subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, env={**clean, **env})
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    result = compose_config(QUEUE_API_TOKEN="compose-test-token-0123456789", WIDGET_TOKEN_SECRET="compose-widget-secret")
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
+
+
+def test_queue_api_token_is_required_and_given_to_queue_and_gateway_only(compose):
+    refused = compose_config()
+    assert refused.returncode != 0 and "QUEUE_API_TOKEN" in refused.stderr
+    holders = {name for name, svc in compose["services"].items()
+               if "QUEUE_API_TOKEN" in (svc.get("environment") or {})}
+    assert holders == {"queue", "gateway"}
+
+
+def test_widget_token_secret_is_required_and_given_to_channels_only(compose):
+    refused = compose_config(QUEUE_API_TOKEN="compose-test-token-0123456789")
+    assert refused.returncode != 0 and "WIDGET_TOKEN_SECRET" in refused.stderr
+    holders = {name for name, svc in compose["services"].items()
+               if "WIDGET_TOKEN_SECRET" in (svc.get("environment") or {})}
+    assert holders == {"channels"}
 
 
 def test_infrastructure_is_real_kafka_mongo_redis(compose):

@@ -169,10 +169,12 @@ def _widget_message_stored(ports: dict[str, int], env: dict[str, str]) -> bool:
     import httpx
     from pymongo import MongoClient
 
-    body = {"visitor_id": "v_00000000000000aa", "client_message_id": "after-broker-restart", "text": "still there?"}
+    body = {"client_message_id": "after-broker-restart", "text": "still there?"}
     deadline = time.monotonic() + 60
     with httpx.Client(base_url=f"http://127.0.0.1:{ports['channels']}", timeout=10) as http:
-        while (status := http.post("/web/demo/messages", json=body).status_code) != 202:
+        token = http.post("/web/demo/session").json()["token"]  # the widget's credential (no broker involved)
+        auth = {"Authorization": f"Bearer {token}"}
+        while (status := http.post("/web/demo/messages", json=body, headers=auth).status_code) != 202:
             assert status == 503 and time.monotonic() < deadline, status
             time.sleep(1)
     mongo = MongoClient(f"mongodb://127.0.0.1:{ports['mongo']}/?retryWrites=false")

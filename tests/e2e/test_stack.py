@@ -99,14 +99,14 @@ async def test_visitor_message_reaches_dashboard_and_reply_reaches_widget(stack)
             await dash.send(json.dumps({"type": "subscribe", "chatbot_id": "demo"}))
             await _next_frame(dash, lambda f: f.get("type") == "subscribed")
 
-            visitor_id = "v_" + uuid.uuid4().hex[:16]
             async with httpx.AsyncClient(base_url=channels, timeout=10) as widget:
-                async with websockets.connect(
-                    channels.replace("http", "ws", 1) + f"/web/demo/ws?visitor_id={visitor_id}"
-                ) as visitor_ws:
+                session = (await widget.post("/web/demo/session")).json()  # the widget's signed token
+                widget.headers["Authorization"] = f"Bearer {session['token']}"
+                async with websockets.connect(channels.replace("http", "ws", 1) + "/web/demo/ws") as visitor_ws:
+                    await visitor_ws.send(json.dumps({"type": "auth", "token": session["token"]}))
                     sent_at = time.monotonic()
                     r = await widget.post("/web/demo/messages", json={
-                        "visitor_id": visitor_id, "client_message_id": uuid.uuid4().hex,
+                        "client_message_id": uuid.uuid4().hex,
                         "text": "I want to talk to a human please", "name": "Erin"})
                     assert r.status_code == 202, r.text
 

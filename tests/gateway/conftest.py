@@ -13,19 +13,20 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import HTTPException, Query
+from fastapi.responses import JSONResponse
 
 from services.gateway.app import create_app
 from services.gateway.domain import hash_password
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import AgentStore
-from shared.chatbots import ChannelCredentials, ChatbotSettings, HumanHandoffSettings
+from shared.chatbots import ChannelCredentials, ChatbotSettings, ChatbotView, HumanHandoffSettings
 from shared.events import (
     AGENT_COMMAND_EVENT,
     AgentCommand,
     ChatbotSettingsChanged,
-    ChatbotSettingsUpdate,
     CommandResult,
     DashboardUpdate,
+    HumanHandoffUpdate,
 )
 from shared.service import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -67,7 +68,7 @@ def update(chatbot_id: str, seq: int, epoch: str = "e1") -> DashboardUpdate:
                                                    message_count=seq))
 
 
-def fake_queue_app(settings: ServiceSettings):
+def fake_queue_app(settings: ServiceSettings, token: str):
     runtime = ServiceRuntime(settings, name="fakequeue")
     app = runtime.app
     app.state.seen = {"requests": [], "commands": []}
@@ -81,6 +82,9 @@ def fake_queue_app(settings: ServiceSettings):
     @app.middleware("http")
     async def record(request, call_next):
         app.state.seen["requests"].append(request.url.path + ("?" + request.url.query if request.url.query else ""))
+        # As the real queue: no service token, no answer (so every test checks the gateway sends it).
+        if request.url.path.startswith("/internal") and request.headers.get("authorization") != f"Bearer {token}":
+            return JSONResponse({"detail": "The internal API needs the queue's service token."}, status_code=401)
         return await call_next(request)
 
     @app.get("/internal/chatbots/{chatbot_id}/snapshot")
@@ -114,11 +118,11 @@ def fake_queue_app(settings: ServiceSettings):
         return ConversationDetail(conversation=conversation(chatbot_id), messages=Page(items=[msg]))
 
     @app.get("/internal/chatbots/{chatbot_id}/settings")
-    async def settings_(chatbot_id: str) -> ChatbotSettings:
+    async def settings_(chatbot_id: str) -> ChatbotView:
         check(chatbot_id)
-        return chatbot_settings(chatbot_id)
+        return chatbot_settings(chatbot_id).view()
 
-    async def on_command(event: AgentCommand | ChatbotSettingsUpdate) -> None:
+    async def on_command(event: AgentCommand | HumanHandoffUpdate) -> None:
         app.state.seen["commands"].append(event)
         if event.conversation_id == CONV_SILENT:
             return
@@ -130,6 +134,11 @@ def fake_queue_app(settings: ServiceSettings):
             result = CommandResult(chatbot_id=event.chatbot_id, conversation_id=event.conversation_id,
                                    command_id=event.command_id, ok=False, status_code=404,
                                    error="Conversation not found.")
+        elif isinstance(event, HumanHandoffUpdate):
+            saved = chatbot_settings(event.chatbot_id).model_copy(update={
+                "human_handoff": event.human_handoff, "version": event.based_on_version + 1})
+            result = CommandResult(chatbot_id=event.chatbot_id, command_id=event.command_id, ok=True,
+                                   settings=saved.view())
         else:
             result = CommandResult(chatbot_id=event.chatbot_id, conversation_id=event.conversation_id,
                                    command_id=event.command_id, ok=True,
@@ -172,7 +181,7 @@ async def add_agent(settings: GatewaySettings, email: str, chatbots: list[str], 
 @pytest.fixture
 async def stack(isolated) -> AsyncIterator[Stack]:
     qsettings = settings_from_env(ServiceSettings, isolated.env("fakequeue"))
-    async with run_in_process("fakequeue", fake_queue_app, qsettings) as queue:
+    async with run_in_process("fakequeue", lambda s: fake_queue_app(s, isolated.queue_api_token), qsettings) as queue:
         yield Stack(isolated, queue)
 
 

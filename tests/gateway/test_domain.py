@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from services.gateway.domain import (
     ChatbotDirectory,
+    LoginBackoff,
     PendingCommands,
     PingFrame,
     ReplyBody,
@@ -19,9 +20,9 @@ from services.gateway.domain import (
     display_name,
     email_key,
     hash_password,
+    in_words,
     origin_allowed,
     parse_client_frame,
-    public_settings,
     token_digest,
     validation_message,
     verify_password,
@@ -44,6 +45,20 @@ def test_passwords_are_hashed_and_verified():
     assert not verify_password(h, "wrong")
     assert not verify_password(None, "s3cret-pass")  # unknown agent
     assert not verify_password("not-a-hash", "s3cret-pass")
+
+
+def test_login_backoff_doubles_after_the_free_failures_up_to_the_maximum():
+    backoff = LoginBackoff(free_failures=3, base_s=2, max_s=20)
+    assert [backoff.wait_after(n) for n in range(10)] == [0, 0, 0, 0, 2, 4, 8, 16, 20, 20]
+    assert backoff.steps() == [2, 4, 8, 16, 20]
+    assert backoff.failures_that_matter == 8 and backoff.wait_after(10**6) == 20
+    assert LoginBackoff(free_failures=0, base_s=60, max_s=30).steps() == [30]
+    assert LoginBackoff(free_failures=0, base_s=60, max_s=30).wait_after(1) == 30
+
+
+def test_waits_in_words():
+    assert [in_words(s) for s in (0, 1, 2, 119, 120, 121, 300)] == [
+        "1 second", "1 second", "2 seconds", "119 seconds", "2 minutes", "3 minutes", "5 minutes"]
 
 
 def test_token_digest_and_csrf():
@@ -124,15 +139,12 @@ async def test_pending_commands_resolve_every_waiter_once():
     await asyncio.sleep(0)
 
 
-def test_directory_and_public_settings():
+def test_directory_follows_the_settings_table():
     directory = ChatbotDirectory()
     assert directory.describe("demo") == {"chatbot_id": "demo", "name": "demo", "handoff_enabled": False}
     s = ChatbotSettings(chatbot_id="demo", name="Demo", human_handoff=HumanHandoffSettings(enabled=True),
                         channels=ChannelCredentials(telegram_bot_token="123:TOKEN", whatsapp_app_secret="shh"))
     directory.apply(ChatbotSettingsChanged(chatbot_id="demo", settings=s))
     assert directory.describe("demo") == {"chatbot_id": "demo", "name": "Demo", "handoff_enabled": True}
-    view = public_settings(s)
-    assert view["channels"]["telegram_configured"] is True
-    assert "TOKEN" not in str(view) and "shh" not in str(view)
     assert directory.apply(ChatbotSettingsChanged(chatbot_id="demo", settings=s, deleted=True)) is None
     assert directory.describe("demo")["name"] == "demo"

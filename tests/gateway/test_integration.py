@@ -105,8 +105,9 @@ async def test_command_round_trip_with_the_real_queue(isolated):
                 assert r.json() == {"detail": "Can only reply to handed-off conversations."}
 
                 # Settings round-trip through the queue; the tool switch reaches /api/me and the socket.
+                version = (await client.get("/api/chatbots/demo/settings")).json()["version"]
                 r = await client.put("/api/chatbots/demo/settings/human-handoff", headers=h,
-                                     json={"enabled": False, "contact_fields": ["email"]})
+                                     json={"version": version, "enabled": False, "contact_fields": ["email"]})
                 assert r.status_code == 200, r.text
                 assert r.json()["human_handoff"]["enabled"] is False
                 settings_frame, _ = await recv_until(ws, lambda f: f["type"] == "settings"

@@ -212,7 +212,8 @@ async def queue_under_test(isolated, **env: str) -> AsyncIterator[QueueUnderTest
     await producer.start()
     try:
         await asyncio.wait_for(ready.wait(), 30)
-        async with run_in_process("queue", create_app, settings) as running, httpx.AsyncClient(timeout=10) as http:
+        async with run_in_process("queue", create_app, settings) as running, httpx.AsyncClient(
+                timeout=10, headers=internal_auth(settings)) as http:
             yield QueueUnderTest(settings, running.url, running.app.state.queue, producer, seen, http,
                                  isolated.topic_prefix)
     finally:
@@ -220,6 +221,12 @@ async def queue_under_test(isolated, **env: str) -> AsyncIterator[QueueUnderTest
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
+
+
+def internal_auth(settings: QueueSettings) -> dict[str, str]:
+    """The header the queue's internal API requires (the gateway sends the same)."""
+    assert settings.queue_api_token is not None
+    return {"Authorization": f"Bearer {settings.queue_api_token.get_secret_value()}"}
 
 
 # ---------------------------------------------------------------- event builders
@@ -263,5 +270,4 @@ def command(chatbot_id: str, conversation_id: str, action: str, text: str | None
 
 async def seed(qut: QueueUnderTest, chatbot_id: str, timezone: str = "UTC") -> ChatbotSettings:
     bot = ChatbotSettings(chatbot_id=chatbot_id, name=f"Bot {chatbot_id}", timezone=timezone)
-    await qut.queue.chatbots.save(bot)
-    return bot
+    return await qut.queue.chatbots.save(bot)  # as saved: at its version

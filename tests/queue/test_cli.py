@@ -62,3 +62,48 @@ async def test_seed_chatbot_rebuild_index_and_settings_on_start(isolated):
         found = await q.seen.wait_for(CHATBOT_SETTINGS, lambda r: r["settings"]["name"] == "Demo Shop 2")
         assert found[0]["chatbot_id"] == "demo"
         assert (await q.api("/internal/chatbots/demo/settings")).json()["timezone"] == "Europe/Berlin"
+
+
+async def test_seed_chatbot_sets_the_widget_limits_and_refuses_nonsense(isolated):
+    env = isolated.env("queue")
+    done = await _cli(env, "seed-chatbot", "--id", "shopw", "--name", "Shop", "--widget-messages-per-visitor",
+                      "5/minute", "--widget-sessions-per-ip", "100/hour")
+    assert done.returncode == 0, done.stderr
+    client, db = open_mongo(settings_from_env(QueueSettings, env))
+    try:
+        bot = await QueueRecord(db).get_chatbot("shopw")
+        assert (bot.widget.messages_per_visitor, bot.widget.sessions_per_ip) == ("5/minute", "100/hour")
+        assert bot.widget.messages_per_ip == "120/minute"  # the default, untouched
+        bad = await _cli(env, "seed-chatbot", "--id", "shopw", "--name", "Shop", "--widget-messages-per-ip", "lots")
+        assert bad.returncode == 2 and "Not a rate" in bad.stderr
+        assert (await QueueRecord(db).get_chatbot("shopw")).widget.messages_per_ip == "120/minute"
+    finally:
+        await client.close()
+
+
+async def test_an_edit_that_races_an_agents_save_is_read_and_made_again():
+    from services.queue.__main__ import _edit_chatbot
+    from services.queue.domain import CommandRefused
+    from shared.chatbots import ChatbotSettings
+
+    class _Catalog:
+        saves = 0
+
+        async def save(self, settings):
+            self.saves += 1
+            if self.saves == 1:  # an agent saved Human Handoff between the read and this save
+                raise CommandRefused("These settings were changed elsewhere; reload to see the latest.", 409)
+            return settings
+
+    class _Record:
+        reads = 0
+
+        async def get_chatbot(self, chatbot_id):
+            self.reads += 1
+            return ChatbotSettings(chatbot_id=chatbot_id, name=f"read {self.reads}", version=self.reads)
+
+    class _Queue:
+        chatbots, record = _Catalog(), _Record()
+
+    saved = await _edit_chatbot(_Queue(), "b", lambda current: current.model_copy(update={"timezone": "Europe/Paris"}))
+    assert saved.name == "read 2" and saved.timezone == "Europe/Paris" and _Queue.chatbots.saves == 2

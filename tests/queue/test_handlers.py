@@ -15,14 +15,14 @@ from services.queue.parts import build_queue
 from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
 from shared.bus import Bus
-from shared.chatbots import ChatbotSettings
+from shared.chatbots import ChatbotSettings, HumanHandoffSettings
 from shared.events import (
     AI_TURN_EVENT,
     AgentRef,
     AiTurnRequested,
-    ChatbotSettingsUpdate,
     DeliveryStatusChanged,
     HandoffSummaryReady,
+    HumanHandoffUpdate,
     VisitorContactSubmitted,
 )
 from shared.stores import open_mongo, open_redis
@@ -83,10 +83,10 @@ async def test_handlers_dispatch_in_memory(infra):
             handoff_id = handoff_id_for(turn.turn_id)
             await summaries.publish(HandoffSummaryReady(chatbot_id="mem", conversation_id=cid, handoff_id=handoff_id,
                                                         status="ready", text="Eve wants a person.", mode="extractive"))
-            renamed = ChatbotSettings(chatbot_id="mem", name="Mem 2")
-            await agent_commands.publish(ChatbotSettingsUpdate(chatbot_id="mem", command_id="cmd-settings-1",
-                                                               settings=renamed, agent=AgentRef(agent_id="a1",
-                                                                                                display_name="A1")))
+            await agent_commands.publish(HumanHandoffUpdate(chatbot_id="mem", command_id="cmd-settings-1",
+                                                            human_handoff=HumanHandoffSettings(enabled=True),
+                                                            based_on_version=0,
+                                                            agent=AgentRef(agent_id="a1", display_name="A1")))
             await eventually(lambda: record.get_command("cmd-settings-1"))
             await eventually(lambda: _summary_is(record, cid, "Eve wants a person."))
         conv = await record.get_conversation(cid)
@@ -97,7 +97,7 @@ async def test_handlers_dispatch_in_memory(infra):
         failed = await record.get_message(agent_msg["_id"])
         assert (failed["delivery"], failed["delivery_error"]) == ("failed", "blocked")
         assert (await record.get_command("cmd-settings-1"))["status_code"] == 200
-        assert (await record.get_chatbot("mem")).name == "Mem 2"
+        assert (await record.get_chatbot("mem")).human_handoff.enabled is True
     finally:
         await redis.aclose()
         await client.close()

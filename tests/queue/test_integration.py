@@ -235,7 +235,8 @@ async def test_commands_are_idempotent_and_exact_under_concurrency(queue):
 async def test_whatsapp_window_settings_summary_and_delivery(queue):
     from datetime import timedelta
 
-    from shared.events import AgentRef, ChatbotSettingsUpdate, DeliveryStatusChanged, HandoffSummaryReady
+    from shared.chatbots import HumanHandoffSettings
+    from shared.events import AgentRef, DeliveryStatusChanged, HandoffSummaryReady, HumanHandoffUpdate
     from shared.ids import utcnow
     from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, HANDOFF_SUMMARIES
 
@@ -286,20 +287,20 @@ async def test_whatsapp_window_settings_summary_and_delivery(queue):
     assert shown["conversation"]["summary"]["status"] == "ready"
     assert (await q.queue.record.get_handoff(h))["summary"]["mode"] == "llm"
 
-    # Settings: stored, published, announced; a mismatched chatbot id is refused.
-    new = bot.model_copy(update={"name": "Renamed shop", "timezone": "Europe/Berlin"})
-    upd = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000001", settings=new,
-                                agent=AgentRef(agent_id="a1", display_name="Alice"))
+    # Human Handoff settings: merged, published, announced; an unknown chatbot is refused.
+    upd = HumanHandoffUpdate(chatbot_id=BOT, command_id="set-00000001", based_on_version=bot.version,
+                             human_handoff=HumanHandoffSettings(enabled=True, timezone="Europe/Berlin"),
+                             agent=AgentRef(agent_id="a1", display_name="Alice"))
     await q.send(AGENT_COMMANDS, upd)
-    assert (await seen.result(upd.command_id))["status_code"] == 200
-    await seen.wait_for(CHATBOT_SETTINGS, lambda r: r["settings"]["name"] == "Renamed shop")
+    answered = await seen.result(upd.command_id)
+    assert answered["status_code"] == 200 and answered["settings"]["version"] == bot.version + 1
+    await seen.wait_for(CHATBOT_SETTINGS, lambda r: r["settings"]["human_handoff"]["timezone"] == "Europe/Berlin")
     await seen.wait_for(DASHBOARD_UPDATES, lambda r: r.get("settings_changed") is True)
-    assert (await q.queue.record.get_chatbot(BOT)).timezone == "Europe/Berlin"
-    wrong = ChatbotSettingsUpdate(chatbot_id=BOT, command_id="set-00000002",
-                                  settings=new.model_copy(update={"chatbot_id": "other"}),
-                                  agent=AgentRef(agent_id="a1", display_name="Alice"))
+    assert (await q.queue.record.get_chatbot(BOT)).human_handoff.enabled is True
+    wrong = HumanHandoffUpdate(chatbot_id="other", command_id="set-00000002", based_on_version=0,
+                               human_handoff=HumanHandoffSettings(), agent=AgentRef(agent_id="a1", display_name="Alice"))
     await q.send(AGENT_COMMANDS, wrong)
-    assert (await seen.result(wrong.command_id))["status_code"] == 422
+    assert (await q.seen.result(wrong.command_id))["status_code"] == 404
     assert (await q.queue.record.get_chatbot("other")) is None
 
 
@@ -487,9 +488,10 @@ async def test_settings_changed_by_another_instance_reach_this_one(queue):
 
     q = queue
     BOT = "tz"
-    await seed(q, BOT)  # UTC: "Today" ends at UTC midnight
+    seeded = await seed(q, BOT)  # UTC: "Today" ends at UTC midnight
     assert (await q.api(f"/internal/chatbots/{BOT}/stats")).json()["today_ends_at"].endswith(("+00:00", "Z"))
-    tokyo = ChatbotSettings(chatbot_id=BOT, name="Tokyo shop", timezone="Asia/Tokyo")
+    # The other instance's change is the next version (an older one is never applied).
+    tokyo = ChatbotSettings(chatbot_id=BOT, name="Tokyo shop", timezone="Asia/Tokyo", version=seeded.version + 1)
     await q.send(CHATBOT_SETTINGS, ChatbotSettingsChanged(chatbot_id=BOT, settings=tokyo))
 
     async def counts_in_tokyo() -> bool:

@@ -27,17 +27,76 @@
     crypto.getRandomValues(a);
     return Array.prototype.map.call(a, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
   }
-  // Same format as shared.ids.new_visitor_id: "v_" + 16 hex characters.
-  var visitorId = store("visitor");
-  if (!visitorId || !/^v_[0-9a-f]{16}$/.test(visitorId)) {
-    visitorId = "v_" + randomHex(8);
-    store("visitor", visitorId);
+  function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
+  function retryAfterMs(r, fallbackMs) {
+    var s = parseFloat(r.headers.get("Retry-After"));
+    return s > 0 ? s * 1000 : fallbackMs;
   }
-  var memoryVisitorId = visitorId;
+  var api = origin + "/web/" + encodeURIComponent(chatbot);
+  store("visitor", null);  // the bare visitor id of older versions is no credential any more
+
+  // The visitor's identity is a token the server issued (signed, expiring), kept in
+  // localStorage so the conversation survives reloads, and renewed from half its life on.
+  // Times are kept as this browser's clock plus the durations the server gave: the two
+  // clocks may disagree.
+  var session = null, pendingSession = null;
+  function readSession() {
+    try {
+      var s = JSON.parse(store("session"));
+      if (s && typeof s.token === "string" && typeof s.renew_at === "number") { return s; }
+    } catch (e) { /* nothing stored, or not ours */ }
+    return session;  // storage disabled: the identity lasts for this page only
+  }
+  function useSession(s) {
+    if (session && s && session.visitor_id !== s.visitor_id) { forgetConversation(); }
+    session = s;
+    return s;
+  }
+  function saveSession(answer) {
+    var s = { token: answer.token, visitor_id: answer.visitor_id, renew_at: Date.now() + answer.renew_in * 1000 };
+    store("session", JSON.stringify(s));
+    return useSession(s);
+  }
+  function startSession() {
+    return fetch(api + "/session", { method: "POST" }).then(function (r) {
+      if (r.ok) { return r.json().then(saveSession); }
+      if (r.status === 429 || r.status >= 500) { return sleep(retryAfterMs(r, 5000)).then(startSession); }
+      throw new Error("session refused " + r.status);
+    });
+  }
+  function renewSession(s) {
+    return fetch(api + "/session/renew", { method: "POST", headers: { "Authorization": "Bearer " + s.token } })
+      .then(function (r) {
+        if (r.ok) { return r.json().then(saveSession); }
+        if (r.status === 401) {
+          var latest = readSession();  // another tab may have renewed it first
+          return latest && latest.token !== s.token ? useSession(latest) : startSession();
+        }
+        return useSession(s);  // not now (network, 5xx): the token serves while it lasts
+      }, function () { return useSession(s); });
+  }
+  // The session to use; `refused` is a token the server just refused (renew it, or start anew).
+  // One request at a time for the whole page: the socket and the sends may all ask at once.
+  function currentSession(refused) {
+    if (pendingSession) { return pendingSession; }
+    var s = readSession();
+    if (s && s.token !== refused && Date.now() < s.renew_at) { return Promise.resolve(useSession(s)); }
+    pendingSession = (s ? renewSession(s) : startSession()).then(function (got) {
+      pendingSession = null;
+      return got;
+    }, function (err) {
+      pendingSession = null;
+      throw err;
+    });
+    return pendingSession;
+  }
+  setInterval(function () {
+    var s = readSession();
+    if (s && Date.now() >= s.renew_at) { currentSession().catch(function () {}); }
+  }, 60000);
 
   var host = document.createElement("div");
   host.id = "handoff-widget";
-  host.setAttribute("data-visitor-id", memoryVisitorId);
   var root = host.attachShadow({ mode: "open" });
   root.innerHTML =
     '<style>' +
@@ -60,6 +119,7 @@
     '.visitor .hf-text{background:#2563eb;color:#fff}' +
     '.ai .hf-text,.agent .hf-text,.system .hf-text{background:#e5e7eb}' +
     '.hf-failed{font-size:11px;color:#b91c1c;margin:2px 4px}' +
+    '.hf-note{font-size:11px;color:#6b7280;margin:2px 4px}' +
     '.hf-contact{border-top:1px solid #e5e7eb;padding:10px 12px;display:none;flex-direction:column;gap:6px;background:#fff}' +
     '.hf-contact.open{display:flex}' +
     '.hf-contact label{font-size:12px;color:#374151;display:flex;flex-direction:column;gap:2px}' +
@@ -93,6 +153,12 @@
   var form = $(".hf-form"), input = $(".hf-input"), sendBtn = $(".hf-send");
   var contactForm = $(".hf-contact"), contactFields = $(".hf-contact-fields"), contactError = $(".hf-contact-error");
   var shown = {};
+  function forgetConversation() {  // a new identity: the old one's messages are not its own
+    list.textContent = "";
+    shown = {};
+    contactForm.classList.remove("open");
+    if (socket) { socket.close(); }  // reconnects as the new visitor (its history is replayed)
+  }
   var contactRequestId = null;
   var LABELS = { name: "Name", email: "E-mail", phone: "Phone" };
   var TYPES = { name: "text", email: "email", phone: "tel" };
@@ -148,7 +214,7 @@
 
   contactForm.addEventListener("submit", function (ev) {
     ev.preventDefault();
-    var body = { visitor_id: memoryVisitorId };
+    var body = {};
     var any = false;
     Array.prototype.forEach.call(contactFields.querySelectorAll("input"), function (el) {
       var v = el.value.trim();
@@ -157,9 +223,7 @@
     if (!any) { contactError.textContent = "Please fill in at least one field."; return; }
     var btn = $(".hf-contact-send");
     btn.disabled = true;
-    fetch(origin + "/web/" + encodeURIComponent(chatbot) + "/contact", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
-    }).then(function (r) {
+    authorized("/contact", body).then(function (r) {
       if (r.ok) {
         if (body.name) { store("name", body.name); }
         if (contactRequestId) { store("contact-done:" + contactRequestId, "1"); }
@@ -175,26 +239,54 @@
     }).then(function () { btn.disabled = false; });
   });
 
+  // POST with the visitor's token; a refused token (expired, renewed elsewhere) is renewed
+  // and the request sent once more.
+  function authorized(path, body, retried) {
+    return currentSession().then(function (s) {
+      return fetch(api + path, {
+        method: "POST", body: JSON.stringify(body),
+        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + s.token }
+      }).then(function (r) {
+        if (r.status !== 401 || retried) { return r; }
+        return currentSession(s.token).then(function () { return authorized(path, body, true); });
+      });
+    });
+  }
+
   function post(message, attempt) {
-    var body = { visitor_id: memoryVisitorId, client_message_id: message.message_id, text: message.text };
+    var body = { client_message_id: message.message_id, text: message.text };
     var name = store("name");
     if (name) { body.name = name; }
-    return fetch(origin + "/web/" + encodeURIComponent(chatbot) + "/messages", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
-    }).then(function (r) {
-      if (r.ok) { return; }
-      // 5xx: not accepted yet; the same client_message_id makes the retry safe.
-      if (r.status >= 500 && attempt < 5) { return retry(message, attempt, parseFloat(r.headers.get("Retry-After"))); }
+    return authorized("/messages", body).then(function (r) {
+      if (r.ok) { note(message, null); return; }
+      // 429 (sending too fast) and 5xx (not accepted yet): wait as long as Retry-After says;
+      // the same client_message_id makes the retry safe.
+      if (r.status === 429 && attempt < 20) {
+        return r.json().catch(function () { return {}; }).then(function (j) {
+          note(message, typeof j.detail === "string" ? j.detail : "Sending too fast; your message will be sent shortly.");
+          return retry(message, attempt, retryAfterMs(r, 5000), true);
+        });
+      }
+      if (r.status >= 500 && attempt < 5) { return retry(message, attempt, retryAfterMs(r, 0)); }
       throw new Error("refused " + r.status);
     }, function () {
-      if (attempt < 5) { return retry(message, attempt); }
+      if (attempt < 5) { return retry(message, attempt, 0); }
       throw new Error("network");
     });
   }
-  function retry(message, attempt, retryAfterS) {
-    var wait = Math.max(500 * Math.pow(2, attempt), (retryAfterS || 0) * 1000);
-    return new Promise(function (resolve) { setTimeout(resolve, wait); })
-      .then(function () { return post(message, attempt + 1); });
+  function retry(message, attempt, retryAfterMs, exact) {
+    var wait = exact ? retryAfterMs : Math.max(500 * Math.pow(2, attempt), retryAfterMs);
+    return sleep(wait).then(function () { return post(message, attempt + 1); });
+  }
+  function note(message, text) {  // a friendly word under a message that waits (null: done waiting)
+    var el = message.row && message.row.querySelector(".hf-note");
+    if (!text) { if (el) { el.parentNode.removeChild(el); } return; }
+    if (!el) {
+      el = document.createElement("div");
+      el.className = "hf-note";
+      message.row.appendChild(el);
+    }
+    el.textContent = text;
   }
 
   form.addEventListener("submit", function (ev) {
@@ -203,8 +295,9 @@
     if (!text.trim()) { return; }
     input.value = "";
     var message = { message_id: "m_" + randomHex(12), sender: "visitor", text: text };
-    var row = render(message);
+    var row = message.row = render(message);
     post(message, 0).catch(function () {
+      note(message, null);
       var failed = document.createElement("div");
       failed.className = "hf-failed";
       failed.textContent = "Not sent. Please try again.";
@@ -216,12 +309,25 @@
   });
 
   // Live replies: history replay on connect, then real time; reconnect with backoff.
-  var backoff = 1000, socket = null, pinger = null;
+  // The token goes in the first frame, not the URL (URLs end up in logs). A refused token
+  // (close code 4401) is renewed, or a new session started, before the next attempt.
+  var backoff = 1000, socket = null, pinger = null, refusedToken = null;
+  function reconnect() {
+    setTimeout(connect, backoff + Math.random() * 300);
+    backoff = Math.min(backoff * 2, 30000);
+  }
   function connect() {
     statusEl.textContent = "connecting…";
-    socket = new WebSocket(wsOrigin + "/web/" + encodeURIComponent(chatbot) + "/ws?visitor_id=" + encodeURIComponent(memoryVisitorId));
+    currentSession(refusedToken).then(open, function () {
+      statusEl.textContent = "reconnecting…";
+      reconnect();
+    });
+  }
+  function open(s) {
+    refusedToken = null;
+    socket = new WebSocket(wsOrigin + "/web/" + encodeURIComponent(chatbot) + "/ws");
     socket.onopen = function () {
-      backoff = 1000;
+      socket.send(JSON.stringify({ type: "auth", token: s.token }));
       pinger = setInterval(function () {
         if (socket.readyState === 1) { socket.send('{"type":"ping"}'); }
       }, 25000);
@@ -230,14 +336,18 @@
       var m;
       try { m = JSON.parse(ev.data); } catch (e) { return; }
       if (m.type === "message") { render(m); }
-      else if (m.type === "ready") { statusEl.textContent = "online"; host.setAttribute("data-ready", "1"); }
+      else if (m.type === "ready") {
+        backoff = 1000;
+        statusEl.textContent = "online";
+        host.setAttribute("data-ready", "1");
+      }
     };
-    socket.onclose = function () {
+    socket.onclose = function (ev) {
       clearInterval(pinger);
+      if (ev.code === 4401) { refusedToken = s.token; }
       host.removeAttribute("data-ready");
       statusEl.textContent = "reconnecting…";
-      setTimeout(connect, backoff + Math.random() * 300);
-      backoff = Math.min(backoff * 2, 30000);
+      reconnect();
     };
   }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +14,8 @@ from services.gateway import domain
 from services.gateway.deps import SESSION_COOKIE, GatewayDep, SignedIn, SignedInWithCsrf, parse_body
 from services.gateway.domain import AgentView, LoginBody, PreferencesBody
 from services.gateway.live import CLOSE_NO_SESSION
+from services.gateway.passwords import Busy
+from shared.ratelimit import RateLimited, client_address
 
 router = APIRouter(tags=["session"])
 
@@ -27,18 +29,27 @@ async def login(request: Request, gw: GatewayDep) -> JSONResponse:
         body = LoginBody.model_validate_json(await request.body())
     except ValidationError:
         raise HTTPException(401, domain.INVALID_LOGIN) from None
-    if not await gw.throttle.attempt(body.email):  # counted now; cleared by a success
-        raise HTTPException(429, domain.TOO_MANY_ATTEMPTS)
+    peer = request.client.host if request.client else None
+    address = client_address(peer, request.headers.get("x-forwarded-for"), gw.settings.trusted_proxy_networks)
+    admitted = await gw.login_limits.admit(body.email, address)  # counted now; cleared by a success
+    if not admitted.allowed:
+        raise RateLimited(admitted.retry_after_s, domain.TOO_MANY_ATTEMPTS.format(
+            wait=domain.in_words(admitted.retry_after_s)))
     found = await gw.store.find_login(body.email)
     # Verify even for an unknown e-mail so that both failures look (and take) the same.
-    # Argon2 is deliberately slow: off the event loop, so live sockets never stall on it.
-    ok = await asyncio.to_thread(domain.verify_password, found[1] if found else None, body.password)
+    # Argon2 is deliberately slow and large: off the event loop, a few at a time.
+    try:
+        ok = await gw.passwords.verify(found[1] if found else None, body.password)
+    except Busy as busy:
+        raise HTTPException(503, domain.SIGN_IN_BUSY.format(wait=domain.in_words(busy.retry_after_s)),
+                            headers={"Retry-After": str(busy.retry_after_s)}) from None
     if found is None or not ok:
         raise HTTPException(401, domain.INVALID_LOGIN)
     agent, password_hash = found
-    await gw.throttle.succeeded(body.email)
+    await gw.login_limits.succeeded(body.email)
     if domain.needs_rehash(password_hash):
-        await gw.store.set_password_hash(agent.agent_id, await asyncio.to_thread(domain.hash_password, body.password))
+        with contextlib.suppress(Busy):  # rehashed at a later sign-in instead
+            await gw.store.set_password_hash(agent.agent_id, await gw.passwords.hash(body.password))
     settings = gw.settings
     new = await gw.store.create_session(agent.agent_id, timedelta(seconds=settings.session_ttl_s))
     response = JSONResponse({"agent": agent.model_dump(), "csrf_token": new.csrf_token})

@@ -8,15 +8,14 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from services.gateway import domain
 from services.gateway.commands import act, await_result, command, command_answer
 from services.gateway.deps import GatewayDep, Member, MemberWithCsrf, json_object, validated
 from services.gateway.domain import CommandBody, ReplyBody
 from services.gateway.queue_client import internal_path
-from shared.chatbots import ChatbotSettings, HumanHandoffSettings
-from shared.events import ChatbotSettingsUpdate, CommandResult
+from shared.chatbots import ChatbotView, HumanHandoffSettings
+from shared.events import CommandResult, HumanHandoffUpdate
 from shared.ids import new_id
 from shared.views import ConversationDetail, ConversationView, HandoffRow, Page, Snapshot, Stats
 
@@ -98,24 +97,39 @@ for _segment, (_action, _body) in ACTIONS.items():
 
 
 # ------------------------------------------------------------ settings
-@router.get(BASE + "/settings", tags=["settings"], summary="The chatbot's settings, without secrets")
-async def get_settings(chatbot_id: str, gw: GatewayDep, _: Member) -> dict[str, Any]:
-    return domain.public_settings(await gw.queue.chatbot_settings(chatbot_id))
+class SavedFrom(BaseModel):
+    """What a settings form sends besides the settings: the `version` it was loaded at (GET
+    .../settings) and an optional `command_id` (a retried save reuses it)."""
+
+    version: int = Field(ge=0)
+    command_id: str | None = Field(default=None, min_length=8, max_length=128)
 
 
-@router.put(BASE + "/settings/human-handoff", tags=["settings"], openapi_extra=body_doc(HumanHandoffSettings),
-            summary="Replace the Human Handoff tool's settings (optional `command_id` in the body)")
+class HumanHandoffSave(HumanHandoffSettings, SavedFrom):
+    """The Human Handoff form's body (documentation: it is read as its two parts)."""
+
+
+@router.get(BASE + "/settings", tags=["settings"], response_model=ChatbotView,
+            summary="The chatbot's settings, without secrets")
+async def get_settings(chatbot_id: str, gw: GatewayDep, _: Member) -> ChatbotView:
+    return await gw.queue.chatbot_settings(chatbot_id)
+
+
+@router.put(BASE + "/settings/human-handoff", tags=["settings"], openapi_extra=body_doc(HumanHandoffSave),
+            responses={200: {"model": ChatbotView}, 409: {"description": "The settings changed since `version`"}},
+            summary="Replace the Human Handoff tool's settings, from the version the form was loaded at")
 async def put_human_handoff(chatbot_id: str, request: Request, gw: GatewayDep,
                             session: MemberWithCsrf) -> JSONResponse:
     data = await json_object(request)
-    command_id = str(data.pop("command_id", None) or new_id())
+    meta = {k: data.pop(k) for k in ("version", "command_id") if k in data}
     human_handoff = validated(HumanHandoffSettings, data)
-    # The queue's full settings (secrets included) with only the tool's part replaced.
-    current = await gw.queue.chatbot_settings(chatbot_id)
-    new_settings = ChatbotSettings.model_validate({**current.model_dump(), "human_handoff": human_handoff})
-    update = command(ChatbotSettingsUpdate, chatbot_id=chatbot_id, command_id=command_id, settings=new_settings,
-                     agent=session.agent.ref())
+    saved_from = validated(SavedFrom, meta)
+    command_id = saved_from.command_id or new_id()
+    # Only the tool's part travels (no secret on the bus); the queue merges it into the
+    # settings only if they are still at `version`, else answers 409.
+    update = command(HumanHandoffUpdate, chatbot_id=chatbot_id, command_id=command_id, human_handoff=human_handoff,
+                     based_on_version=saved_from.version, agent=session.agent.ref())
     result = await await_result(gw, command_id, update)
-    if result is not None and result.ok:
-        return JSONResponse(domain.public_settings(new_settings))
+    if result is not None and result.ok and result.settings is not None:
+        return JSONResponse(result.settings.model_dump(mode="json"))
     return command_answer(result, command_id)

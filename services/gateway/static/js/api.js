@@ -2,9 +2,11 @@
 // state-changing call and errors turned into readable messages (never swallowed).
 
 export class ApiError extends Error {
-  constructor(status, message, { retryable = false } = {}) {
+  constructor(status, message, { retryable = false, retryAfterS = 0 } = {}) {
     super(message);
     this.status = status;
+    // Seconds the server asked to wait before trying again (its Retry-After; 0 when none).
+    this.retryAfterS = retryAfterS;
     // Network failures and 5xx may not have reached the queue: the same click may be retried
     // with the same command id (the queue applies it once).
     this.retryable = retryable;
@@ -93,7 +95,10 @@ export async function request(method, path, body, { csrfRetried = false } = {}) 
     if (refreshed) return request(method, path, body, { csrfRetried: true });
   }
   if (!response.ok) {
-    throw new ApiError(response.status, errorText(data, response.status), { retryable: response.status >= 500 });
+    throw new ApiError(response.status, errorText(data, response.status), {
+      retryable: response.status >= 500,
+      retryAfterS: Math.max(0, Math.ceil(Number(response.headers.get("Retry-After")) || 0)),
+    });
   }
   return { status: response.status, data };
 }

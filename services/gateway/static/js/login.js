@@ -33,7 +33,20 @@ form.addEventListener("submit", async (event) => {
     error.textContent = err.message;
     error.hidden = false;
     form.password.select();
-  } finally {
-    submit.disabled = false;
+    // 429 (too many attempts) and 503 (too many sign-ins at once) say how long to wait:
+    // the message says it too; the button stays off until then.
+    if (err.retryAfterS > 0) {
+      waitBeforeRetry(err.retryAfterS);
+      return;
+    }
   }
+  submit.disabled = false;
 });
+
+function waitBeforeRetry(seconds) {
+  submit.disabled = true;
+  setTimeout(() => {
+    submit.disabled = false;
+    error.hidden = true; // "try again in N seconds" is over
+  }, seconds * 1000);
+}

@@ -31,6 +31,9 @@ export class ToolsView {
   async load() {
     try {
       const { data } = await api.settings(this.chatbotId);
+      // The settings version this form shows: a save sends it, and the queue refuses it (409)
+      // when anything changed since (another agent's save, a credential rotation).
+      this.version = data.version;
       this.render(data.human_handoff);
     } catch (err) {
       clear(this.body).append(h("div", { class: "error", role: "alert", text: err.message }));
@@ -101,19 +104,25 @@ export class ToolsView {
       error.hidden = true;
       status.textContent = "Saving…";
       try {
-        const { status: code, data } = await api.saveHumanHandoff(this.chatbotId, { ...body, command_id: commandId });
+        const { status: code, data } = await api.saveHumanHandoff(this.chatbotId,
+          { ...body, command_id: commandId, version: this.version });
         if (code === 202) {
           // Accepted but not yet confirmed by the queue: it is applied once; saving again is safe.
           status.textContent = (data && data.detail) || "Saving… the change will apply shortly.";
           return;
         }
         commandId = newCommandId();
+        if (data && Number.isInteger(data.version)) this.version = data.version;
         status.textContent = "Saved.";
         const saved = data && typeof data.enabled === "boolean" ? data : (data && data.human_handoff) || body;
         this.onSaved(saved);
       } catch (err) {
         status.textContent = "";
         error.textContent = err.message;
+        if (err.status === 409) {
+          // Changed elsewhere since this form was loaded: nothing was saved; offer the latest.
+          error.append(" ", h("button", { type: "button", class: "btn btn-link", onclick: () => this.load() }, "Reload settings"));
+        }
         error.hidden = false;
       } finally {
         save.disabled = false;
