@@ -42,6 +42,7 @@ import websockets
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.load import UNLIMITED_WIDGET, widget_auth  # also gives the stack its widget-token key
 from deploy.infra import Infra, free_port, start_infra
 from shared.bus import ensure_topics
 
@@ -131,7 +132,8 @@ async def measure_system(infra: Infra, log_dir: Path, n: int, fetch_wait_ms: int
                 print(f"channels did not start ({exc}); publishing onto visitor.messages directly")
                 channels_ok = False
         # Seeding publishes the chatbot's settings, which every service reads.
-        run_cli("services.queue", ["seed-chatbot", "--id", CHATBOT, "--name", "Bench"], procs["queue"].env)
+        run_cli("services.queue", ["seed-chatbot", "--id", CHATBOT, "--name", "Bench", *UNLIMITED_WIDGET],
+                procs["queue"].env)
         run_cli("services.gateway", ["create-agent", "--email", EMAIL, "--password", PASSWORD, "--chatbot", CHATBOT],
                 procs["gateway"].env)
 
@@ -166,8 +168,8 @@ async def visitor_sender(edge: httpx.AsyncClient, channels_ok: bool, infra: Infr
         async def via_channels(text: str) -> None:
             i = next(counter)
             for _ in range(100):  # until channels has read the chatbot's settings
-                r = await edge.post(f"/web/{CHATBOT}/messages", json={
-                    "visitor_id": visitors[i % len(visitors)], "client_message_id": f"m{i}", "text": text})
+                r = await edge.post(f"/web/{CHATBOT}/messages", json={"client_message_id": f"m{i}", "text": text},
+                                    headers=widget_auth(CHATBOT, visitors[i % len(visitors)]))
                 if r.status_code != 404:
                     r.raise_for_status()
                     return
