@@ -245,7 +245,8 @@ class Incoming(UseCases):
             set_fields["channel_message_id"] = event.channel_message_id
         if all(message.get(k) == v for k, v in set_fields.items()):
             return  # a repeat, or a report the message is already past: nothing changes
-        message = await self.record.update_message(event.message_id, set_fields)
+        await self.record.update_message(event.message_id, set_fields)
+        message = {**message, **set_fields}
         if state not in domain.SHOWN_DELIVERY_STATES:
             return  # recorded; nothing on the dashboard shows it, so no update goes out for it
         conv = await self.record.get_conversation(message["conversation_id"])

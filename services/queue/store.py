@@ -95,8 +95,8 @@ class QueueRecord:
         self.handoffs = db["handoffs"]
         self.commands = db["commands"]
         self._message_inserts: Coalescer[dict, bool] = Coalescer(self._insert_messages, name="messages insert")
-        self._message_updates: Coalescer[tuple[str, dict], dict | None] = Coalescer(
-            lambda items: self._update_then_read(self.messages, items, upsert=False), name="messages update")
+        self._message_updates: Coalescer[tuple[str, dict], bool] = Coalescer(
+            lambda items: self._update_only(self.messages, items), name="messages update")
         self._activity: Coalescer[tuple[str, dict], dict | None] = Coalescer(
             lambda items: self._update_then_read(self.conversations, items, upsert=True), name="activity")
         self._conversation_reads: Coalescer[str, dict | None] = Coalescer(
@@ -122,6 +122,16 @@ class QueueRecord:
             errors = write_errors(exc)
         docs = await _by_id(collection, [_id for _id, _ in items])
         return [write_failure(errors[i]) if i in errors else docs.get(_id) for i, (_id, _) in enumerate(items)]
+
+    async def _update_only(self, collection: AsyncCollection, items: list[tuple[str, dict]]) -> list[bool | BaseException]:
+        """The updates in one bulk write, nothing read back: for callers that hold the document
+        and know what the update makes of it."""
+        errors: dict[int, dict] = {}
+        try:
+            await collection.bulk_write([UpdateOne({"_id": _id}, update) for _id, update in items], ordered=False)
+        except BulkWriteError as exc:
+            errors = write_errors(exc)
+        return [write_failure(errors[i]) if i in errors else True for i in range(len(items))]
 
     async def _read(self, collection: AsyncCollection, ids: list[str]) -> list[dict | None | BaseException]:
         docs = await _by_id(collection, ids)
@@ -260,8 +270,10 @@ class QueueRecord:
     async def get_message(self, message_id: str) -> dict | None:
         return await self._message_reads.submit(message_id)
 
-    async def update_message(self, message_id: str, set_fields: dict) -> dict | None:
-        return await self._message_updates.submit((message_id, {"$set": set_fields}))
+    async def update_message(self, message_id: str, set_fields: dict) -> None:
+        """Set fields of a stored message the caller has read: one handler at a time changes a
+        conversation's messages (the bus's keyed dispatcher), so it knows the result."""
+        await self._message_updates.submit((message_id, {"$set": set_fields}))
 
     async def count_messages(self, conversation_id: str) -> int:
         return await self.messages.count_documents({"conversation_id": conversation_id})

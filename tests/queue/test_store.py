@@ -256,9 +256,8 @@ async def test_concurrent_handlers_share_one_round_trip_and_each_gets_its_own_ou
 
     read = await asyncio.gather(*(record.get_conversation(f"c{i}") for i in (0, 1, 99)), record.get_message("m5"))
     assert [c and c.id for c in read[:3]] == ["c0", "c1", None] and read[3]["text"] == "5"
-    updated = await asyncio.gather(record.update_message("m1", {"delivery": "sent"}),
-                                   record.update_message("nope", {"delivery": "sent"}))
-    assert updated[0]["delivery"] == "sent" and updated[1] is None
+    await asyncio.gather(record.update_message("m1", {"delivery": "sent"}), record.update_message("nope", {"delivery": "sent"}))
+    assert (await record.get_message("m1"))["delivery"] == "sent" and await record.get_message("nope") is None
 
 
 class _Commands(monitoring.CommandListener):
@@ -293,5 +292,24 @@ async def test_transitions_use_commands_that_do_not_scan_the_collection(infra):
         assert await record.update_conversation("c1", {"$set": {"x": 1}}, expected_status="handed_off") is None
         assert await record.count_closed_since("b", NOW - timedelta(days=7)) == 0
         assert listener.names and not {"findAndModify", "distinct"} & set(listener.names), listener.names
+    finally:
+        await client.close()
+
+
+async def test_a_message_update_is_one_write_and_nothing_read_back(infra):
+    """A delivery status changes a message its handler has just read: the update goes out
+    (batched with concurrent ones) and nothing is read back."""
+    listener = _Commands()
+    client = AsyncMongoClient(infra.mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        record = QueueRecord(client[f"t{uuid.uuid4().hex[:8]}_msgupd"])
+        ids = [f"m{i}" for i in range(5)]
+        for i in ids:
+            assert await record.insert_message({"_id": i, "conversation_id": "c1", "chatbot_id": "b", "sender": "ai",
+                                                "text": "hi", "created_at": NOW, "delivery": "pending"})
+        listener.names.clear()
+        await asyncio.gather(*(record.update_message(i, {"delivery": "sent"}) for i in ids))
+        assert set(listener.names) == {"update"} and len(listener.names) <= 2, listener.names
+        assert {m["delivery"] for m in await record.messages.find({"_id": {"$in": ids}}).to_list()} == {"sent"}
     finally:
         await client.close()
