@@ -200,8 +200,8 @@ class Incoming(UseCases):
                                     "last_message_preview": domain.preview(event.replies[-1].text)}
         if replayed:  # counted before a crash, perhaps: count instead of adding
             activity["message_count"] = await self.record.count_messages(conv.id)
-        conv = await self.record.record_activity(conv.id, {}, activity,
-                                                 inc=None if replayed else {"message_count": len(docs)})
+        conv = await self.record.record_known_activity(conv, activity,
+                                                       inc=None if replayed else {"message_count": len(docs)})
         if not replayed:
             self.ai.counted(conv, docs)
         for reply, doc in zip(event.replies, docs, strict=True):

@@ -99,6 +99,8 @@ class QueueRecord:
             lambda items: self._update_only(self.messages, items), name="messages update")
         self._activity: Coalescer[tuple[str, dict], dict | None] = Coalescer(
             lambda items: self._update_then_read(self.conversations, items, upsert=True), name="activity")
+        self._activity_writes: Coalescer[tuple[str, dict], bool] = Coalescer(
+            lambda items: self._update_only(self.conversations, items), name="known activity")
         self._conversation_reads: Coalescer[str, dict | None] = Coalescer(
             lambda ids: self._read(self.conversations, ids), name="conversations read")
         self._message_reads: Coalescer[str, dict | None] = Coalescer(
@@ -190,6 +192,19 @@ class QueueRecord:
         if doc is None:
             raise RuntimeError(f"conversation {conversation_id} vanished while its activity was recorded")
         return Conversation.model_validate(doc)
+
+    async def record_known_activity(self, conv: Conversation, set_fields: dict,
+                                    inc: Mapping[str, int] | None = None) -> Conversation:
+        """Activity of a conversation the caller has just read or saved: written (batched),
+        not read back. One handler at a time changes a conversation (the bus's keyed
+        dispatcher), so the result is `conv` with these changes."""
+        update: dict[str, Any] = {"$set": set_fields}
+        if inc:
+            update["$inc"] = dict(inc)
+        await self._activity_writes.submit((conv.id, update))
+        changes = {k: v for k, v in set_fields.items() if k in Conversation.model_fields}
+        changes.update({k: getattr(conv, k) + n for k, n in (inc or {}).items()})
+        return conv.model_copy(update=changes)
 
     async def save(self, conversation_id: str, change: Change) -> Conversation | None:
         """Apply a transition only if the conversation is still at the version it was planned

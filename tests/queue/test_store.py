@@ -313,3 +313,24 @@ async def test_a_message_update_is_one_write_and_nothing_read_back(infra):
         assert {m["delivery"] for m in await record.messages.find({"_id": {"$in": ids}}).to_list()} == {"sent"}
     finally:
         await client.close()
+
+
+async def test_known_activity_is_written_and_computed_not_read_back(infra):
+    """The AI's replies count on a conversation the handler holds: one update goes out, and
+    what it returns is what Mongo now has."""
+    listener = _Commands()
+    client = AsyncMongoClient(infra.mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        record = QueueRecord(client[f"t{uuid.uuid4().hex[:8]}_known"])
+        conv = await _handed_off(record)
+        listener.names.clear()
+        later = NOW + timedelta(minutes=1)
+        after = await record.record_known_activity(conv, {"last_message_at": later, "last_message_preview": "ok",
+                                                          "updated_at": later}, inc={"message_count": 2})
+        assert listener.names == ["update"], listener.names
+        stored = await record.get_conversation("c1")
+        assert after.model_dump() == stored.model_dump()
+        assert (after.message_count, after.last_message_preview, after.version) == (conv.message_count + 2, "ok",
+                                                                                   conv.version)
+    finally:
+        await client.close()
