@@ -211,8 +211,11 @@ async def running_stack(iso: Isolated) -> AsyncIterator[Stack]:
     queue_settings = settings_from_env(QueueSettings, iso.env("queue", QUEUE_CONSUMER_GROUP=f"queue-{iso.tag}"))
     async with run_in_process("queue", create_queue, queue_settings) as queue:
         # The browser talks plain http to 127.0.0.1: the explicit opt-out of Secure cookies.
+        # Every test's agents sign in from 127.0.0.1: the per-address sign-in limit is lifted
+        # (tests/gateway/test_login_limits.py tests it), the per-e-mail wait stays.
         gateway_settings = settings_from_env(GatewaySettings, iso.env(
-            "gateway", QUEUE_URL=queue.url, COMMAND_TIMEOUT_S="10", COOKIE_SECURE="false"))
+            "gateway", QUEUE_URL=queue.url, COMMAND_TIMEOUT_S="10", COOKIE_SECURE="false",
+            LOGIN_ATTEMPTS_PER_IP="100000/minute"))
         async with run_in_process("gateway", create_gateway, gateway_settings) as gateway:
             client, db = open_mongo(gateway_settings)
             agents = AgentStore(db)
