@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from fastapi import HTTPException
@@ -92,22 +92,18 @@ class RateLimits:
         self._warned_at = 0.0
 
     async def hit(self, limit: RateLimitItem, *key: str, cost: int = 1) -> Decision:
-        try:
-            if await self.limiter.hit(limit, *key, cost=cost):
-                return Decision(True)
-            stats = await self.limiter.get_window_stats(limit, *key)
-        except Exception as exc:  # noqa: BLE001 - see the module note: fail open, loudly
-            self._warn(exc)
-            return Decision(True)
-        return Decision(False, max(1, math.ceil(stats.reset_time - time.time())))
+        return await self._decide(self.limiter.hit(limit, *key, cost=cost), limit, key)
 
     async def check(self, limit: RateLimitItem, *key: str) -> Decision:
         """Whether a hit would be allowed now, without counting one."""
+        return await self._decide(self.limiter.test(limit, *key), limit, key)
+
+    async def _decide(self, allowed: Awaitable[bool], limit: RateLimitItem, key: tuple[str, ...]) -> Decision:
         try:
-            if await self.limiter.test(limit, *key):
+            if await allowed:
                 return Decision(True)
             stats = await self.limiter.get_window_stats(limit, *key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - see the module note: fail open, loudly
             self._warn(exc)
             return Decision(True)
         return Decision(False, max(1, math.ceil(stats.reset_time - time.time())))
