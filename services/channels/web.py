@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,8 @@ from shared.bus import EventPublisher
 from shared.ids import conversation_id_for
 
 log = logging.getLogger("handoff.channels.web")
+# The close reason when the socket's token expires (the widget renews on any 4401).
+TOKEN_EXPIRED = "The widget token has expired: renew it."
 
 Key = tuple[str, str]  # (chatbot id, visitor id)
 
@@ -127,8 +130,11 @@ class WebHub:
                 await websocket.close(code=4401, reason=str(exc)[:120])
             return None
 
-    async def serve(self, websocket: WebSocket, chatbot_id: str, visitor_id: str) -> None:
-        """Replay the history, then push live messages until the visitor goes away."""
+    async def serve(self, websocket: WebSocket, chatbot_id: str, visitor_id: str,
+                    expires_at: float | None = None) -> None:
+        """Replay the history, then push live messages until the visitor goes away, or until
+        the token the socket was opened with expires (`expires_at`, epoch seconds): then it is
+        closed with 4401 and the widget renews its token and opens another."""
         key = (chatbot_id, visitor_id)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._sockets[key].add(queue)  # before reading history: nothing falls in between
@@ -142,7 +148,14 @@ class WebHub:
             try:
                 while True:
                     getter = asyncio.create_task(queue.get())
-                    done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    left = None if expires_at is None else max(0.0, expires_at - time.time())
+                    done, _ = await asyncio.wait({getter, receiver}, timeout=left,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if not done:
+                        getter.cancel()
+                        with contextlib.suppress(Exception):
+                            await websocket.close(code=4401, reason=TOKEN_EXPIRED)
+                        return
                     if receiver in done:
                         getter.cancel()
                         return

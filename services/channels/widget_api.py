@@ -197,6 +197,6 @@ def build_widget_router(api: WidgetApi) -> APIRouter:
 
         session = await api.hub.authenticate(websocket, verify, api.socket_auth_timeout_s)
         if session is not None:
-            await api.hub.serve(websocket, chatbot_id, session.visitor_id)
+            await api.hub.serve(websocket, chatbot_id, session.visitor_id, expires_at=session.expires_at)
 
     return router

@@ -121,6 +121,20 @@ async def test_the_socket_takes_the_token_in_its_first_frame_and_closes_4401_wit
         assert first["message_id"] == "m_secret" and json.loads(await ws.recv()) == {"type": "ready"}
 
 
+async def test_an_open_socket_is_closed_4401_when_its_token_expires(stack):
+    """A token is checked when the socket opens; the socket does not outlive it: at expiry it
+    is closed with 4401 (the widget then renews and opens another)."""
+    bot = await stack.add_chatbot()
+    tokens = _tokens(stack)
+    soon = tokens.issue(bot.chatbot_id, now=time.time() - tokens.ttl_s + 2)  # expires in 2 s
+    url = f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws"
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": soon.token}))
+        assert json.loads(await ws.recv()) == {"type": "ready"}
+        code, why = await _closed_with(ws)
+    assert code == 4401 and "expired" in why
+
+
 async def test_renewal_keeps_the_visitor_and_only_the_newest_token_renews(stack):
     bot = await stack.add_chatbot()
     tokens = _tokens(stack)
