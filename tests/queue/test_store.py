@@ -274,63 +274,59 @@ class _Commands(monitoring.CommandListener):
         pass
 
 
-async def test_transitions_use_commands_that_do_not_scan_the_collection(infra):
+@pytest.fixture
+async def watched(infra):
+    """A record on a fresh database whose client reports every command it sends."""
+    listener = _Commands()
+    client = AsyncMongoClient(infra.mongodb_uri, event_listeners=[listener], tz_aware=True)
+    try:
+        yield QueueRecord(client[f"t{uuid.uuid4().hex[:8]}_cmds"]), listener
+    finally:
+        await client.close()
+
+
+async def test_transitions_use_commands_that_do_not_scan_the_collection(watched):
     """findAndModify and distinct make the Mongo-wire server scan the whole collection (0.8 s
     per call at 50,000 conversations, growing with the data): transitions, agent replies and
     the index check use conditional updates, reads by _id and indexed counts instead."""
-    listener = _Commands()
-    client = AsyncMongoClient(infra.mongodb_uri, event_listeners=[listener], tz_aware=True)
-    try:
-        record = QueueRecord(client[f"t{uuid.uuid4().hex[:8]}_scan"])
-        conv = await _handed_off(record)
-        listener.names.clear()
-        closed = await record.save("c1", conv.agent_transition("close", NOW, "cmd-1"))
-        assert closed is not None and closed.status == "closed" and closed.version == conv.version + 1
-        assert await record.save("c1", conv.agent_transition("close", NOW, "cmd-2")) is None  # stale version
-        replied = await record.update_conversation("c1", {"$inc": {"message_count": 1}}, expected_status="closed")
-        assert replied is not None and replied.message_count == closed.message_count + 1
-        assert await record.update_conversation("c1", {"$set": {"x": 1}}, expected_status="handed_off") is None
-        assert await record.count_closed_since("b", NOW - timedelta(days=7)) == 0
-        assert listener.names and not {"findAndModify", "distinct"} & set(listener.names), listener.names
-    finally:
-        await client.close()
+    record, listener = watched
+    conv = await _handed_off(record)
+    listener.names.clear()
+    closed = await record.save("c1", conv.agent_transition("close", NOW, "cmd-1"))
+    assert closed is not None and closed.status == "closed" and closed.version == conv.version + 1
+    assert await record.save("c1", conv.agent_transition("close", NOW, "cmd-2")) is None  # stale version
+    replied = await record.update_conversation("c1", {"$inc": {"message_count": 1}}, expected_status="closed")
+    assert replied is not None and replied.message_count == closed.message_count + 1
+    assert await record.update_conversation("c1", {"$set": {"x": 1}}, expected_status="handed_off") is None
+    assert await record.count_closed_since("b", NOW - timedelta(days=7)) == 0
+    assert listener.names and not {"findAndModify", "distinct"} & set(listener.names), listener.names
 
 
-async def test_a_message_update_is_one_write_and_nothing_read_back(infra):
+async def test_a_message_update_is_one_write_and_nothing_read_back(watched):
     """A delivery status changes a message its handler has just read: the update goes out
     (batched with concurrent ones) and nothing is read back."""
-    listener = _Commands()
-    client = AsyncMongoClient(infra.mongodb_uri, event_listeners=[listener], tz_aware=True)
-    try:
-        record = QueueRecord(client[f"t{uuid.uuid4().hex[:8]}_msgupd"])
-        ids = [f"m{i}" for i in range(5)]
-        for i in ids:
-            assert await record.insert_message({"_id": i, "conversation_id": "c1", "chatbot_id": "b", "sender": "ai",
-                                                "text": "hi", "created_at": NOW, "delivery": "pending"})
-        listener.names.clear()
-        await asyncio.gather(*(record.update_message(i, {"delivery": "sent"}) for i in ids))
-        assert set(listener.names) == {"update"} and len(listener.names) <= 2, listener.names
-        assert {m["delivery"] for m in await record.messages.find({"_id": {"$in": ids}}).to_list()} == {"sent"}
-    finally:
-        await client.close()
+    record, listener = watched
+    ids = [f"m{i}" for i in range(5)]
+    for i in ids:
+        assert await record.insert_message({"_id": i, "conversation_id": "c1", "chatbot_id": "b", "sender": "ai",
+                                            "text": "hi", "created_at": NOW, "delivery": "pending"})
+    listener.names.clear()
+    await asyncio.gather(*(record.update_message(i, {"delivery": "sent"}) for i in ids))
+    assert set(listener.names) == {"update"} and len(listener.names) <= 2, listener.names
+    assert {m["delivery"] for m in await record.messages.find({"_id": {"$in": ids}}).to_list()} == {"sent"}
 
 
-async def test_known_activity_is_written_and_computed_not_read_back(infra):
+async def test_known_activity_is_written_and_computed_not_read_back(watched):
     """The AI's replies count on a conversation the handler holds: one update goes out, and
     what it returns is what Mongo now has."""
-    listener = _Commands()
-    client = AsyncMongoClient(infra.mongodb_uri, event_listeners=[listener], tz_aware=True)
-    try:
-        record = QueueRecord(client[f"t{uuid.uuid4().hex[:8]}_known"])
-        conv = await _handed_off(record)
-        listener.names.clear()
-        later = NOW + timedelta(minutes=1)
-        after = await record.record_known_activity(conv, {"last_message_at": later, "last_message_preview": "ok",
-                                                          "updated_at": later}, inc={"message_count": 2})
-        assert listener.names == ["update"], listener.names
-        stored = await record.get_conversation("c1")
-        assert after.model_dump() == stored.model_dump()
-        assert (after.message_count, after.last_message_preview, after.version) == (conv.message_count + 2, "ok",
-                                                                                   conv.version)
-    finally:
-        await client.close()
+    record, listener = watched
+    conv = await _handed_off(record)
+    listener.names.clear()
+    later = NOW + timedelta(minutes=1)
+    after = await record.record_known_activity(conv, {"last_message_at": later, "last_message_preview": "ok",
+                                                      "updated_at": later}, inc={"message_count": 2})
+    assert listener.names == ["update"], listener.names
+    stored = await record.get_conversation("c1")
+    assert after.model_dump() == stored.model_dump()
+    assert (after.message_count, after.last_message_preview, after.version) == (conv.message_count + 2, "ok",
+                                                                               conv.version)
