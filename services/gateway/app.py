@@ -33,7 +33,7 @@ log = logging.getLogger("handoff.gateway")
 def create_app(settings: GatewaySettings) -> FastAPI:
     runtime = ServiceRuntime(settings, name="gateway", title="Handoff gateway")
     store = AgentStore(runtime.db)
-    hub = LiveHub()
+    hub = LiveHub(settings.ws_tick_s, settings.ws_frame_budget, settings.ws_catch_up_updates)
     pending = PendingCommands()
     directory = ChatbotDirectory()
     handlers = GatewayHandlers(hub, pending, directory)

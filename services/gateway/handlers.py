@@ -24,8 +24,8 @@ class GatewayHandlers:
                                                   "result": event.model_dump(mode="json")})
             return
         self.positions[event.chatbot_id] = (event.epoch, event.seq)
-        self.hub.broadcast(event.chatbot_id, {"type": "update", "chatbot_id": event.chatbot_id, "epoch": event.epoch,
-                                              "seq": event.seq, "update": event.model_dump(mode="json")})
+        if event.chatbot_id in self.hub.channels:  # dumped only when someone here watches
+            self.hub.update(event.chatbot_id, event.model_dump(mode="json"))
 
     async def on_settings_changed(self, event: ChatbotSettingsChanged) -> None:
         info = self.directory.apply(event)

@@ -41,9 +41,11 @@ class SocketControl:
                 self.dropped += 1
                 return
             frame = json.loads(message) if isinstance(message, str) else {}
-            update = frame.get("update") or {}
-            about = {update.get("conversation_id"), (update.get("row_upserted") or {}).get("conversation_id")}
-            if frame.get("type") == "update" and about & self.drop_about:
+            # A coalesced "updates" frame is dropped whole when one of its updates is about them.
+            updates = [frame.get("update") or {}] if frame.get("type") == "update" else frame.get("updates") or []
+            about = {u.get("conversation_id") for u in updates} | {
+                (u.get("row_upserted") or {}).get("conversation_id") for u in updates}
+            if frame.get("type") in ("update", "updates") and about & self.drop_about:
                 self.dropped += 1
                 return
             ws.send(message)

@@ -83,3 +83,35 @@ async def test_updates_out_of_order_are_put_back_in_order_without_a_resync(modul
     ])
     assert out["log"] == ["snapshot e1/5", "apply e1/6", "apply e1/7", "apply e1/8", "apply e1/9"]
     assert (out["seq"], out["resyncs"]) == (9, 1)
+
+
+UPDATES_SCRIPT = """async (frames) => {
+  const { ChatbotFeed, updateFrames } = await import('/static/js/live.js');
+  const log = [];
+  const feed = new ChatbotFeed('demo', {
+    fetchSnapshot: async () => ({ epoch: 'e1', seq: 5 }),
+    onSnapshot: (s) => log.push(`snapshot ${s.epoch}/${s.seq}`),
+    onUpdate: (u, f) => log.push(`apply ${f.epoch}/${f.seq}${u.row_upserted ? ' row ' + u.row_upserted.n : ''}`),
+    reorderWaitMs: 50,
+  });
+  await feed.subscribed();
+  for (const frame of frames) for (const single of updateFrames(frame)) feed.update(single);
+  await new Promise((r) => setTimeout(r, 100));
+  return { log, seq: feed.seq, resyncs: feed.resyncs };
+}"""
+
+
+async def test_a_coalesced_updates_frame_applies_each_update_in_its_place(module_page):
+    """An "updates" frame (a tick's updates of one chatbot): an update reduced to its place
+    still moves the sequence on, so no gap is seen and nothing resyncs."""
+    out = await module_page.evaluate(UPDATES_SCRIPT, [
+        {"type": "update", "chatbot_id": "demo", "epoch": "e1", "seq": 6, "update": {"epoch": "e1", "seq": 6}},
+        {"type": "updates", "chatbot_id": "demo", "updates": [
+            {"epoch": "e1", "seq": 7}, {"epoch": "e1", "seq": 8},
+            {"epoch": "e1", "seq": 9, "row_upserted": {"n": 9}}]},
+        {"type": "updates", "chatbot_id": "demo", "updates": [
+            {"epoch": "e1", "seq": 5}, {"epoch": "e1", "seq": 10, "row_upserted": {"n": 10}}]},
+    ])
+    assert out["log"] == ["snapshot e1/5", "apply e1/6", "apply e1/7", "apply e1/8", "apply e1/9 row 9",
+                          "apply e1/10 row 10"]
+    assert (out["seq"], out["resyncs"]) == (10, 1)

@@ -4,7 +4,6 @@ the hub and the waiting REST calls; settings land in the directory and on socket
 from __future__ import annotations
 
 import asyncio
-import json
 
 from faststream.kafka import TestKafkaBroker
 
@@ -43,7 +42,8 @@ async def test_handlers_on_in_memory_broker():
 
     result = await asyncio.wait_for(waiting, 1)
     assert result.status_code == 409
-    frames = [json.loads(client.outbox.get_nowait()) for _ in range(client.outbox.qsize())]
+    await asyncio.wait_for(client.drained(), 1)
+    frames = ws.sent
     assert [f["type"] for f in frames] == ["update", "command_result", "settings"]
     assert (frames[0]["epoch"], frames[0]["seq"]) == ("e1", 3)
     assert frames[1]["result"]["error"] == "Can only reply to handed-off conversations."

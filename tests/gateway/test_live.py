@@ -1,5 +1,5 @@
-"""The live hub: fan-out never waits for a client; a client that falls behind is dropped
-while the others keep receiving."""
+"""The live hub: fan-out never waits for a client; a client stuck too far behind is dropped
+while the others keep receiving (coalescing itself: test_fanout.py)."""
 
 from __future__ import annotations
 
@@ -27,26 +27,38 @@ class FakeSocket:
         self.closed_with = code
 
 
-async def test_slow_client_is_dropped_and_others_keep_receiving():
-    hub = LiveHub()
+def seqs(frames: list[dict]) -> list[int]:
+    """The update seqs the frames carry, single and coalesced alike, in order."""
+    out: list[int] = []
+    for f in frames:
+        if f["type"] == "update":
+            out.append(f["seq"])
+        elif f["type"] == "updates":
+            out.extend(u["seq"] for u in f["updates"])
+    return out
+
+
+def entry(seq: int, chatbot_id: str = "demo") -> dict:
+    return {"chatbot_id": chatbot_id, "epoch": "e1", "seq": seq, "stats": {"open": seq}}
+
+
+async def test_stuck_client_is_dropped_and_others_keep_receiving():
+    hub = LiveHub(tick_s=0, catch_up=3)
     fast_ws, slow_ws = FakeSocket(), FakeSocket(stuck=True)
-    fast = LiveClient(fast_ws, "a1", {"demo"}, queue_size=3)
-    slow = LiveClient(slow_ws, "a2", {"demo"}, queue_size=3)
-    writers = [asyncio.create_task(c.run_writer()) for c in (fast, slow)]
+    fast = LiveClient(fast_ws, "a1", {"demo"})
+    slow = LiveClient(slow_ws, "a2", {"demo"})
     for c in (fast, slow):
         hub.add(c)
         hub.subscribe(c, "demo")
     for seq in range(1, 11):
-        hub.broadcast("demo", {"type": "update", "chatbot_id": "demo", "seq": seq})
+        hub.update("demo", entry(seq))
         await asyncio.sleep(0)  # let the fast writer drain
     await asyncio.sleep(0.01)
-    assert [f["seq"] for f in fast_ws.sent] == list(range(1, 11))
+    assert seqs(fast_ws.sent) == list(range(1, 11))
     assert slow.dropped and slow not in hub.clients and hub.dropped_slow == 1
     assert slow_ws.closed_with == CLOSE_TOO_SLOW
-    assert hub.by_chatbot["demo"] == {fast}
-    fast.stop_writer()
-    await asyncio.wait_for(writers[0], 1)
-    writers[1].cancel()
+    assert hub.subscribers("demo") == {fast}
+    await asyncio.wait_for(fast.drained(), 1)
 
 
 async def test_broadcast_reaches_only_subscribers_of_that_chatbot():
@@ -57,11 +69,11 @@ async def test_broadcast_reaches_only_subscribers_of_that_chatbot():
     for c, bot in ((a, "alpha"), (b, "beta")):
         hub.add(c)
         hub.subscribe(c, bot)
-    assert hub.broadcast("alpha", {"type": "update", "chatbot_id": "alpha"}) == 1
-    assert hub.broadcast("gamma", {"type": "update", "chatbot_id": "gamma"}) == 0
+    assert hub.broadcast("alpha", {"type": "command_result", "chatbot_id": "alpha"}) == 1
+    assert hub.broadcast("gamma", {"type": "command_result", "chatbot_id": "gamma"}) == 0
     hub.remove(a)
-    assert hub.broadcast("alpha", {"type": "update"}) == 0
-    assert a.outbox.qsize() == 1 and b.outbox.qsize() == 0
+    assert hub.broadcast("alpha", {"type": "settings"}) == 0
+    assert len(a.outbox) == 1 and len(b.outbox) == 0
 
 
 async def test_revalidate_looks_up_each_session_once_and_applies_the_answer():
@@ -84,11 +96,11 @@ async def test_revalidate_looks_up_each_session_once_and_applies_the_answer():
     await asyncio.sleep(0.01)
     assert sorted(looked_up) == ["d1", "d2"]
     assert gone not in hub.clients and sockets["gone"].closed_with == 4401
-    assert s1a.subscriptions == {"beta"} and s1b.subscriptions == set() and s1a.member_of == {"beta", "gamma"}
-    assert hub.by_chatbot == {"beta": {s1a}}
-    for c in (s1a, s1b):
-        assert json.loads(c.outbox.get_nowait()) == {"type": "error", "chatbot_id": "alpha", "code": 403,
-                                                     "error": "Not a member of this chatbot."}
+    assert set(s1a.subscriptions) == {"beta"} and not s1b.subscriptions and s1a.member_of == {"beta", "gamma"}
+    assert set(hub.channels) == {"beta"} and hub.subscribers("beta") == {s1a}
+    for name in ("s1a", "s1b"):
+        assert sockets[name].sent == [{"type": "error", "chatbot_id": "alpha", "code": 403,
+                                       "error": "Not a member of this chatbot."}]
 
 
 async def test_close_handshakes_stay_referenced_until_done():

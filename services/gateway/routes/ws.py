@@ -3,16 +3,15 @@ ping from the client; updates reach the socket through the LiveHub (handlers.py)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from datetime import UTC, datetime
 
 from fastapi import APIRouter
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services.gateway import domain
-from services.gateway.deps import SESSION_COOKIE, Gateway, GatewayDep
+from services.gateway.deps import SESSION_COOKIE, Gateway, gateway
 from services.gateway.domain import PingFrame, SubscribeFrame, error_frame, parse_client_frame
 from services.gateway.live import CLOSE_BAD_ORIGIN, CLOSE_NO_SESSION, CLOSE_TOO_BIG, LiveClient
 from services.gateway.queue_client import QueueError, internal_path
@@ -20,8 +19,8 @@ from services.gateway.queue_client import QueueError, internal_path
 router = APIRouter()
 
 
-@router.websocket("/ws")
-async def live(websocket: WebSocket, gw: GatewayDep) -> None:
+async def live(websocket: WebSocket) -> None:
+    gw: Gateway = gateway(websocket)
     settings = gw.settings
     # Accept first so the client sees the close code (a refused handshake shows none).
     await websocket.accept()
@@ -40,14 +39,15 @@ async def live(websocket: WebSocket, gw: GatewayDep) -> None:
         return
     client = LiveClient(websocket, session.agent.agent_id, session.chatbot_ids, settings.ws_send_queue_size,
                         session_digest=session.token_digest)
+    expires_at = session.expires_at
+    del session  # held for the socket's life otherwise: memory per idle socket counts
     gw.hub.add(client)
-    writer = asyncio.create_task(client.run_writer())
     try:
-        while not writer.done():
+        while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 break
-            if session.expires_at <= datetime.now(UTC):
+            if expires_at <= datetime.now(UTC):
                 await websocket.close(CLOSE_NO_SESSION, "Session expired.")
                 break
             if len(message.get("text") or message.get("bytes") or b"") > settings.ws_max_message_bytes:
@@ -78,10 +78,12 @@ async def live(websocket: WebSocket, gw: GatewayDep) -> None:
         pass  # the client went away (or was dropped as too slow)
     finally:
         gw.hub.remove(client)
-        client.stop_writer()
-        # The writer's own failure (a dead socket) is not ours to raise; a stuck one is cancelled.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, 2)
+        client.stop_now()
+
+
+# A plain Starlette route, not FastAPI's: no dependency solving and its two exit stacks held
+# for the whole life of every socket (memory per idle socket is what bounds a process).
+router.routes.append(WebSocketRoute("/ws", live))
 
 
 async def position(gw: Gateway, chatbot_id: str) -> tuple[str, int]:

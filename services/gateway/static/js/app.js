@@ -11,7 +11,7 @@ import { HandoffAlerting } from "./alerting.js";
 import { Alerts } from "./alerts.js";
 import { Chatbots } from "./chatbots.js";
 import { h, clear, announce } from "./dom.js";
-import { LiveConnection } from "./live.js";
+import { LiveConnection, updateFrames } from "./live.js";
 import { CommandResults } from "./results.js";
 import { Router, routeHash } from "./router.js";
 import { ChatbotStore } from "./store.js";
@@ -92,8 +92,11 @@ async function main() {
         alerting.subscribed(frame);
         break;
       case "update":
-        alerting.update(frame); // first: every chatbot of the agent alerts, on screen or not
-        store.update(frame);
+      case "updates":
+        for (const single of updateFrames(frame)) {
+          alerting.update(single); // first: every chatbot of the agent alerts, on screen or not
+          store.update(single);
+        }
         break;
       case "command_result":
         results.deliver(frame.result);

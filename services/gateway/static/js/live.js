@@ -1,6 +1,16 @@
 // The live protocol (docs/contracts.md "Live protocol"): one websocket, per-chatbot
 // subscriptions, seq/epoch tracking with resync from a snapshot, reconnect with backoff.
 
+/** The single "update" frames an "update" or "updates" frame stands for, in order. An
+ * "updates" frame coalesces a chatbot's updates of one tick (docs/contracts.md "Live
+ * protocol"): each keeps its epoch and seq, even when only its place is left. */
+export function updateFrames(frame) {
+  if (frame.type === "update") return [frame];
+  return (frame.updates || []).map((update) => ({
+    type: "update", chatbot_id: frame.chatbot_id, epoch: update.epoch, seq: update.seq, update,
+  }));
+}
+
 /** Per-chatbot ordering. Pure: it decides, the caller fetches snapshots and applies. */
 export class ChatbotFeed {
   // reorderWaitMs: how long a seq gap may wait for the missing updates before a resync.
