@@ -35,8 +35,8 @@ class ServiceSettings(BaseSettings):
     # Tansu never answers a waiting fetch early: every hop may wait this long. Keep it
     # small on the latency path (visitor -> dashboard), larger for background consumers.
     kafka_fetch_max_wait_ms: int = 25
-    # Consumers off the latency path (the settings table, the summarizer) wait this long: an
-    # idle consumer costs the broker one fetch per wait.
+    # Consumers off the latency path (the settings table) wait this long: an idle consumer
+    # costs the broker one fetch per wait.
     kafka_table_fetch_max_wait_ms: int = 1000
     # After this long without a record a consumer fetches with the longer wait below: an idle
     # stack costs the broker a few fetches a second instead of forty per consumer; the first

@@ -30,10 +30,7 @@ def create_app(settings: SummarizerSettings) -> FastAPI:
                            concurrency=settings.summary_concurrency,
                            lease_s=settings.summary_lease_s)
     handlers = SummarizerHandlers(worker)
-    # A summary is not on the path a message takes to an agent: this consumer waits like the
-    # table consumers do, one broker fetch a second instead of forty while busy.
-    runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, handlers.on_state_changed, group_id=GROUP,
-                        fetch_max_wait_ms=settings.kafka_table_fetch_max_wait_ms)
+    runtime.bus.consume(CONVERSATION_STATE, STATE_EVENT, handlers.on_state_changed, group_id=GROUP)
 
     async def announce_mode() -> None:
         log_ai_mode(log, settings, offline="summaries are extractive")
