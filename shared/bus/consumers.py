@@ -148,6 +148,7 @@ class Consumers:
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             listener=_RewindPastEnd(self, health) if grouped else None,
             title=f"{'+'.join(names)}:{consumer_name}",
+            decoder=_the_message,
         )
         subscriber(_consume)
         health.subscriber = pacing.subscriber = subscriber
@@ -247,3 +248,10 @@ class _RewindPastEnd(ConsumerRebalanceListener):
                 log.warning("%s: committed offset %d is past the end (%d) of %s; reading it from the start",
                             self.health.name, committed, ends[tp], partition_name(tp))
                 consumer.seek(tp, 0)
+
+
+async def _the_message(msg: KafkaMessage) -> KafkaMessage:
+    """The handler's argument: the message itself, body undecoded (`_handle` validates the
+    raw bytes against the topic's schema once; FastStream's own decoding parsed it as JSON
+    first, for nothing)."""
+    return msg
