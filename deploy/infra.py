@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,12 +53,22 @@ def free_port() -> int:
 
 
 def free_port_block(n: int) -> int:
-    """A base port with the n ports from it free (the local stack's services take a block)."""
+    """A base port with the n ports from it free (the local stack's services take a block),
+    below the ephemeral range when there is room: a port from that range that is free now
+    may be any outgoing connection's source port by the time a service binds it."""
+    low = _ephemeral_low()
     for _ in range(50):
-        base = free_port()
+        base = random.randrange(10000, low - n) if low - n > 10000 else free_port()
         if base + n < 65000 and all(port_is_free(base + i) for i in range(n)):
             return base
     raise RuntimeError("no free port block")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:

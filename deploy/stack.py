@@ -1,6 +1,7 @@
 """The local stack runner: the whole system on embedded infrastructure, one command.
 
     ./handoff up        # foreground: start everything, print the URLs, Ctrl-C stops it all
+    ./handoff up --scale queue=2,intake=2,gateway=2,channels=2   # several processes per service
     ./handoff start     # the same in the background (detached); then:
     ./handoff status    # what runs, with PIDs, readiness and restarts
     ./handoff stop      # stop what `start` started (by the PIDs it recorded)
@@ -12,6 +13,11 @@ topic with its partition count, starts the five services as separate processes, 
 demo chatbot (Human Handoff tool on) and a demo agent, and prints the dashboard URL, the
 widget test page and the login. Mongo data lives in `.data/` between runs; Redis is the
 queue's index and is rebuilt from Mongo at start; the broker keeps topics in memory.
+
+`--scale service=N,...` (or HANDOFF_SCALE) runs N processes of a service, `queue-1`,
+`queue-2` …: one consumer group shares the partitions among them, every gateway hears every
+dashboard update, the gateways fail over between the queue's replicas (QUEUE_URL lists them).
+Replica i listens on the service's port + 10 * (i - 1) (queue: 8002, 8012 …).
 
 Then it supervises: a service that exits is started again (same environment and port) after
 a backoff, and counted in `.run/stack.json`; an infrastructure server that exits is started
@@ -32,7 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +79,10 @@ class Ports:
             gateway=base, channels=base + 1, queue=base + 2, intake=base + 3, summarizer=base + 4,
         )
 
+    def of(self, service: str, index: int = 1) -> int:
+        """The port of a service's index-th replica (from 1): the first keeps the service's port."""
+        return getattr(self, service) + REPLICA_PORT_STRIDE * (index - 1)
+
 
 SERVICES = ("queue", "intake", "summarizer", "gateway", "channels")
 # The queue's internal API answers the gateway only, with this token: one per runner process,
@@ -80,6 +90,54 @@ SERVICES = ("queue", "intake", "summarizer", "gateway", "channels")
 QUEUE_API_TOKEN = os.environ.get("QUEUE_API_TOKEN") or secrets.token_urlsafe(32)
 TOKEN_HOLDERS = ("queue", "gateway")
 INFRA = ("kafka", "redis", "mongo")
+
+# Replica i of a service listens on the service's port + (i - 1) * REPLICA_PORT_STRIDE: the first
+# keeps the usual port, further ones take blocks of their own above the five (8010-8014 for the
+# second replicas, 8020-8024 for the third …), so no two processes ever ask for one port.
+REPLICA_PORT_STRIDE = 10
+MAX_REPLICAS = 9
+
+
+def parse_scale(text: str) -> dict[str, int]:
+    """`queue=2,intake=2` (the --scale flag, HANDOFF_SCALE) -> processes per service; 1 for the
+    services it does not name."""
+    scale = dict.fromkeys(SERVICES, 1)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = (x.strip() for x in part.partition("="))
+        if name not in SERVICES:
+            raise ValueError(f"--scale: unknown service {name!r} in {part!r}; one of {', '.join(SERVICES)}.")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
+            raise ValueError(f"--scale: {part!r} needs a number of processes from 1 to {MAX_REPLICAS}, "
+                             f"e.g. {name}=2.")
+        scale[name] = int(count)
+    return scale
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One process of a service: named `queue` while it runs alone, `queue-1`, `queue-2` … when scaled."""
+
+    name: str
+    service: str
+    index: int  # from 1
+    port: int
+
+
+def replicas(ports: Ports, scale: Mapping[str, int] | None = None) -> list[Replica]:
+    """Every service process of the stack, in start-up order."""
+    found = []
+    for service in SERVICES:
+        n = (scale or {}).get(service, 1)
+        found += [Replica(service if n == 1 else f"{service}-{i}", service, i, ports.of(service, i))
+                  for i in range(1, n + 1)]
+    return found
+
+
+def service_of(name: str) -> str | None:
+    """The service a process name of the state file runs (`queue-2` -> `queue`); None for the
+    infrastructure and the runner."""
+    base, _, index = name.rpartition("-")
+    return name if name in SERVICES else base if base in SERVICES and index.isdigit() else None
 
 # A service that exits is started again after 1 s, then 2, 4 … up to 30 s while it keeps
 # failing (a crash loop must not eat the machine); once it stayed up a minute, its next
@@ -105,6 +163,10 @@ class Supervised:
     restarts: int = 0
     last_restart: str | None = None  # wall clock, for `status`
     next_restart: str | None = None
+    service: str = ""  # the module it runs (`queue` for `queue-2`); the name when empty
+
+    def __post_init__(self) -> None:
+        self.service = self.service or self.name
 
     def history(self) -> dict:
         return {"count": self.restarts, "last": self.last_restart, "next": self.next_restart}
@@ -122,13 +184,16 @@ def command_env(name: str, infra_env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
+def service_env(name: str, infra: Infra, ports: Ports, scale: Mapping[str, int] | None = None,
+                index: int = 1) -> dict[str, str]:
+    """The environment of the index-th process of service `name` (`scale`: processes per service)."""
+    port = ports.of(name, index)
     env = {
         **{k: v for k, v in command_env(name, infra.env()).items() if k != "QUEUE_API_TOKEN"},
         **({"QUEUE_API_TOKEN": QUEUE_API_TOKEN} if name in TOKEN_HOLDERS else {}),
         "SERVICE_NAME": name,
         "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(getattr(ports, name)),
+        "HTTP_PORT": str(port),
         "PYTHONUNBUFFERED": "1",
         # Fetch waits are each service's own default (short on the path to an agent's screen,
         # longer off it): the embedded broker never answers a waiting fetch early, and every
@@ -138,11 +203,14 @@ def service_env(name: str, infra: Infra, ports: Ports) -> dict[str, str]:
         "KAFKA_SESSION_TIMEOUT_MS": "3000",
         "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     }
-    gateway_url = f"http://127.0.0.1:{ports.gateway}"
-    channels_url = f"http://127.0.0.1:{ports.channels}"
+    channels_url = f"http://127.0.0.1:{ports.channels}"  # the public address: one, whichever replica answers
     if name == "gateway":
-        env.setdefault("QUEUE_URL", f"http://127.0.0.1:{ports.queue}")
-        env.setdefault("ALLOWED_ORIGINS", f"{gateway_url},http://localhost:{ports.gateway}")
+        # Every queue replica, a different one first for each gateway (the load is shared);
+        # the gateway fails over to the next when one does not answer.
+        queues = [f"http://127.0.0.1:{ports.of('queue', i)}" for i in range(1, (scale or {}).get("queue", 1) + 1)]
+        first = (index - 1) % len(queues)
+        env.setdefault("QUEUE_URL", ",".join(queues[first:] + queues[:first]))
+        env.setdefault("ALLOWED_ORIGINS", f"http://127.0.0.1:{port},http://localhost:{port}")
         # The local stack is plain http on 127.0.0.1: the explicit opt-out of Secure cookies.
         env.setdefault("COOKIE_SECURE", "false")
     if name == "channels":
@@ -166,19 +234,22 @@ def widget_token_secret() -> str:
     return path.read_text().strip()
 
 
-def _start_service(name: str, env: dict[str, str]) -> subprocess.Popen:
+def _start_service(name: str, env: dict[str, str], service: str | None = None) -> subprocess.Popen:
+    """Process `name` (its log: <name>.log) running `python -m services.<service>`."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOG_DIR / f"{name}.log", "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", f"services.{service or name}"], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
 
 
-def separate_stack_env(data_dir: Path) -> dict[str, str]:
+def separate_stack_env(data_dir: Path, replicas: int = 1) -> dict[str, str]:
     """The environment of another local stack beside any running one (tests, benchmarks):
-    free ports, its data and run files under `data_dir`, no AI model (offline mode)."""
+    free ports (for up to `replicas` processes per service), its data and run files under
+    `data_dir`, no AI model (offline mode)."""
+    block = REPLICA_PORT_STRIDE * (replicas - 1) + len(SERVICES)
     return {**{k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")},
-            "HANDOFF_PORT_BASE": str(free_port_block(5)), "HANDOFF_KAFKA_PORT": str(free_port()),
+            "HANDOFF_PORT_BASE": str(free_port_block(block)), "HANDOFF_KAFKA_PORT": str(free_port()),
             "HANDOFF_REDIS_PORT": str(free_port()), "HANDOFF_MONGO_PORT": str(free_port()),
             "HANDOFF_DATA_DIR": str(data_dir), "HANDOFF_RUN_DIR": str(data_dir / "run")}
 
@@ -266,7 +337,7 @@ def _supervise(svc: Supervised, now: float) -> bool:
     if svc.proc is None:
         if now < svc.restart_at:
             return False
-        svc.proc = _start_service(svc.name, svc.env)
+        svc.proc = _start_service(svc.name, svc.env, svc.service)
         svc.started, svc.restart_at, svc.next_restart = now, None, None
         svc.last_restart = datetime.now().isoformat(timespec="seconds")
         return True
@@ -361,14 +432,17 @@ def _supervision_loop(services: dict[str, Supervised], infra: list[InfraServer],
     return 0
 
 
-def up(detach: bool = False) -> int:
+def up(detach: bool = False, scale: Mapping[str, int] | None = None) -> int:
     ports = Ports.from_env()
+    layout = replicas(ports, scale)
+    # Every process's port, by its name in the state file (`status` asks each one's /readyz).
+    wanted = {**{name: getattr(ports, name) for name in INFRA}, **{r.name: r.port for r in layout}}
     if STATE_FILE.exists():
         state = _read_state()
         if any(_alive(p) for p in state.get("pids", {}).values()):
             print("The stack is already running (see `./handoff status`); `./handoff stop` first.", file=sys.stderr)
             return 1
-    busy = [f"{k}={v}" for k, v in vars(ports).items() if not port_is_free(v)]
+    busy = [f"{k}={v}" for k, v in wanted.items() if not port_is_free(v)]
     if busy:
         print(f"Ports in use: {', '.join(busy)}. Set HANDOFF_PORT_BASE / HANDOFF_*_PORT to free ones.", file=sys.stderr)
         return 1
@@ -385,7 +459,7 @@ def up(detach: bool = False) -> int:
     def record() -> None:
         # The runner records itself: `stop` signals it first, and it stops the rest, a
         # service it is restarting included.
-        _write_state({"pids": {**live_pids(), "runner": os.getpid()}, "ports": vars(ports),
+        _write_state({"pids": {**live_pids(), "runner": os.getpid()}, "ports": wanted,
                       "restarts": {**{s.server.name: s.history() for s in started_infra},
                                    **{n: s.history() for n, s in services.items()}}})
 
@@ -412,15 +486,17 @@ def up(detach: bool = False) -> int:
         # broker forgets topics on restart), which the others load as they start.
         first, rest = SERVICES[0], SERVICES[1:]
         for group in ((first,), rest):
-            for name in group:
-                env, port = service_env(name, infra, ports), getattr(ports, name)
-                services[name] = Supervised(name, port, env, _start_service(name, env), started=time.monotonic())
+            members = [r for r in layout if r.service in group]
+            for r in members:
+                env = service_env(r.service, infra, ports, scale, r.index)
+                services[r.name] = Supervised(r.name, r.port, env, _start_service(r.name, env, r.service),
+                                              started=time.monotonic(), service=r.service)
                 record()
-            for name in group:
-                svc = services[name]
-                _wait_ready(name, svc.port, svc.proc)
+            for r in members:
+                svc = services[r.name]
+                _wait_ready(r.name, svc.port, svc.proc)
                 svc.ready_since = time.monotonic()
-                print(f"  {name:<11} ready  (pid {svc.proc.pid}, port {svc.port})", flush=True)
+                print(f"  {r.name:<11} ready  (pid {svc.proc.pid}, port {svc.port})", flush=True)
 
         _run_cli("services.queue", ["seed-chatbot", "--id", DEMO_CHATBOT, "--name", "Demo Shop", "--handoff-on"],
                  command_env("queue", infra.env()))
@@ -442,7 +518,7 @@ def up(detach: bool = False) -> int:
     try:
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        _print_running(ports)
+        _print_running(layout)
         if detach:
             print("Running in the background: `./handoff status`, `./handoff stop`.")
             return 0
@@ -456,16 +532,25 @@ def up(detach: bool = False) -> int:
     return code
 
 
-def _print_running(ports: Ports) -> None:
-    gateway = f"http://127.0.0.1:{ports.gateway}"
-    print(
-        "\nHandoff is running.\n"
-        f"  Dashboard:        {gateway}/   (login {DEMO_EMAIL} / {DEMO_PASSWORD})\n"
-        f"  Widget test page: http://127.0.0.1:{ports.channels}/widget/test?chatbot={DEMO_CHATBOT}\n"
-        f"  API docs:         {gateway}/docs\n"
-        f"  Logs:             {LOG_DIR}/\n",
-        flush=True,
-    )
+def _print_running(layout: list[Replica]) -> None:
+    def url(r: Replica) -> str:
+        return f"http://127.0.0.1:{r.port}"
+
+    gateways = [r for r in layout if r.service == "gateway"]
+    channels = [r for r in layout if r.service == "channels"]
+    pad = " " * 20
+    lines = ["\nHandoff is running.",
+             f"  Dashboard:        {url(gateways[0])}/   (login {DEMO_EMAIL} / {DEMO_PASSWORD})",
+             *(f"{pad}{url(r)}/   ({r.name})" for r in gateways[1:]),
+             f"  Widget test page: {url(channels[0])}/widget/test?chatbot={DEMO_CHATBOT}",
+             *(f"{pad}{url(r)}/widget/test?chatbot={DEMO_CHATBOT}   ({r.name})" for r in channels[1:]),
+             f"  API docs:         {url(gateways[0])}/docs"]
+    scaled = [s for s in SERVICES if sum(r.service == s for r in layout) > 1]
+    for i, service in enumerate(scaled):
+        label = "  Replicas:         " if i == 0 else pad
+        lines.append(label + ", ".join(f"{r.name} {url(r)}" for r in layout if r.service == service))
+    lines.append(f"  Logs:             {LOG_DIR}/\n")
+    print("\n".join(lines), flush=True)
 
 
 def _alive(pid: int) -> bool:
@@ -479,22 +564,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _order(name: str) -> tuple[int, int, int]:
+    """The infrastructure, then each service's processes (queue-1, queue-2, intake …), then the rest."""
+    if name in INFRA:
+        return 0, INFRA.index(name), 0
+    if (service := service_of(name)) is not None:
+        return 1, SERVICES.index(service), int(name.rpartition("-")[2]) if name != service else 1
+    return 2, 0, 0
+
+
 def _stop_all(pids: dict[str, int]) -> None:
     # Services first (they flush and commit), then the infrastructure they use.
-    order = [n for n in reversed(SERVICES) if n in pids] + [n for n in reversed(INFRA) if n in pids]
+    services = sorted((n for n in pids if service_of(n)), key=_order, reverse=True)
+    order = services + [n for n in reversed(INFRA) if n in pids]
     for name in order:
         _stop_pid(pids[name])
     with contextlib.suppress(FileNotFoundError):
         STATE_FILE.unlink()
 
 
-def start_detached() -> int:
+def start_detached(scale: str = "") -> int:
     """`up` in a new session, its output in .run/logs/stack.log; returns once it is ready."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / "stack.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "deploy.stack", "up"], cwd=ROOT, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.stack", "up", *(["--scale", scale] if scale else [])],
+                                cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -535,12 +631,12 @@ def status() -> int:
     ports, pids, restarts = state.get("ports", {}), state.get("pids", {}), state.get("restarts", {})
     code = 0
     # A service waiting out its backoff has no process, so no PID, but still its line.
-    known = (*INFRA, *SERVICES)
-    for name in [*(n for n in known if n in pids or n in restarts), *(n for n in pids if n not in known)]:
+    names = [*pids, *(n for n in restarts if n not in pids and (n in INFRA or service_of(n)))]
+    for name in sorted(names, key=_order):
         pid = pids.get(name)
         alive = pid is not None and _alive(pid)
         ready = ""
-        if name in SERVICES and alive:
+        if service_of(name) and alive:
             ready = "ready" if _ready(ports[name]) else "NOT READY"
         elif name in INFRA and alive:
             try:
@@ -551,6 +647,8 @@ def status() -> int:
         elif pid is None:
             ready = f"restart due {restarts[name].get('next') or 'now'}"
         line = f"{name:<11} pid {pid or '-':<8} {'running' if alive else 'DOWN' if pid is None else 'DEAD':<8} {ready:<13}"
+        if service_of(name) and name in ports:
+            line += f" port {ports[name]:<5}"
         if name in restarts:
             line += _restarts_text(restarts[name])
         print(line.rstrip())
@@ -602,8 +700,17 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(argv[1], argv[2:])
     parser = argparse.ArgumentParser(prog="handoff", description="Run the Handoff stack locally.")
     parser.add_argument("command", choices=["up", "start", "stop", "status", "topics"])
+    parser.add_argument("--scale", default=os.environ.get("HANDOFF_SCALE", ""), metavar="SERVICE=N,...",
+                        help="up/start: run N processes of a service, e.g. queue=2,intake=2,gateway=2,channels=2")
     args = parser.parse_args(argv)
-    return {"up": up, "start": start_detached, "stop": stop, "status": status, "topics": create_topics}[args.command]()
+    if args.command in ("up", "start"):
+        try:
+            scale = parse_scale(args.scale)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return up(scale=scale) if args.command == "up" else start_detached(args.scale)
+    return {"stop": stop, "status": status, "topics": create_topics}[args.command]()
 
 
 if __name__ == "__main__":

@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
+from prometheus_client import Counter, Histogram
 from pydantic import Field
 
 from shared.ids import redact
 from shared.settings import ServiceSettings
+
+
+# Every model call of intake (AI turns) and the summarizer (summaries) goes through
+# `ChatModel.complete`: the scraper's job label tells the two apart.
+MODEL_CALL_SECONDS = Histogram(
+    "handoff_model_call_duration_seconds",
+    "Model calls (one chat completion, the client's retries included), by model and outcome (ok, error).",
+    ["model", "outcome"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0),
+)
+MODEL_ERRORS = Counter(
+    "handoff_model_call_errors_total",
+    "Model calls that failed, by model and kind: timeout (the total timeout), or the OpenAI "
+    "error's class (APIConnectionError, RateLimitError, InternalServerError, ...).",
+    ["model", "kind"],
+)
 
 
 class LLMSettings(ServiceSettings):
@@ -84,14 +102,23 @@ class ChatModel:
         extra: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
         if temperature is not None:
             extra["temperature"] = temperature
+        started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self.client.chat.completions.create(
+            completion = await asyncio.wait_for(self.client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
                 **extra,
             ), total_timeout_s)
         except TimeoutError:
+            self._failed(started, "timeout")
             raise ModelCallFailed("timeout", timed_out=True) from None
         except openai.OpenAIError as exc:
+            self._failed(started, type(exc).__name__)
             raise ModelCallFailed(redact(repr(exc), self._secrets)) from None
+        MODEL_CALL_SECONDS.labels(self.model, "ok").observe(time.perf_counter() - started)
+        return completion
+
+    def _failed(self, started: float, kind: str) -> None:
+        MODEL_CALL_SECONDS.labels(self.model, "error").observe(time.perf_counter() - started)
+        MODEL_ERRORS.labels(self.model, kind).inc()

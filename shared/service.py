@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 from shared.bus import Bus, read_table
 from shared.topics import Topic
 from shared.logging import configure_logging
+from shared.metrics import ServiceApp, add_metrics_route
 from shared.settings import ServiceSettings
 from shared.stores import ProcessedEvents, mongo_ready, open_mongo, open_redis, redis_ready
 
@@ -74,10 +75,16 @@ class ServiceRuntime:
         self.recovered_hooks: list[Hook] = self.bus.recovered_hooks
         # Extra readiness facts, e.g. {"mode": "offline"}; a callable may add more.
         self.health_details: dict[str, Callable[[], Any]] = {}
-        self.app = FastAPI(title=title or f"Handoff {name}", lifespan=self._lifespan)
+        # Each consumer group's share in this process: replicas of a service show how they split it.
+        self.health_details["consumer_groups"] = lambda: {h.group: h.share() for h in self.bus.consumers if h.group}
+        # Run before every /metrics answer, to refresh gauges read from a store (bounded).
+        self.metrics_hooks: list[Hook] = []
+        # HTTP requests are timed by route template around every middleware (shared.metrics).
+        self.app = ServiceApp(title=title or f"Handoff {name}", lifespan=self._lifespan)
         self.app.state.runtime = self
         install_request_error_handler(self.app)
         self._add_health_routes()
+        add_metrics_route(self.app, settings.metrics_token, self.metrics_hooks)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:

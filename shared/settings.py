@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     # channels 8001, queue 8002, intake 8003, summarizer 8004.
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # When set, GET /metrics (Prometheus, on the HTTP port) needs `Authorization: Bearer
+    # <token>`: gateway and channels are public. Empty: open (the local stack).
+    metrics_token: str = Field(default="", repr=False)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Prepended to every topic name: lets several stacks (or test runs) share one cluster.

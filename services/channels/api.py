@@ -17,14 +17,17 @@ from services.channels.chatbots import ChatbotTable
 from services.channels.domain import (
     inbound_dedupe_key,
     parse_telegram_update,
+    TransientDeliveryError,
     parse_whatsapp_payload,
     status_event,
+    telegram_from_group,
     telegram_webhook_secret,
     valid_telegram_secret,
     valid_whatsapp_signature,
     valid_whatsapp_verification,
 )
 from services.channels.inbound import InboundPublisher, NotAccepted
+from services.channels.platforms import TelegramClient
 from shared.http_limits import UnusableJson, json_object
 from services.channels.store import DeliveryRecords, WhatsAppWindowStore
 from shared.bus import EventPublisher
@@ -42,6 +45,8 @@ class ChannelsApi:
     window: WhatsAppWindowStore
     records: DeliveryRecords
     max_json_depth: int = 32
+    # Who each chatbot's bot is (getMe), asked only for group messages.
+    telegram: TelegramClient | None = None
 
     def chatbot_or_404(self, chatbot_id: str) -> ChatbotSettings:
         return chatbot_or_404(self.chatbots, chatbot_id)
@@ -89,12 +94,21 @@ def build_router(api: ChannelsApi) -> APIRouter:
             update = json_object(await request.body(), api.max_json_depth)
         except UnusableJson as exc:
             return _ignored("telegram", chatbot_id, str(exc))
+        bot = None
+        if api.telegram is not None and creds.telegram_bot_token and telegram_from_group(update):
+            try:  # whether a group message addresses the bot needs the bot's @username
+                bot = await api.telegram.identity(creds.telegram_bot_token)
+            except Exception as exc:  # noqa: BLE001 - getMe did not answer (TransientDeliveryError) or failed oddly
+                log.warning("telegram update for chatbot %s not read, Telegram retries: %s", chatbot_id,
+                            exc if isinstance(exc, TransientDeliveryError) else type(exc).__name__)
+                return retry_later()
         try:
-            event = parse_telegram_update(chatbot_id, update)
+            event = parse_telegram_update(chatbot_id, update, bot)
         except Exception as exc:  # noqa: BLE001 - a shape we did not foresee: never a 5xx Telegram retries
             return _ignored("telegram", chatbot_id, f"the update could not be read ({type(exc).__name__})")
         if event is None:
-            return _ignored("telegram", chatbot_id, "not a visitor message (an edit, a service message or an unknown kind)")
+            return _ignored("telegram", chatbot_id, "not a visitor message for the bot (a service message, a channel "
+                                                    "post, a group message not addressed to the bot or an unknown kind)")
         try:
             outcome = await api.inbound_visitor.publish_once(
                 inbound_dedupe_key(chatbot_id, "telegram", event.channel_message_id), event)

@@ -100,7 +100,7 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
                        max_age=600)
     inbound = InboundPublisher(InboundDedupe(runtime.redis, prefix, settings.inbound_dedupe_ttl_s), visitor_pub,
                                timeout_s=settings.publish_timeout_s)
-    api = ChannelsApi(chatbots, inbound, status_pub, window, records, settings.max_json_depth)
+    api = ChannelsApi(chatbots, inbound, status_pub, window, records, settings.max_json_depth, telegram)
     app.include_router(build_router(api))
     tokens = WidgetTokens(secret_or_random(settings.widget_token_secret), NewestTokens(runtime.redis, prefix),
                           ttl_s=settings.widget_token_ttl_s, grace_s=settings.widget_token_renew_grace_s)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 from services.channels.domain import (
+    TELEGRAM_UPDATES,
     PermanentDeliveryError,
     TransientDeliveryError,
     retry_delay,
@@ -68,7 +69,9 @@ class TelegramWebhooks:
 
     async def _register(self, chatbot_id: str, token: str, secret: str | None) -> None:
         url = self.url_for(chatbot_id)
-        fingerprint = derived_id("", token, url, secret or "", length=64)  # a hash: no secret in Redis
+        # A hash (no secret in Redis); the update kinds are part of it, so a bot registered
+        # before edits were asked for is registered again.
+        fingerprint = derived_id("", token, url, secret or "", *TELEGRAM_UPDATES, length=64)
         try:
             if await self.registry.registered(chatbot_id) == fingerprint:
                 return

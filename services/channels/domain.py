@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -240,26 +241,127 @@ def platform_time(value: Any, now: datetime | None = None) -> datetime | None:
     return min(at, now)
 
 
-def parse_telegram_update(chatbot_id: str, update: dict[str, Any]) -> VisitorMessageReceived | None:
+# What setWebhook asks Telegram for (edits included, so they reach the conversation).
+TELEGRAM_UPDATES: tuple[str, ...] = ("message", "edited_message")
+TELEGRAM_GROUP_CHATS = ("group", "supergroup")
+EDITED_PREFIX = "(edited) "
+
+
+@dataclass(frozen=True)
+class TelegramBot:
+    """The chatbot's Telegram bot, to tell whether a group message addresses it: its user id
+    (getMe, or the bot token's first part) and its @username (getMe; None when unknown)."""
+
+    id: str
+    username: str | None = None
+
+    @classmethod
+    def from_token(cls, token: str) -> TelegramBot | None:
+        """A bot token is "<bot user id>:<secret>": the id without asking Telegram."""
+        head = token.split(":", 1)[0]
+        return cls(head) if head.isdigit() else None
+
+
+def _telegram_message(update: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    """The update's message and whether it is an edit; (None, False) for other kinds
+    (channel posts, callbacks, member changes ...)."""
+    for kind, edited in (("message", False), ("edited_message", True)):
+        if isinstance(update.get(kind), dict):
+            return update[kind], edited
+    return None, False
+
+
+def telegram_from_group(update: dict[str, Any]) -> bool:
+    """Whether the update is a group's message (reading it needs the bot's identity)."""
+    message, _ = _telegram_message(update)
+    return message is not None and _dict(message.get("chat")).get("type") in TELEGRAM_GROUP_CHATS
+
+
+def _mention(username: str) -> re.Pattern[str]:
+    # "@shop_bot" as a word of its own (usernames are ASCII letters, digits and "_"), not
+    # "@shop_bot2" or an e-mail address.
+    return re.compile(rf"(?<![\w@])@{re.escape(username)}(?!\w)", re.IGNORECASE)
+
+
+_COMMAND = re.compile(r"^/(\w+)(?:@(\w+))?")
+
+
+def telegram_addresses_bot(message: dict[str, Any], bot: TelegramBot) -> bool:
+    """A group message is the bot's when it replies to the bot's message, mentions the bot
+    (@username, or a mention of its user), or is a command for it ("/help@shop_bot", or a
+    bare "/help", which Telegram means for every bot in the group)."""
+    replied = _dict(message.get("reply_to_message"))
+    if _platform_id(_dict(replied.get("from")).get("id")) == bot.id:
+        return True
+    text = message.get("text") if isinstance(message.get("text"), str) else message.get("caption")
+    text = text if isinstance(text, str) else ""
+    for entity in _list(message.get("entities")) + _list(message.get("caption_entities")):
+        entity = _dict(entity)
+        if entity.get("type") == "text_mention" and _platform_id(_dict(entity.get("user")).get("id")) == bot.id:
+            return True
+    if bot.username and _mention(bot.username).search(text):
+        return True
+    command = _COMMAND.match(text)
+    if command:
+        to = command.group(2)
+        return to is None or (bot.username is not None and to.lower() == bot.username.lower())
+    return False
+
+
+def _without_mention(text: str, bot: TelegramBot) -> str:
+    """"@shop_bot where is my order?" -> "where is my order?", "/help@shop_bot" -> "/help"
+    (the rest of the group does not need the address; the AI and the agent neither)."""
+    if not bot.username:
+        return text
+    cleaned = re.sub(rf"^(/\w+)@{re.escape(bot.username)}\b", r"\1", text, flags=re.IGNORECASE)
+    # "hey @shop_bot, open?" -> "hey, open?"; "@shop_bot, where…" -> "where…"
+    cleaned = re.sub(r"\s*" + _mention(bot.username).pattern, "", cleaned, flags=re.IGNORECASE)
+    cleaned = " ".join(cleaned.split()).lstrip(",:;-–— ")
+    return cleaned or text
+
+
+def parse_telegram_update(
+    chatbot_id: str, update: dict[str, Any], bot: TelegramBot | None = None,
+) -> VisitorMessageReceived | None:
     """A Telegram update -> a visitor message, or None for what we do not handle.
     channel_message_id is the update id (Telegram's retry key).
 
-    Decided: the message is what the visitor wrote, or a description of what they sent
-    (`telegram_text`: "[Photo] Is this broken?", "[Sticker: 👍]", "[Location: …]"). Other
-    update kinds (edits, channel posts, service messages) are acknowledged and dropped."""
+    Decided:
+    - The message is what the visitor wrote, or a description of what they sent
+      (`telegram_text`: "[Photo] Is this broken?", "[Sticker: 👍]", "[Location: …]").
+    - An edit (`edited_message`) is a new message in the same conversation, "(edited) …":
+      the AI and the agent see what changed, and what they already answered stays as it was.
+    - Groups and supergroups: only messages addressed to the bot (`telegram_addresses_bot`;
+      `bot` None: none) are taken — the AI must not answer every message people send each
+      other there. The group is one conversation (the group's chat id, named after the
+      group's title); each message says who wrote it: "Ana Lima: where is my order?" (the
+      bot's @mention taken out). Replies go to the group.
+    - Channel posts, service messages and other kinds are acknowledged and dropped."""
     update_id = _platform_id(update.get("update_id"))
-    message = update.get("message")
-    if update_id is None or not isinstance(message, dict):
+    message, edited = _telegram_message(update)
+    if update_id is None or message is None:
         return None
     text = telegram_text(message)
-    chat_id = _platform_id(_dict(message.get("chat")).get("id"))
-    if text is None or chat_id is None:
+    chat = _dict(message.get("chat"))
+    chat_id = _platform_id(chat.get("id"))
+    if text is None or chat_id is None or chat.get("type") == "channel":
         return None
     sender = message.get("from")
-    return visitor_message(
-        chatbot_id, "telegram", chat_id, telegram_display_name(sender if isinstance(sender, dict) else None), text,
-        update_id, platform_time(message.get("date")),
-    )
+    speaker = telegram_display_name(sender if isinstance(sender, dict) else None)
+    name = speaker
+    if edited:
+        text = EDITED_PREFIX + text
+    if chat.get("type") in TELEGRAM_GROUP_CHATS:
+        if bot is None or not telegram_addresses_bot(message, bot):
+            return None
+        # An anonymous admin writes as the group itself (`sender_chat`).
+        speaker = _words(_dict(message.get("sender_chat")).get("title")) or speaker
+        name = _words(chat.get("title")) or speaker
+        text = _without_mention(text, bot)
+        text = f"{speaker}: {text}" if speaker else text
+    at = platform_time(message.get("edit_date")) if edited else None
+    return visitor_message(chatbot_id, "telegram", chat_id, name, text, update_id,
+                           at or platform_time(message.get("date")))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from services.channels.domain import (
     status_event,
     whatsapp_window,
 )
+from services.channels.metrics import delivered
 from services.channels.platforms import TelegramClient, WhatsAppClient
 from services.channels.store import DeliveryRecords, WebOutbox, WhatsAppWindowStore
 from shared.bus import EventPublisher
@@ -114,6 +115,7 @@ class OutboundDelivery:
         except PermanentDeliveryError as exc:
             state, channel_message_id, error = "failed", None, str(exc)
             log.warning("message %s not delivered on %s: %s", event.message_id, event.channel, error)
+        delivered(event.channel, state)
         if not await self.records.finish(event.message_id, state, channel_message_id, error):
             # This instance stalled past its lease and a sweep reported the message as of
             # unknown outcome; the real outcome is published too (the queue keeps 'failed'
@@ -185,6 +187,7 @@ class OutboundDelivery:
         if not await self.records.settle_expired(record["_id"], now, UNKNOWN_OUTCOME_ERROR):
             return False  # settled meanwhile, by its owner or another sweep
         log.warning("message %s: its sender stopped mid-delivery; reported as failed (outcome unknown)", record["_id"])
+        delivered(record.get("channel") or "unknown", "unknown")
         await self._publish_status(record["chatbot_id"], record.get("conversation_id"), record["_id"], "failed",
                                    None, UNKNOWN_OUTCOME_ERROR)
         return True

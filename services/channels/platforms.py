@@ -5,6 +5,7 @@ with texts that never contain a token."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
 from datetime import timedelta
 
@@ -22,8 +23,10 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from services.channels.domain import PermanentDeliveryError, TransientDeliveryError
+from services.channels.domain import TELEGRAM_UPDATES, PermanentDeliveryError, TelegramBot, TransientDeliveryError
 from shared.ids import redact
+
+log = logging.getLogger("handoff.channels.platforms")
 
 
 def _retry_after_s(exc: RetryAfter) -> float:
@@ -40,6 +43,7 @@ class TelegramClient:
         self.base_url = base_url
         self.timeout_s = timeout_s
         self._bots: dict[str, tuple[Bot, HTTPXRequest]] = {}
+        self._identities: dict[str, TelegramBot | None] = {}
         self._lock = asyncio.Lock()
 
     async def _bot(self, token: str) -> Bot:
@@ -69,9 +73,30 @@ class TelegramClient:
     async def set_webhook(self, token: str, url: str, secret: str | None) -> None:
         bot = await self._bot(token)
         try:
-            await bot.set_webhook(url=url, secret_token=secret, allowed_updates=["message"])
+            await bot.set_webhook(url=url, secret_token=secret, allowed_updates=list(TELEGRAM_UPDATES))
         except TelegramError as exc:
             raise _classify(exc, token) from None
+
+    async def identity(self, token: str) -> TelegramBot | None:
+        """The bot's id and @username (getMe, once per token and process): group messages are
+        taken only when they address the bot. Raises TransientDeliveryError (the webhook then
+        answers 503 and Telegram retries); a token Telegram refuses gives the id from the
+        token alone (replies to the bot still count, @mentions cannot be recognised)."""
+        if token in self._identities:
+            return self._identities[token]
+        bot = await self._bot(token)
+        try:
+            me = await bot.get_me()
+        except TelegramError as exc:
+            error = _classify(exc, token)
+            if isinstance(error, TransientDeliveryError):
+                raise error from None
+            log.warning("telegram getMe refused (%s): @mentions in groups are not recognised", error)
+            known = TelegramBot.from_token(token)
+        else:
+            known = TelegramBot(str(me.id), me.username)
+        self._identities[token] = known
+        return known
 
 
 def _classify(exc: TelegramError, token: str) -> Exception:

@@ -1,5 +1,6 @@
 """The queue's internal query API, through one shared httpx.AsyncClient carrying the
-queue's service token."""
+queue's service token; with several queue replicas (QUEUE_URL lists them), a call goes to
+the one that answered last and fails over to the others in turn."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import HTTPException
 from pydantic import SecretStr
 
 from services.gateway.domain import QUEUE_FAILED, QUEUE_UNREACHABLE
+from services.gateway.settings import queue_base_urls
 from shared.chatbots import ChatbotView
 
 log = logging.getLogger("handoff.gateway.queue_client")
@@ -27,12 +29,16 @@ class QueueError(Exception):
 
 
 class QueueClient:
+    """`base_url`: QUEUE_URL, one base URL or several comma-separated (replicas of the queue)."""
+
     def __init__(self, base_url: str, timeout_s: float, token: SecretStr | None) -> None:
         if token is None or not token.get_secret_value():
             raise RuntimeError("QUEUE_API_TOKEN must be set: the queue's internal API answers only with "
                                "its service token (the local runner sets it; compose and Kubernetes take it "
                                "from their secrets).")
-        self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s,
+        self.bases = queue_base_urls(base_url)
+        self._current = 0  # the replica that answered last: asked first
+        self.http = httpx.AsyncClient(timeout=timeout_s,
                                       headers={"Authorization": f"Bearer {token.get_secret_value()}"})
 
     async def close(self) -> None:
@@ -41,10 +47,7 @@ class QueueClient:
     async def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         """The body of a 200 answer; 404/422 pass through, the rest becomes a 503."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            response = await self.http.get(path, params=clean)
-        except httpx.TransportError as exc:
-            raise QueueError(503, QUEUE_UNREACHABLE) from exc
+        response = await self._ask(path, clean)
         if response.status_code == 200:
             return response.content
         if response.status_code in (400, 404, 422):
@@ -52,6 +55,29 @@ class QueueClient:
         if response.status_code == 401:
             log.error("the queue refused the service token: QUEUE_API_TOKEN differs between gateway and queue")
         raise QueueError(503, QUEUE_FAILED)
+
+    async def _ask(self, path: str, params: dict[str, Any]) -> httpx.Response:
+        """The first usable answer, from the replica that answered last, then the others in
+        turn: one that refuses the connection, times out or answers 5xx (it died, is starting,
+        or lost a store) is skipped — these are reads, safe to ask again elsewhere."""
+        response: httpx.Response | None = None
+        for attempt in range(len(self.bases)):
+            i = (self._current + attempt) % len(self.bases)
+            try:
+                response = await self.http.get(self.bases[i] + path, params=params)
+            except httpx.TransportError as exc:
+                log.warning("queue %s did not answer (%r)%s", self.bases[i], exc, self._next(attempt))
+                continue
+            if response.status_code < 500:
+                self._current = i
+                return response
+            log.warning("queue %s answered %d%s", self.bases[i], response.status_code, self._next(attempt))
+        if response is None:
+            raise QueueError(503, QUEUE_UNREACHABLE)
+        return response
+
+    def _next(self, attempt: int) -> str:
+        return "; asking the next replica" if attempt + 1 < len(self.bases) else ""
 
     async def chatbot_settings(self, chatbot_id: str) -> ChatbotView:
         """The chatbot's settings as the queue serves them: no channel secret."""

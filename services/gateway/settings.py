@@ -12,8 +12,11 @@ class GatewaySettings(ServiceSettings):
     service_name: str = "gateway"
     mongodb_db: str = Field(default="handoff_gateway")
 
-    # The queue's internal query API (never exposed publicly).
+    # The queue's internal query API (never exposed publicly). Several replicas' base URLs,
+    # comma-separated: a call goes to the one that answered last and fails over to the next
+    # when one refuses the connection, times out or answers 5xx (reads only: safe to repeat).
     queue_url: str = "http://127.0.0.1:8002"
+    # One call to one queue replica takes at most this long; then the next replica is asked.
     queue_timeout_s: float = 10.0
     # The queue's service token (the queue's QUEUE_API_TOKEN), sent on every internal call;
     # the gateway refuses to start without it.
@@ -50,9 +53,19 @@ class GatewaySettings(ServiceSettings):
     # Start-up waits this long at most to read the chatbot settings table to its end.
     settings_preload_timeout_s: float = 10.0
 
-    # Frames buffered per websocket; a client that falls this far behind is dropped
-    # (it resyncs from a snapshot when it reconnects) so it never slows the others.
-    ws_send_queue_size: int = 256
+    # Frames other than updates (command results, settings, answers) waiting per websocket;
+    # a client with this many waiting is stuck: dropped (4408; it resyncs from a snapshot
+    # when it reconnects) so it never slows the others.
+    ws_send_queue_size: int = Field(default=256, gt=0)
+    # A chatbot's updates go to its dashboards at most every subscribers / WS_FRAME_BUDGET
+    # seconds, never held longer than WS_TICK_S: its fan-out costs at most this many frames a
+    # second, and the first update after a quiet tick goes at once. What a tick holds goes in
+    # one frame (the latest state of each row and stat, every transcript message).
+    ws_tick_s: float = Field(default=0.05, ge=0)
+    ws_frame_budget: float = Field(default=2000.0, gt=0)
+    # A dashboard further behind than this many updates of a chatbot is stuck: dropped
+    # (4408). One behind by fewer gets everything it missed coalesced into one frame.
+    ws_catch_up_updates: int = Field(default=1000, gt=0)
     # Every this many seconds each open websocket is checked against its session as stored:
     # a session ended on any gateway process (sign-out, expiry) closes it, and memberships
     # taken away end those subscriptions (granted ones can be subscribed to).
@@ -65,6 +78,12 @@ class GatewaySettings(ServiceSettings):
     # Websocket messages from the dashboard over this many bytes close the socket (1009);
     # `python -m services.gateway` also has the server refuse to read more than this.
     ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_urls(cls, v: str) -> str:
+        queue_base_urls(v)
+        return v
 
     @field_validator("login_attempts_per_ip")
     @classmethod
@@ -85,3 +104,13 @@ class GatewaySettings(ServiceSettings):
     @property
     def allowed_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
+
+
+def queue_base_urls(text: str) -> list[str]:
+    """QUEUE_URL's base URLs, in order; a clear error for an entry that is not one."""
+    urls = [u.strip().rstrip("/") for u in text.split(",")]
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]  # "http://" alone ends as "http:"
+    if bad:
+        raise ValueError(f"QUEUE_URL must be one or more comma-separated http(s) base URLs, e.g. "
+                         f"http://queue-1:8002,http://queue-2:8002; not {', '.join(map(repr, bad))}")
+    return urls

@@ -1,15 +1,15 @@
-"""Intake's rules, without I/O: explicit-request detection, the handoff decision, the
-system prompt and the tool the AI is offered, the model's context, deterministic ids and the
-fixed texts the visitor sees."""
+"""Intake's rules, without I/O: the handoff decision, the system prompt and the tool the AI
+is offered, the model's context, deterministic ids and the fixed texts the visitor sees
+(explicit requests for a person: explicit.py)."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+# Explicit requests for a person have their own table and matcher (explicit.py); re-exported.
+from services.intake.explicit import is_explicit_request as is_explicit_request
 from shared.chatbots import ContactField, HumanHandoffSettings
 from shared.events import AiProfile, TranscriptLine
 from shared.ids import derived_id
@@ -47,8 +47,16 @@ def contact_question(fields: list[ContactField]) -> str:
     return f"So our team can follow up, please share {listed}."
 
 
-def offline_responder_reply(settings: AiProfile) -> str:
-    return OFFLINE_RESPONDER_WITH_HANDOFF if settings.human_handoff.enabled else OFFLINE_RESPONDER_NO_HANDOFF
+def offline_responder_reply(settings: AiProfile, now: datetime) -> str:
+    """Honest about what a request for a person would do now: hand off, nothing (the tool is
+    off), or — outside the tool's schedule — the Offline Message, never an invitation to ask
+    for a handoff that would not happen."""
+    tool = settings.human_handoff
+    if not tool.enabled:
+        return OFFLINE_RESPONDER_NO_HANDOFF
+    if not tool.is_available(now):
+        return f"{OFFLINE_RESPONDER_INTRO} {tool.offline_message}"
+    return OFFLINE_RESPONDER_WITH_HANDOFF
 
 
 # ---------------------------------------------------------------- ids
@@ -60,51 +68,6 @@ def reply_message_id(visitor_message_id: str, n: int = 0) -> str:
 
 def outcome_event_id(turn_id: str) -> str:
     return derived_id("ai_", turn_id, "outcome")
-
-
-# ---------------------------------------------------------------- explicit requests
-def _fold(text: str) -> str:
-    """Lower-case, accents stripped, so 'Persönlich', 'humain' and 'HUMANO' match alike."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-# Phrases asking for a person, per language (accent-folded, lower case). Whole words only.
-_EXPLICIT_PATTERNS: list[str] = [
-    # en
-    r"\b(talk|speak|chat|connect me|put me through|transfer me)\b.{0,30}\b(human|person|someone|somebody|agent|operator|representative|rep|staff|people|support team|real one)\b",
-    r"\b(real|live|actual)\s+(person|human|agent|people)\b",
-    r"\b(human|live) (agent|support|being|operator)\b",
-    r"^\W*(human|agent|operator|representative|person)( please| pls)?\W*$",
-    r"\b(i want|i need|i'd like|id like|can i get|can i have|give me|get me)\b.{0,20}\b(human|person|agent|operator|representative)\b",
-    # de
-    r"\b(mit )?(einem|einer|nem) (menschen|mitarbeiter|mitarbeiterin|person|berater|beraterin)\b.{0,30}\b(sprechen|reden|chatten|verbinden)\b",
-    r"\b(echten|echte|realen|richtigen) (menschen|mensch|person|mitarbeiter)\b",
-    r"\b(mensch|mitarbeiter) bitte\b",
-    # fr
-    r"\b(parler|discuter|passer)\b.{0,30}\b(humain|personne|conseiller|conseillere|agent|operateur|quelqu'un|quelqu un)\b",
-    r"\b(vrai|vraie|une) (personne|humain)\b",
-    # es
-    r"\b(hablar|chatear|comunicarme|contactar)\b.{0,30}\b(humano|persona|agente|asesor|operador|alguien)\b",
-    r"\b(persona|humano|agente) real\b",
-    # it
-    r"\b(parlare|chattare)\b.{0,30}\b(umano|persona|operatore|operatrice|agente|qualcuno)\b",
-    r"\b(persona|operatore) (vera|reale|umano)\b",
-    # pt
-    r"\b(falar|conversar)\b.{0,30}\b(humano|pessoa|atendente|agente|alguem)\b",
-    r"\b(pessoa|atendente) (real|de verdade)\b",
-    # nl
-    r"\b(praten|spreken|chatten)\b.{0,30}\b(mens|persoon|medewerker|medewerkster|iemand)\b",
-    r"\b(een|echte|echt) (mens|persoon|medewerker)\b.{0,30}\b(spreken|praten)\b",
-    r"\b(echte|echt) (mens|persoon|medewerker)\b",
-]
-_EXPLICIT = [re.compile(p) for p in _EXPLICIT_PATTERNS]
-
-
-def is_explicit_request(text: str) -> bool:
-    """Whether the visitor explicitly asks for a person (checked before any model)."""
-    folded = _fold(text)
-    return any(p.search(folded) for p in _EXPLICIT)
 
 
 # ---------------------------------------------------------------- handoff decision

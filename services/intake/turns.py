@@ -36,7 +36,7 @@ class AiWorker:
         if tool.enabled and domain.is_explicit_request(turn.text):
             return self._hand_off(turn, domain.EXPLICIT_REQUEST_REASON, "explicit_request", "llm")
         if self.responder is None:
-            return self._answer(turn, "offline", domain.offline_responder_reply(turn.profile))
+            return self._answer(turn, "offline", domain.offline_responder_reply(turn.profile, self.clock()))
         outcome = await self.responder.respond(turn.profile, domain.model_context(turn.transcript))
         if isinstance(outcome, ModelWantsHandoff) and tool.enabled:
             return self._hand_off(turn, outcome.reason, "ai_tool", "llm")

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.queue.api import router
 from services.queue.auth import service_token
 from services.queue.handlers import QueueHandlers
+from services.queue.metrics import OpenHandoffsGauge
 from services.queue.parts import build_queue
 from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
@@ -33,7 +34,8 @@ from shared.topics import (
 def create_app(settings: QueueSettings) -> FastAPI:
     token = service_token(settings)  # before anything starts: no token, no queue
     runtime = ServiceRuntime(settings, name="queue")
-    queue = build_queue(settings, runtime.bus, QueueRecord(runtime.db), HandoffIndex(runtime.redis, settings.redis_prefix))
+    index = HandoffIndex(runtime.redis, settings.redis_prefix)
+    queue = build_queue(settings, runtime.bus, QueueRecord(runtime.db), index)
     subscribe(runtime.bus, QueueHandlers(queue.incoming, queue.commands), settings)
     runtime.startup_hooks += [queue.record.create_indexes, queue.chatbots.load]
     # Other queue instances' changes keep this one's cache current (Mongo is the record).
@@ -45,6 +47,7 @@ def create_app(settings: QueueSettings) -> FastAPI:
     runtime.recovered_hooks.append(queue.chatbots.publish_all)
     runtime.every("index check", settings.index_check_interval_s, queue.feed.check_index)
     runtime.health_details["chatbots"] = lambda: len(queue.chatbots)
+    runtime.metrics_hooks.append(OpenHandoffsGauge(queue.chatbots, index).refresh)
     runtime.app.state.queue = queue
     runtime.app.state.queue_api_token = token
     runtime.app.include_router(router)

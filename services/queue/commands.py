@@ -17,6 +17,7 @@ from services.queue import domain
 from services.queue.conversation import Conversation, message_view
 from services.queue.domain import CommandRefused, derived_event_id
 from services.queue.incoming import history_entry, state_event
+from services.queue.metrics import first_reply
 from services.queue.store import IndexChange
 from services.queue.usecase import UseCases
 from shared.chatbots import ChatbotView
@@ -108,14 +109,18 @@ class AgentCommands(UseCases):
         else:
             text = domain.check_reply(conv.status, cmd.text, conv.channel, conv.last_visitor_message_at, now)
             # The reply answers whatever the visitor was waiting on.
-            found = await self.record.update_conversation(conv.id, {
-                "$inc": {"message_count": 1},
-                "$set": {"last_message_at": now, "last_message_preview": domain.preview(text), "updated_at": now,
-                         "last_command_id": cmd.command_id, "pending_message_id": None},
-            }, expected_status="handed_off")
+            set_fields = {"last_message_at": now, "last_message_preview": domain.preview(text), "updated_at": now,
+                          "last_command_id": cmd.command_id, "pending_message_id": None}
+            first = conv.first_reply_at is None
+            if first:
+                set_fields["first_reply_at"] = now
+            found = await self.record.update_conversation(conv.id, {"$inc": {"message_count": 1}, "$set": set_fields},
+                                                          expected_status="handed_off")
             if found is None:
                 raise CommandRefused(domain.REPLY_NOT_ALLOWED, 409)
             updated = found
+            if first:
+                first_reply(conv.channel, found.waiting_since, now)
         doc = {
             "_id": message_id, "conversation_id": conv.id, "chatbot_id": conv.chatbot_id, "sender": "agent",
             "sender_name": cmd.agent.display_name, "text": text, "created_at": now, "delivery": "pending",

@@ -57,6 +57,8 @@ class Conversation(BaseModel):
     handoff_id: str | None = None
     reason: str | None = None
     waiting_since: datetime | None = None
+    # An agent's first reply in the current waiting period (the wait the metrics measure).
+    first_reply_at: datetime | None = None
     closed_at: datetime | None = None
     # The visitor's latest message nobody has answered while a human has the conversation;
     # Return to AI hands it to the AI (an agent reply clears it).
@@ -120,6 +122,7 @@ class Conversation(BaseModel):
         return Change("handoff", self.status, self.version, {
             "status": "handed_off", "version": self.version + 1, "previous_status": self.status,
             "handoff_id": handoff_id, "reason": reason, "waiting_since": at, "updated_at": at, "closed_at": None,
+            "first_reply_at": None,
             "pending_message_id": None, "contact_wanted": list(contact_wanted),
             "summary": {"handoff_id": handoff_id, "status": "pending", "text": None, "mode": None},
         })
@@ -132,7 +135,7 @@ class Conversation(BaseModel):
         if action == "close":
             fields.update(closed_at=at, pending_message_id=None)
         elif action == "reopen":
-            fields.update(waiting_since=at, closed_at=None)  # a new waiting period
+            fields.update(waiting_since=at, closed_at=None, first_reply_at=None)  # a new waiting period
         elif action == "return_to_ai":
             # Back with the AI: a contact question asked at the handoff is over, and the
             # message nobody answered goes to the AI (kept as `returned_message_id` so a

@@ -416,6 +416,13 @@ class HandoffIndex:
         epoch, open_count, closed_count, rows = await pipe.execute()
         return (epoch if int(rows) == int(open_count) else None), int(open_count), int(closed_count)
 
+    async def open_counts(self, chatbot_ids: list[str]) -> dict[str, int]:
+        """Open handoffs per chatbot (the metrics' gauge): one pipelined ZCARD each."""
+        pipe = self.redis.pipeline(transaction=False)
+        for chatbot_id in chatbot_ids:
+            pipe.zcard(self.key(chatbot_id, "open"))
+        return dict(zip(chatbot_ids, map(int, await pipe.execute()), strict=True)) if chatbot_ids else {}
+
     async def is_whole(self, chatbot_id: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(self.key(chatbot_id, "meta"), "epoch")

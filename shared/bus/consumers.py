@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.bus.dispatch import KeyedDispatcher
 from shared.bus.health import ConsumerHealth, FaultRun, partition_name
+from shared.bus.metrics import CONSUMER_LAG, TopicMetrics
 from shared.bus.pacing import FetchPacing
 from shared.bus.retry import Handler, Retry
 from shared.logging import bind_event
@@ -44,6 +45,7 @@ class Consumers:
         # messages read before are never committed (they would skip the recreated log's first).
         self.generation = 0
         self._commits: set[asyncio.Future] = set()
+        CONSUMER_LAG.track(self)  # its consumers' lag, read at scrape time
 
     def add(
         self,
@@ -87,6 +89,7 @@ class Consumers:
         pacing = FetchPacing(wait_ms, settings.kafka_idle_fetch_max_wait_ms, settings.kafka_idle_after_s)
         health = ConsumerHealth(consumer_name, group_id, pacing=pacing)
         self.health.append(health)
+        metrics = {name: TopicMetrics(route[0].name, group_id) for name, route in table.items()}
 
         async def _process(msg: Any, generation: int) -> None:
             """Handle one message until its offset may be committed: handled, skipped as
@@ -100,6 +103,8 @@ class Consumers:
         async def _handle(msg: Any) -> None:
             record = msg.raw_message
             topic, adapter, handler, dedupe_store = table[record.topic]
+            counts = metrics[record.topic]
+            started = time.perf_counter()
             raw: bytes = msg.body
             where = {"partition": getattr(record, "partition", None), "offset": getattr(record, "offset", None)}
             try:
@@ -110,13 +115,18 @@ class Consumers:
                 errors = exc.errors(include_input=False, include_url=False, include_context=False)
                 log.warning("invalid event on %s, sent to %s: %s", topic.name, topic.dlq, errors[:3])
                 await self.retry.park(msg, topic, consumer_name, raw, "invalid", json.dumps(errors, default=str), where)
+                counts.dead_lettered("invalid")
                 return
             with bind_event(event):
-                failure = await self.retry.apply(event, handler, dedupe_store, consumer_name, health)
+                failure = await self.retry.apply(event, handler, dedupe_store, consumer_name, health, counts.failed)
                 if failure is not None:
                     log.error("handler failed %d times on %s; parked on %s", settings.kafka_handler_attempts,
                               topic.name, topic.dlq)
                     await self.retry.park(msg, topic, consumer_name, raw, "handler_failed", failure, where)
+                    counts.dead_lettered("handler_failed")
+                    return
+            counts.handled.inc()
+            counts.handle_seconds.observe(time.perf_counter() - started)
 
         if concurrency > 1 and grouped:
             dispatcher = KeyedDispatcher(concurrency, consumer_name, functools.partial(self.commit, health))

@@ -80,6 +80,14 @@ class ConsumerHealth:
                 self.ends[tp] = max(self.ends.get(tp, 0), end)
         return found
 
+    def share(self) -> dict[str, Any]:
+        """This process's share of its group: the partitions assigned to it now, and per
+        partition the highest offset it handled (with several replicas, each shows its own)."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        assigned = sorted(consumer.assignment()) if consumer is not None else []
+        return {"assigned": [partition_name(tp) for tp in assigned],
+                "handled": {partition_name(tp): offset for tp, offset in sorted(self.handled.items())}}
+
     def forget_log(self) -> None:
         self.handled.clear()
         self.committed.clear()

@@ -62,15 +62,16 @@ class Retry:
         return min(RETRY_CAP_S, self.settings.kafka_retry_backoff_s * 2 ** min(attempt - 1, 8))
 
     async def apply(self, event: Envelope, handler: Handler, processed: ProcessedEventsProto | None,
-                    consumer: str, health: ConsumerHealth | None = None) -> str | None:
+                    consumer: str, health: ConsumerHealth | None = None, failures: Any = None) -> str | None:
         """Apply `event` once: the dedupe check, the handler, the mark — each under the same
         retry rule (`run`), the handler never run again for a mark that failed. None
-        when applied (or already applied); the error to park it with when it keeps failing."""
+        when applied (or already applied); the error to park it with when it keeps failing.
+        `failures` (a counter) counts the handler's failed attempts."""
         try:
             if processed is not None and await self.run(lambda: processed.seen(consumer, event.event_id), health):
                 log.info("skipping already applied event %s", event.event_id)
                 return None
-            await self.run(lambda: handler(event), health)
+            await self.run(lambda: handler(event), health, failures)
         except Failed as failed:
             return failed.error
         if processed is not None:
@@ -80,7 +81,8 @@ class Retry:
                 log.error("could not mark event %s as applied: %s", event.event_id, failed.error)
         return None
 
-    async def run(self, op: Callable[[], Awaitable[T]], health: ConsumerHealth | None = None) -> T:
+    async def run(self, op: Callable[[], Awaitable[T]], health: ConsumerHealth | None = None,
+                  failure_count: Any = None) -> T:
         """Run `op`, retrying with backoff: up to `KAFKA_HANDLER_ATTEMPTS` times for a failure
         (then `Failed`), without limit while infrastructure is away (a store, the broker): the
         message is not the problem, and parking it would lose it for the flow; its offset stays
@@ -105,6 +107,8 @@ class Retry:
                         await asyncio.sleep(delay)
                         continue
                     failures += 1
+                    if failure_count is not None:
+                        failure_count.inc()
                     if failures >= attempts:
                         log.exception("failed %d times", failures)
                         raise Failed(repr(exc)) from exc

@@ -66,7 +66,7 @@ def test_parse_telegram_text_update():
 
 
 def test_parse_telegram_ignores_what_is_not_a_visitor_message():
-    assert parse_telegram_update("b", {"update_id": 1, "edited_message": {"text": "x", "chat": {"id": 1}}}) is None
+    assert parse_telegram_update("b", {"update_id": 1, "channel_post": {"text": "x", "chat": {"id": 1}}}) is None
     assert parse_telegram_update("b", {"update_id": 1, "message": {"new_chat_members": [{}], "chat": {"id": 1}}}) is None
     assert parse_telegram_update("b", {"update_id": 1, "message": {"text": "   ", "chat": {"id": 1}}}) is None
     assert parse_telegram_update("b", {"message": {"text": "x", "chat": {"id": 1}}}) is None

@@ -213,3 +213,66 @@ async def test_set_webhook_retried_after_a_server_error(stack):
     calls = await eventually(lambda: _async(len([c for c in stack.telegram.calls_to("setWebhook")
                                                   if c.token == creds["telegram_bot_token"]]) >= 2 or None))
     assert calls is True
+
+
+def _group_update(update_id: int, chat_id: int, text: str, kind: str = "message", **extra) -> dict:
+    """A supergroup message as Telegram sends it (the fake Bot API's getMe says @fake_bot, id 42)."""
+    message = {"message_id": update_id, "date": 1764000000, "text": text,
+               "chat": {"id": chat_id, "type": "supergroup", "title": "Bike Club"},
+               "from": {"id": 1001, "is_bot": False, "first_name": "Ana", "last_name": "Lima"}, **extra}
+    if text.startswith("@"):
+        message["entities"] = [{"type": "mention", "offset": 0, "length": len(text.split()[0])}]
+    return {"update_id": update_id, kind: message}
+
+
+async def test_groups_take_only_messages_for_the_bot_as_one_conversation_and_edits_are_marked(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    token = creds["telegram_bot_token"]
+    registered = await eventually(lambda: _async([c for c in stack.telegram.calls_to("setWebhook") if c.token == token]))
+    assert registered[0].params["allowed_updates"] == ["message", "edited_message"]
+    url = f"{stack.url}/telegram/{bot.chatbot_id}/webhook"
+    headers = {"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"]}
+    async with httpx.AsyncClient() as client:
+        chatter = await client.post(url, json=_group_update(9101, -100777, "anyone riding sunday?"), headers=headers)
+        mention = await client.post(url, json=_group_update(9102, -100777, "@fake_bot where is my order?"),
+                                    headers=headers)
+        reply = await client.post(url, headers=headers, json=_group_update(
+            9103, -100777, "and the tracking number?",
+            reply_to_message={"message_id": 5, "date": 1764000000, "text": "It ships today.",
+                              "chat": {"id": -100777, "type": "supergroup", "title": "Bike Club"},
+                              "from": {"id": 42, "is_bot": True, "first_name": "Fake", "username": "fake_bot"}}))
+        edited = {**_update(9104, 99002, "my order is 1243")["message"], "edit_date": 1764000100}
+        edit = await client.post(url, json={"update_id": 9104, "edited_message": edited}, headers=headers)
+        channel_post = await client.post(url, headers=headers, json={"update_id": 9105, "channel_post": {
+            "message_id": 1, "date": 1764000000, "text": "@fake_bot new bikes",
+            "chat": {"id": -100888, "type": "channel", "title": "News"}}})
+    assert chatter.json()["ignored"] is True and channel_post.json()["ignored"] is True
+    assert all(r.status_code == 200 and "ignored" not in r.json() for r in (mention, reply, edit))
+
+    mine = lambda r: r["chatbot_id"] == bot.chatbot_id  # noqa: E731
+    got = await stack.visitor_messages.wait_for(mine, count=3)
+    got.sort(key=lambda r: r["channel_message_id"])  # two conversations: no order between them
+    assert [(r["text"], r["visitor"]["name"]) for r in got] == [
+        ("Ana Lima: where is my order?", "Bike Club"), ("Ana Lima: and the tracking number?", "Bike Club"),
+        ("(edited) my order is 1243", "Ada Lovelace")]
+    group = conversation_id_for(bot.chatbot_id, "telegram", "-100777")
+    assert got[0]["conversation_id"] == got[1]["conversation_id"] == group
+    assert got[2]["conversation_id"] == conversation_id_for(bot.chatbot_id, "telegram", "99002")
+    # Who the bot is was asked once (and only for group messages).
+    assert len([c for c in stack.telegram.calls_to("getMe") if c.token == token]) == 1
+
+
+async def test_a_group_message_waits_for_the_bots_identity_when_telegram_does_not_answer(stack):
+    creds = _creds()
+    bot = await stack.add_chatbot(**creds)
+    url = f"{stack.url}/telegram/{bot.chatbot_id}/webhook"
+    headers = {"X-Telegram-Bot-Api-Secret-Token": creds["telegram_webhook_secret"]}
+    stack.telegram.script("getMe", Answer(502))  # then it answers
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(url, json=_group_update(9201, -100999, "@fake_bot hello"), headers=headers)
+        retried = await client.post(url, json=_group_update(9201, -100999, "@fake_bot hello"), headers=headers)
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    assert retried.status_code == 200 and retried.json()["duplicate"] is False
+    got = await stack.visitor_messages.wait_for(lambda r: r["chatbot_id"] == bot.chatbot_id)
+    assert [r["text"] for r in got] == ["Ana Lima: hello"]

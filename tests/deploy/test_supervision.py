@@ -42,7 +42,7 @@ def test_backoff_doubles_while_a_service_keeps_failing_and_starts_over_after_a_l
 def test_supervise_restarts_an_exited_process_when_due_and_reports_it_back(monkeypatch, capsys):
     started: list[subprocess.Popen] = []
 
-    def fake_start(name, env):
+    def fake_start(name, env, service=None):
         started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
         return started[-1]
 

@@ -119,6 +119,18 @@ def test_model_context(transcript, expected):
 def test_offline_responder_is_honest():
     on = AiProfile(human_handoff=_tool())
     off = AiProfile()
-    assert "without an AI model" in domain.offline_responder_reply(on)
-    assert "human" in domain.offline_responder_reply(on)
-    assert "isn't available" in domain.offline_responder_reply(off)
+    assert "without an AI model" in domain.offline_responder_reply(on, AT)
+    assert "human" in domain.offline_responder_reply(on, AT)
+    assert "isn't available" in domain.offline_responder_reply(off, AT)
+    assert "human" not in domain.offline_responder_reply(off, AT)
+
+
+def test_offline_responder_outside_the_schedule_gives_the_offline_message_not_an_invitation():
+    """A handoff asked for now would get the Offline Message, so the responder says that
+    instead of inviting the visitor to ask for a person."""
+    weekdays = _tool(schedule_enabled=True, timezone="UTC", offline_message="Back on Monday at 9.")
+    saturday = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    closed = domain.offline_responder_reply(AiProfile(human_handoff=weekdays), saturday)
+    assert closed == f"{domain.OFFLINE_RESPONDER_INTRO} Back on Monday at 9."
+    assert "talk to a human" not in closed
+    assert domain.offline_responder_reply(AiProfile(human_handoff=weekdays), AT) == domain.OFFLINE_RESPONDER_WITH_HANDOFF

@@ -5,6 +5,8 @@ real-broker flows, with the queue, are in test_integration."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from faststream.kafka import TestKafkaBroker
 
 from services.intake import domain
@@ -61,3 +63,17 @@ async def test_the_web_widget_gets_a_form_and_a_tool_that_is_off_never_hands_off
     assert [(r.text, r.request_contact_fields) for r in web.replies] == [(domain.HANDOFF_NOTICE, ["email"])]
     off = await worker.take_turn(turn("I want to talk to a human"))
     assert off.handoff is None and [r.text for r in off.replies] == [domain.OFFLINE_RESPONDER_NO_HANDOFF]
+
+
+async def test_offline_mode_never_invites_a_handoff_that_cannot_happen_now():
+    """Tool off: no invitation. Outside the tool's schedule: the Offline Message, not
+    "write 'I want to talk to a human'" (which would only get the Offline Message)."""
+    saturday = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    worker = AiWorker(responder=None, clock=lambda: saturday)
+    off = await worker.take_turn(turn("hello"))
+    weekdays = HumanHandoffSettings(enabled=True, schedule_enabled=True, offline_message="Back on Monday.")
+    closed = await worker.take_turn(turn("hello", tool=weekdays))
+    for outcome in (off, closed):
+        [reply] = outcome.replies
+        assert outcome.handoff is None and "talk to a human" not in reply.text
+    assert closed.replies[0].text == f"{domain.OFFLINE_RESPONDER_INTRO} Back on Monday."

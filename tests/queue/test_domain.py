@@ -109,7 +109,7 @@ def test_hand_off_from_every_state(state):
     assert change.fields == {
         "status": "handed_off", "version": 4, "previous_status": "active", "handoff_id": "h1", "reason": "Refund",
         "waiting_since": NOW, "updated_at": NOW, "closed_at": None, "pending_message_id": None,
-        "contact_wanted": ["email", "name"],
+        "contact_wanted": ["email", "name"], "first_reply_at": None,
         "summary": {"handoff_id": "h1", "status": "pending", "text": None, "mode": None},
     }
 
@@ -129,8 +129,8 @@ def test_agent_transition_from_every_state(state, action):
     expected, guard = {
         # Close ends the wait and drops what the visitor was waiting on.
         "close": ({"closed_at": NOW, "pending_message_id": None}, {}),
-        # Reopen starts a new waiting period.
-        "reopen": ({"waiting_since": NOW, "closed_at": None}, {}),
+        # Reopen starts a new waiting period (its first reply is measured again).
+        "reopen": ({"waiting_since": NOW, "closed_at": None, "first_reply_at": None}, {}),
         # Return to AI hands the unanswered message to the AI, only if no newer one came in.
         "return_to_ai": ({"waiting_since": None, "pending_message_id": None, "contact_wanted": [],
                           "returned_message_id": "m-waiting"}, {"pending_message_id": "m-waiting"}),
