@@ -98,6 +98,7 @@ class OutboundDelivery:
         except PermanentDeliveryError as exc:
             state, error = "failed", str(exc)
             log.warning("message %s not delivered on web: %s", event.message_id, error)
+        delivered("web", state)
         await self.statuses.publish(status_event(event.chatbot_id, event.conversation_id, event.message_id, state,
                                                  event.message_id if state == "sent" else None, error,
                                                  permanent=state == "failed"))
