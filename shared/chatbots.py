@@ -7,6 +7,7 @@ each AI turn).
 
 from __future__ import annotations
 
+import string
 from datetime import datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,6 +32,33 @@ DEFAULT_OFFLINE_MESSAGE = (
     "as soon as possible."
 )
 
+# The visitor's place in line (told at the handoff, shown live in the widget).
+DEFAULT_LINE_MESSAGE = "You're number {position} in line. Expected wait: {wait}."
+# When nothing is known of the team's recent pace: the position only, never a made-up wait.
+DEFAULT_LINE_MESSAGE_NO_ESTIMATE = "You're number {position} in line."
+
+
+def wait_words(seconds: float) -> str:
+    """An expected wait in words: "less than a minute", "about 4 minutes", "about 1 hour",
+    "about 3 hours" (to the nearest minute under an hour, to the nearest hour from there)."""
+    if seconds < 60:
+        return "less than a minute"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return "about 1 minute" if minutes == 1 else f"about {minutes} minutes"
+    hours = round(seconds / 3600)
+    return "about 1 hour" if hours == 1 else f"about {hours} hours"
+
+
+def _placeholders(template: str) -> set[str]:
+    try:
+        parts = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        raise ValueError("A line message has an unmatched { or }: write {position} and {wait} as they are.") from None
+    if any(spec or conv for _, spec, conv in parts):  # "{position:>9999999}" would build a huge text
+        raise ValueError("Write {position} and {wait} as they are, without a format.")
+    return {name for name, _, _ in parts}
+
 
 def valid_timezone(name: str) -> str:
     try:
@@ -54,11 +82,30 @@ class HumanHandoffSettings(BaseModel):
     end_time: time = time(17, 0)
     timezone: str = "UTC"
     contact_fields: list[ContactField] = Field(default_factory=list)
+    # The visitor's place in line: told at the handoff (WhatsApp, Telegram), shown live in the widget.
+    line_enabled: bool = True
+    line_message: str = Field(default=DEFAULT_LINE_MESSAGE, min_length=1, max_length=500)
+    line_message_no_estimate: str = Field(default=DEFAULT_LINE_MESSAGE_NO_ESTIMATE, min_length=1, max_length=500)
 
     @field_validator("timezone")
     @classmethod
     def _timezone_exists(cls, v: str) -> str:
         return valid_timezone(v)
+
+    @field_validator("line_message")
+    @classmethod
+    def _line_message(cls, v: str) -> str:
+        names = _placeholders(v)
+        if not names <= {"position", "wait"} or "position" not in names:
+            raise ValueError("The line message must contain {position}, and may contain {wait}; nothing else in braces.")
+        return v
+
+    @field_validator("line_message_no_estimate")
+    @classmethod
+    def _line_message_no_estimate(cls, v: str) -> str:
+        if _placeholders(v) != {"position"}:
+            raise ValueError("The line message without an estimate must contain {position}, and nothing else in braces.")
+        return v
 
     @field_validator("available_days", "contact_fields")
     @classmethod
@@ -89,6 +136,13 @@ class HumanHandoffSettings(BaseModel):
         if DAYS[local.weekday()] not in self.available_days:
             return False
         return self.start_time <= local.time().replace(tzinfo=None) < self.end_time
+
+    def line_text(self, position: int, wait_s: float | None) -> str:
+        """What the visitor is told of their place in line; the position only when no wait is
+        known (`wait_s` None)."""
+        if wait_s is None:
+            return self.line_message_no_estimate.format(position=position)
+        return self.line_message.format(position=position, wait=wait_words(wait_s))
 
 
 class ChannelCredentials(BaseModel):

@@ -226,6 +226,25 @@ class OutboundMessage(Envelope):
     request_contact_fields: list[Literal["name", "email", "phone"]] = Field(default_factory=list)
 
 
+class LinePlace(BaseModel):
+    """One web visitor's place in a chatbot's line, and the text the widget shows for it."""
+
+    visitor_id: str = Field(min_length=1, max_length=256)
+    position: int = Field(ge=1)
+    text: str = Field(max_length=1000)
+
+
+# ---------------------------------------------------------------- visitor.line
+class LineChanged(Envelope):
+    """queue -> channels (keyed by chatbot): a chatbot's line moved.
+    Carries the whole line of its web visitors (state, not a delta), so the newest one wins
+    (`occurred_at`) and one lost is made good by the next. A web visitor not in it has no
+    place in line (answered, closed, returned to the AI): the widget hides the line."""
+
+    type: Literal["visitor.line_changed"] = "visitor.line_changed"
+    places: list[LinePlace] = Field(default_factory=list)
+
+
 # ---------------------------------------------------------------- delivery.status
 class DeliveryStatusChanged(Envelope):
     """channels -> queue: what happened to an outbound message."""
@@ -303,6 +322,7 @@ CONVERSATION_EVENT = TypeAdapter(AiTurnCompleted)
 STATE_EVENT = TypeAdapter(ConversationStateChanged)
 AGENT_COMMAND_EVENT = TypeAdapter(AgentCommandEvent)
 OUTBOUND_EVENT = TypeAdapter(OutboundMessage)
+LINE_EVENT = TypeAdapter(LineChanged)
 DELIVERY_EVENT = TypeAdapter(DeliveryStatusChanged)
 SUMMARY_EVENT = TypeAdapter(HandoffSummaryReady)
 SETTINGS_EVENT = TypeAdapter(ChatbotSettingsChanged)

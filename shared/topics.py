@@ -35,6 +35,8 @@ DELIVERY_STATUS = Topic("delivery.status", 6, "conversation_id")
 HANDOFF_SUMMARIES = Topic("handoff.summaries", 6, "conversation_id")
 DASHBOARD_UPDATES = Topic("dashboard.updates", 3, "chatbot_id")
 CHATBOT_SETTINGS = Topic("chatbot.settings", 1, "chatbot_id", compacted=True)
+# A chatbot's line of visitors waiting for a person (whole, the newest wins): queue -> channels.
+VISITOR_LINE = Topic("visitor.line", 3, "chatbot_id")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     VISITOR_MESSAGES,
@@ -47,6 +49,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     HANDOFF_SUMMARIES,
     DASHBOARD_UPDATES,
     CHATBOT_SETTINGS,
+    VISITOR_LINE,
 )
 
 

@@ -12,6 +12,7 @@ from services.channels.chatbots import ChatbotTable, TelegramWebhooks
 from services.channels.handlers import ChannelsHandlers
 from services.channels.inbound import InboundPublisher
 from services.channels.limits import channel_body_limit
+from services.channels.line import LineBoard
 from services.channels.outbound import SWEEP_INTERVAL_S, OutboundDelivery
 from services.channels.platforms import TelegramClient, WhatsAppClient
 from services.channels.settings import ChannelsSettings
@@ -26,10 +27,10 @@ from services.channels.visitors import NewestTokens, WidgetTokens, secret_or_ran
 from services.channels.web import WebHub
 from services.channels.widget_api import WidgetApi, build_widget_router
 from services.channels.widget_limits import WidgetLimiter
-from shared.events import OUTBOUND_EVENT, SETTINGS_EVENT
+from shared.events import LINE_EVENT, OUTBOUND_EVENT, SETTINGS_EVENT
 from shared.ratelimit import RateLimits, networks
 from shared.service import ServiceRuntime
-from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, OUTBOUND_MESSAGES, VISITOR_MESSAGES
+from shared.topics import CHATBOT_SETTINGS, DELIVERY_STATUS, OUTBOUND_MESSAGES, VISITOR_LINE, VISITOR_MESSAGES
 
 log = logging.getLogger("handoff.channels.app")
 
@@ -68,19 +69,24 @@ def create_app(settings: ChannelsSettings) -> FastAPI:
         # Longer than one send attempt can take (connect, write and read timeouts each).
         lease_s=max(120.0, 4 * settings.http_timeout_s),
     )
-    hub = WebHub(outbox, status_pub, max_frame_bytes=settings.widget_max_frame_bytes, max_json_depth=settings.max_json_depth)
-    handlers = ChannelsHandlers(chatbots, webhooks, delivery)
+    line = LineBoard(runtime.redis, prefix, outbox.live_channel)
+    hub = WebHub(outbox, status_pub, max_frame_bytes=settings.widget_max_frame_bytes, max_json_depth=settings.max_json_depth,
+                 line=line)
+    handlers = ChannelsHandlers(chatbots, webhooks, delivery, line)
 
     # The settings table, whole in every instance, read before serving: a webhook or widget
     # message right after start-up finds its chatbot instead of a 404 (which a platform may
     # not retry).
     runtime.replicate(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_chatbot_settings,
                       timeout=settings.settings_preload_timeout_s)
-    # Outbound messages are shared between instances; web ones reach the socket's holder via Redis.
-    runtime.bus.consume(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound, group_id=settings.outbound_group_id,
-                        concurrency=settings.outbound_concurrency,
-                        # The delivery record's claim on the message id is the dedupe.
-                        idempotent=[OUTBOUND_MESSAGES])
+    # Outbound messages and the visitors' line are shared between instances (one consumer);
+    # web ones reach the socket's holder via Redis.
+    runtime.bus.consume_all([(OUTBOUND_MESSAGES, OUTBOUND_EVENT, handlers.on_outbound),
+                             (VISITOR_LINE, LINE_EVENT, handlers.on_line)],
+                            group_id=settings.outbound_group_id, concurrency=settings.outbound_concurrency,
+                            # The delivery record's claim on the message id is the dedupe; a
+                            # line is whole state, the newest wins.
+                            idempotent=[OUTBOUND_MESSAGES, VISITOR_LINE])
 
     runtime.startup_hooks.append(records.create_indexes)
     runtime.started_hooks.append(hub.start)

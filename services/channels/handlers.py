@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 
 from services.channels.chatbots import ChatbotTable, TelegramWebhooks
+from services.channels.line import LineBoard
 from services.channels.outbound import OutboundDelivery
-from shared.events import ChatbotSettingsChanged, OutboundMessage
+from shared.events import ChatbotSettingsChanged, LineChanged, OutboundMessage
 
 log = logging.getLogger("handoff.channels.handlers")
 
 
 class ChannelsHandlers:
-    def __init__(self, chatbots: ChatbotTable, webhooks: TelegramWebhooks, delivery: OutboundDelivery) -> None:
+    def __init__(self, chatbots: ChatbotTable, webhooks: TelegramWebhooks, delivery: OutboundDelivery,
+                 line: LineBoard) -> None:
         self.chatbots = chatbots
         self.webhooks = webhooks
         self.delivery = delivery
+        self.line = line
 
     async def on_chatbot_settings(self, event: ChatbotSettingsChanged) -> None:
         """The table, and the Telegram webhook (registered once per token, url and secret:
@@ -28,3 +31,6 @@ class ChannelsHandlers:
 
     async def on_outbound(self, event: OutboundMessage) -> None:
         await self.delivery.deliver(event)
+
+    async def on_line(self, event: LineChanged) -> None:
+        await self.line.on_line(event)  # the widgets' places in line

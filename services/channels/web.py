@@ -3,7 +3,8 @@
 Every channels instance subscribes to one Redis pub/sub channel; whichever instance holds a
 visitor's socket pushes the message to it. The history in Redis is replayed on connect, so a
 reload (or a message published while the visitor was away) still shows. The first socket
-that shows an outbound message records 'delivered' for it, once."""
+that shows an outbound message records 'delivered' for it, once. The visitor's place in line
+comes the same way (a chatbot's whole line in one note) and is sent on connect."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 
 from services.channels.domain import status_event
+from services.channels.line import NOT_WAITING, LineBoard
 from shared.http_limits import nested_deeper_than
 from services.channels.store import WebOutbox
 from services.channels.visitors import BadToken, VisitorSession
@@ -36,12 +38,16 @@ class WebHub:
     QUEUE_LIMIT = 500
 
     def __init__(self, outbox: WebOutbox, statuses: EventPublisher, max_frame_bytes: int = 4096,
-                 max_json_depth: int = 32) -> None:
+                 max_json_depth: int = 32, line: LineBoard | None = None) -> None:
         self.outbox = outbox
+        self.line = line
         self.statuses = statuses
         self.max_frame_bytes = max_frame_bytes
         self.max_json_depth = max_json_depth
         self._sockets: dict[Key, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        # The line frame each visitor's sockets last got: a line note reaches only the
+        # sockets whose place changed (not every socket of the chatbot on every move).
+        self._line_shown: dict[Key, dict[str, Any]] = {}
         self._open: set[WebSocket] = set()
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -90,13 +96,28 @@ class WebHub:
     def _dispatch(self, data: str) -> None:
         try:
             note = json.loads(data)
+            if "line" in note:
+                self._dispatch_line(note["chatbot_id"], note["line"])
+                return
             key = (note["chatbot_id"], note["visitor_id"])
             entry = note["entry"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
+        self._push(key, entry)
+
+    def _push(self, key: Key, entry: dict[str, Any]) -> None:
         for queue in list(self._sockets.get(key, ())):
             if queue.qsize() < self.QUEUE_LIMIT:
                 queue.put_nowait(entry)
+
+    def _dispatch_line(self, chatbot_id: str, frames: dict[str, dict[str, Any]]) -> None:
+        """A chatbot's line moved: each of its visitors connected here gets their new place,
+        or NOT_WAITING when they left the line, only when it changed."""
+        for key in [k for k in self._sockets if k[0] == chatbot_id]:
+            frame = frames.get(key[1], NOT_WAITING)
+            if self._line_shown.get(key, NOT_WAITING) != frame:
+                self._line_shown[key] = frame
+                self._push(key, frame)
 
     async def authenticate(self, websocket: WebSocket, verify: Callable[[str | None], VisitorSession],
                            timeout_s: float) -> VisitorSession | None:
@@ -144,6 +165,10 @@ class WebHub:
             for entry in await self.outbox.history(chatbot_id, visitor_id):
                 await self._show(websocket, chatbot_id, visitor_id, entry, shown)
             await websocket.send_json({"type": "ready"})
+            if self.line is not None:  # after `ready`, which clears a line the widget showed before
+                self._line_shown[key] = frame = await self.line.place(chatbot_id, visitor_id)
+                if frame != NOT_WAITING:
+                    await websocket.send_json(frame)
             receiver = asyncio.create_task(self._receive(websocket))
             try:
                 while True:
@@ -171,8 +196,12 @@ class WebHub:
             self._sockets[key].discard(queue)
             if not self._sockets[key]:
                 self._sockets.pop(key, None)
+                self._line_shown.pop(key, None)
 
     async def _show(self, websocket: WebSocket, chatbot_id: str, visitor_id: str, entry: dict[str, Any], shown: set[str]) -> None:
+        if entry.get("type") == "line":
+            await websocket.send_json(entry)
+            return
         message_id = entry.get("message_id")
         if not message_id or message_id in shown:
             return

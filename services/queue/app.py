@@ -37,7 +37,7 @@ def create_app(settings: QueueSettings) -> FastAPI:
     index = HandoffIndex(runtime.redis, settings.redis_prefix)
     queue = build_queue(settings, runtime.bus, QueueRecord(runtime.db), index)
     subscribe(runtime.bus, QueueHandlers(queue.incoming, queue.commands), settings)
-    runtime.startup_hooks += [queue.record.create_indexes, queue.chatbots.load]
+    runtime.startup_hooks += [queue.record.create_indexes, queue.line.record.create_indexes, queue.chatbots.load]
     # Other queue instances' changes keep this one's cache current (Mongo is the record).
     runtime.replicate(CHATBOT_SETTINGS, SETTINGS_EVENT, queue.chatbots.apply, owner=True)
     # After the broker started: the index check may publish nothing, settings do.
@@ -46,6 +46,8 @@ def create_app(settings: QueueSettings) -> FastAPI:
     # back from Mongo: the other services' replicas read the recreated topic from its start.
     runtime.recovered_hooks.append(queue.chatbots.publish_all)
     runtime.every("index check", settings.index_check_interval_s, queue.feed.check_index)
+    runtime.every("line refresh", settings.line_refresh_s, queue.line.refresh)
+    runtime.shutdown_hooks.append(queue.line.close)
     runtime.health_details["chatbots"] = lambda: len(queue.chatbots)
     runtime.metrics_hooks.append(OpenHandoffsGauge(queue.chatbots, index).refresh)
     runtime.app.state.queue = queue

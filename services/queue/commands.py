@@ -89,6 +89,10 @@ class AgentCommands(UseCases):
             change_index = IndexChange(remove_row=updated.id)
         await self.feed.publish(updated.chatbot_id, change_index, conversation=updated,
                                 event_id=derived_event_id(cmd.command_id, "update"))
+        if action == "reopen":
+            await self.line.entered(updated)
+        else:
+            self.line.moved(updated.chatbot_id)
         if action == "return_to_ai" and updated.returned_message_id:
             await self._hand_pending_to_ai(updated)
         return updated
@@ -121,6 +125,7 @@ class AgentCommands(UseCases):
             updated = found
             if first:
                 first_reply(conv.channel, found.waiting_since, now)
+                self.line.moved(conv.chatbot_id)  # answered: out of the line
         doc = {
             "_id": message_id, "conversation_id": conv.id, "chatbot_id": conv.chatbot_id, "sender": "agent",
             "sender_name": cmd.agent.display_name, "text": text, "created_at": now, "delivery": "pending",

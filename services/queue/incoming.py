@@ -161,10 +161,14 @@ class Incoming(UseCases):
                     await self._record_replies(fresh, event, sent=False)
                     return
                 conv = saved
-            await self._open_handoff(conv, event, handoff_id)
+            line_text = await self._open_handoff(conv, event, handoff_id)
+            await self._record_replies(conv, event, sent=True, line_text=line_text)
+            return
         await self._record_replies(conv, event, sent=True)
 
-    async def _open_handoff(self, conv: Conversation, event: AiTurnCompleted, handoff_id: str) -> None:
+    async def _open_handoff(self, conv: Conversation, event: AiTurnCompleted, handoff_id: str) -> str | None:
+        """The handoff's record, events and place in line; returns what a WhatsApp or Telegram
+        visitor is told of their place (appended to the handoff message), if anything."""
         assert event.handoff is not None
         at = conv.waiting_since or event.occurred_at
         by = "ai" if event.handoff.source == "ai_tool" else "visitor"
@@ -180,16 +184,21 @@ class Incoming(UseCases):
                                                  transcript=transcript_of(recent)))
         await self.feed.publish(conv.chatbot_id, IndexChange(upsert_row=conv.row()), conversation=conv,
                                 event_id=derived_event_id(event.event_id, "update"))
+        return await self.line.entered(conv)
 
-    async def _record_replies(self, conv: Conversation, event: AiTurnCompleted, *, sent: bool) -> None:
+    async def _record_replies(self, conv: Conversation, event: AiTurnCompleted, *, sent: bool,
+                              line_text: str | None = None) -> None:
         """The AI's messages join the transcript; sent ones go to the visitor, late ones are
-        kept for the team as not sent. Each reply a microsecond apart, so they stay in order."""
+        kept for the team as not sent. Each reply a microsecond apart, so they stay in order.
+        `line_text` (the visitor's place in line) is appended to the first, the handoff notice
+        (a contact question may follow it)."""
         if not event.replies:
             return
         docs, replayed = [], False
         for n, reply in enumerate(event.replies):
+            text = f"{reply.text}\n\n{line_text}" if line_text and n == 0 else reply.text
             doc = {"_id": reply.message_id, "conversation_id": conv.id, "chatbot_id": conv.chatbot_id,
-                   "sender": "ai", "sender_name": None, "text": reply.text,
+                   "sender": "ai", "sender_name": None, "text": text[:4096],
                    "created_at": event.occurred_at + timedelta(microseconds=n),
                    "delivery": "pending" if sent else "not_sent"}
             if not await self.record.insert_message(doc):
@@ -197,7 +206,7 @@ class Incoming(UseCases):
                 doc = await self.record.get_message(reply.message_id) or doc
             docs.append(doc)
         activity: dict[str, Any] = {"last_message_at": event.occurred_at, "updated_at": event.occurred_at,
-                                    "last_message_preview": domain.preview(event.replies[-1].text)}
+                                    "last_message_preview": domain.preview(docs[-1]["text"])}
         if replayed:  # counted before a crash, perhaps: count instead of adding
             activity["message_count"] = await self.record.count_messages(conv.id)
         conv = await self.record.record_known_activity(conv, activity,
@@ -208,7 +217,9 @@ class Incoming(UseCases):
             if doc.get("delivery") != "not_sent":
                 await self.outbound_out.publish(OutboundMessage(
                     event_id="o_" + reply.message_id, chatbot_id=conv.chatbot_id, conversation_id=conv.id,
-                    message_id=reply.message_id, channel=conv.channel, visitor=conv.visitor, text=reply.text,
+                    # The stored text: a replay sends what the first try stored (and channels
+                    # sends one message id once).
+                    message_id=reply.message_id, channel=conv.channel, visitor=conv.visitor, text=doc["text"],
                     sender="ai", request_contact_fields=reply.request_contact_fields))
             await self.feed.conversation_changed(conv, message=message_view(doc),
                                                  event_id=derived_event_id(reply.message_id, "update"))

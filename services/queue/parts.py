@@ -10,10 +10,18 @@ from services.queue.chatbots import ChatbotCatalog
 from services.queue.commands import AgentCommands
 from services.queue.feed import DashboardFeed
 from services.queue.incoming import Incoming
+from services.queue.line import LineRecord, VisitorLine
 from services.queue.settings import QueueSettings
 from services.queue.store import HandoffIndex, QueueRecord
 from shared.bus import Bus
-from shared.topics import AI_TURNS, CHATBOT_SETTINGS, CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES
+from shared.topics import (
+    AI_TURNS,
+    CHATBOT_SETTINGS,
+    CONVERSATION_STATE,
+    DASHBOARD_UPDATES,
+    OUTBOUND_MESSAGES,
+    VISITOR_LINE,
+)
 
 
 @dataclass
@@ -26,6 +34,7 @@ class Queue:
     feed: DashboardFeed
     incoming: Incoming
     commands: AgentCommands
+    line: VisitorLine
 
 
 def build_queue(settings: QueueSettings, bus: Bus, record: QueueRecord, index: HandoffIndex) -> Queue:
@@ -35,7 +44,10 @@ def build_queue(settings: QueueSettings, bus: Bus, record: QueueRecord, index: H
     chatbots = ChatbotCatalog(record, bus.publisher(CHATBOT_SETTINGS))
     feed = DashboardFeed(record, index, chatbots, dashboard_out)
     ai = AiTurns(record, chatbots, bus.publisher(AI_TURNS), settings.ai_context_messages)
-    ports = dict(record=record, feed=feed, chatbots=chatbots, ai=ai, state_out=state_out,
+    line = VisitorLine(LineRecord(record.conversations), chatbots, bus.publisher(VISITOR_LINE), outbound_out,
+                       history_hours=settings.line_history_hours, min_samples=settings.line_min_samples,
+                       interval_s=settings.line_interval_s, max_places=settings.line_max_places)
+    ports = dict(record=record, feed=feed, chatbots=chatbots, ai=ai, line=line, state_out=state_out,
                  outbound_out=outbound_out, answers_out=dashboard_out)
     return Queue(settings=settings, record=record, chatbots=chatbots, feed=feed,
-                 incoming=Incoming(**ports), commands=AgentCommands(**ports))
+                 incoming=Incoming(**ports), commands=AgentCommands(**ports), line=line)

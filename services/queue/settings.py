@@ -22,6 +22,18 @@ class QueueSettings(ServiceSettings):
     # How often the Redis index is compared with Mongo (counts per chatbot) and rebuilt where
     # they disagree; a missing key or row is caught at once on every read and update.
     index_check_interval_s: float = 300.0
+    # The visitor's place in line: the expected wait is the position times the median time one
+    # place took, over the first replies of the last LINE_HISTORY_HOURS; with fewer than
+    # LINE_MIN_SAMPLES of them the visitor is told the position only (never a made-up wait).
+    line_history_hours: float = Field(default=4.0, gt=0)
+    line_min_samples: int = Field(default=5, ge=1)
+    # A chatbot's line goes to the widgets at most once per this many seconds, however many
+    # conversations moved (the first move at once), and lines on show again this often so the
+    # estimate and business hours follow the clock.
+    line_interval_s: float = Field(default=1.0, ge=0)
+    line_refresh_s: float = Field(default=60.0, gt=0)
+    # The line carries at most this many web visitors (those further back see no line).
+    line_max_places: int = Field(default=1000, ge=1)
     # The internal query API's page size ceiling.
     queue_max_page: int = 200
     # The service token every /internal request must carry (`Authorization: Bearer …`; the

@@ -41,6 +41,7 @@ from shared.topics import (
     CONVERSATION_STATE,
     DASHBOARD_UPDATES,
     OUTBOUND_MESSAGES,
+    VISITOR_LINE,
     VISITOR_MESSAGES,
     Topic,
     by_name,
@@ -48,7 +49,7 @@ from shared.topics import (
 from tests.harness import run_in_process, settings_from_env
 from tests.support import next_instant
 
-WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SETTINGS, AI_TURNS)
+WATCHED = (CONVERSATION_STATE, DASHBOARD_UPDATES, OUTBOUND_MESSAGES, CHATBOT_SETTINGS, AI_TURNS, VISITOR_LINE)
 
 
 @dataclass

@@ -30,7 +30,7 @@ class _SameBus:
         incoming = queue.incoming
         self.by_topic = {DASHBOARD_UPDATES.name: queue.feed.dashboard_out, CONVERSATION_STATE.name: incoming.state_out,
                          OUTBOUND_MESSAGES.name: incoming.outbound_out, AI_TURNS.name: incoming.ai.turns_out,
-                         "chatbot.settings": queue.chatbots.settings_out}
+                         "chatbot.settings": queue.chatbots.settings_out, "visitor.line": queue.line.line_out}
 
     def publisher(self, topic):
         return self.by_topic[topic.name]

@@ -120,6 +120,8 @@
     '.ai .hf-text,.agent .hf-text,.system .hf-text{background:#e5e7eb}' +
     '.hf-failed{font-size:11px;color:#b91c1c;margin:2px 4px}' +
     '.hf-note{font-size:11px;color:#6b7280;margin:2px 4px}' +
+    '.hf-line{display:none;padding:6px 12px;font-size:12px;color:#1e3a8a;background:#eff6ff;border-top:1px solid #dbeafe}' +
+    '.hf-line.open{display:block}' +
     '.hf-contact{border-top:1px solid #e5e7eb;padding:10px 12px;display:none;flex-direction:column;gap:6px;background:#fff}' +
     '.hf-contact.open{display:flex}' +
     '.hf-contact label{font-size:12px;color:#374151;display:flex;flex-direction:column;gap:2px}' +
@@ -138,6 +140,7 @@
     '<div class="hf-panel" role="dialog" aria-label="Chat">' +
     '  <div class="hf-head"><span>Chat with us</span><span class="hf-status">connecting…</span></div>' +
     '  <div class="hf-list" aria-live="polite"></div>' +
+    '  <div class="hf-line" role="status" aria-live="polite"></div>' +
     '  <form class="hf-contact" novalidate>' +
     '    <div class="hf-contact-title">Please leave your contact details</div>' +
     '    <div class="hf-contact-fields"></div>' +
@@ -152,10 +155,18 @@
   var bubble = $(".hf-bubble"), panel = $(".hf-panel"), list = $(".hf-list"), statusEl = $(".hf-status");
   var form = $(".hf-form"), input = $(".hf-input"), sendBtn = $(".hf-send");
   var contactForm = $(".hf-contact"), contactFields = $(".hf-contact-fields"), contactError = $(".hf-contact-error");
+  var lineEl = $(".hf-line");
   var shown = {};
+  // The visitor's place in line while they wait for a person (null: not waiting; the server
+  // sends it on connect and whenever the line moves).
+  function showLine(text) {
+    lineEl.textContent = text || "";
+    lineEl.classList.toggle("open", !!text);
+  }
   function forgetConversation() {  // a new identity: the old one's messages are not its own
     list.textContent = "";
     shown = {};
+    showLine(null);
     contactForm.classList.remove("open");
     if (socket) { socket.close(); }  // reconnects as the new visitor (its history is replayed)
   }
@@ -335,8 +346,13 @@
     socket.onmessage = function (ev) {
       var m;
       try { m = JSON.parse(ev.data); } catch (e) { return; }
-      if (m.type === "message") { render(m); }
+      if (m.type === "message") {
+        render(m);
+        if (m.sender === "agent") { showLine(null); }  // answered: out of the line
+      }
+      else if (m.type === "line") { showLine(m.text); }
       else if (m.type === "ready") {
+        showLine(null);  // the server sends the place after this when the visitor is in line
         backoff = 1000;
         statusEl.textContent = "online";
         host.setAttribute("data-ready", "1");

@@ -54,6 +54,15 @@ export class ToolsView {
     f.end = h("input", { type: "time", id: "hh-end", name: "end_time", value: hhmm(s.end_time) });
     f.tz = h("input", { type: "text", id: "hh-timezone", name: "timezone", value: s.timezone, list: "hh-timezones", autocomplete: "off", spellcheck: "false" });
     const tzList = h("datalist", { id: "hh-timezones" }, timezones().map((z) => h("option", { value: z })));
+    f.lineEnabled = h("input", { type: "checkbox", id: "hh-line-enabled", name: "line_enabled", role: "switch", checked: s.line_enabled });
+    f.line = h("input", { type: "text", id: "hh-line", name: "line_message", value: s.line_message, maxlength: "500" });
+    f.lineNoEstimate = h("input", { type: "text", id: "hh-line-no-estimate", name: "line_message_no_estimate", value: s.line_message_no_estimate, maxlength: "500" });
+    const lineBox = h("fieldset", { class: "line-texts", disabled: !s.line_enabled },
+      h("legend", { class: "sr-only", text: "Place in line" }),
+      field("hh-line", "Place in Line Message", f.line, "{position} is the visitor's place, {wait} the expected wait (\"about 4 minutes\")."),
+      field("hh-line-no-estimate", "Place in Line Message without an estimate", f.lineNoEstimate,
+        "When too few recent handoffs were answered to estimate the wait: {position} only."));
+    f.lineEnabled.addEventListener("change", () => { lineBox.disabled = !f.lineEnabled.checked; });
     f.contact = CONTACT_FIELDS.map(([key, label]) => h("label", { class: "chip" },
       h("input", { type: "checkbox", name: "contact_fields", value: key, checked: s.contact_fields.includes(key) }), label));
     const status = h("div", { class: "form-status", role: "status", "aria-live": "polite" });
@@ -80,6 +89,8 @@ export class ToolsView {
       scheduleBox,
       h("div", { class: "field" }, h("span", { class: "field-label", id: "hh-contact-label", text: "Contact fields to collect" }),
         h("div", { class: "chips", role: "group", "aria-labelledby": "hh-contact-label" }, f.contact)),
+      h("div", { class: "field" }, h("label", { class: "switch" }, f.lineEnabled, h("span", { text: "Tell visitors their place in line" }))),
+      lineBox,
       error,
       h("div", { class: "form-actions" }, save, status));
 
@@ -99,6 +110,9 @@ export class ToolsView {
         end_time: f.end.value,
         timezone: f.tz.value.trim(),
         contact_fields: f.contact.map((l) => l.querySelector("input")).filter((i) => i.checked).map((i) => i.value),
+        line_enabled: f.lineEnabled.checked,
+        line_message: f.line.value,
+        line_message_no_estimate: f.lineNoEstimate.value,
       };
       save.disabled = true;
       error.hidden = true;
