@@ -2,10 +2,11 @@
 errors with exponential backoff (honouring a platform's retry_after), and always ending in a
 DeliveryStatusChanged — 'sent', or 'failed' with permanent=True and a readable error.
 
-A sender that died mid-delivery (its claim's lease ran out) is replaced: the message is sent
-again where a repeat cannot show the visitor a duplicate — the web widget (its history, the
-sockets and the widget all dedupe by message id), or Telegram/WhatsApp when the platform call
-had not started. Otherwise it is reported failed, outcome unknown, never sent twice."""
+Telegram and WhatsApp replies are claimed in Mongo first: a sender that died mid-delivery
+(its claim's lease ran out) is replaced, and the message sent again only when the platform
+call had not started; otherwise it is reported failed, outcome unknown, never sent twice.
+Web widget replies take no claim: every step of theirs is harmless to repeat (see
+`_deliver_web`), so the bus's redelivery of an unfinished event is their whole recovery."""
 
 from __future__ import annotations
 
@@ -38,11 +39,6 @@ log = logging.getLogger("handoff.channels.outbound")
 STATUS_REPUBLISH_AFTER = timedelta(seconds=60)
 # How often each instance looks for claims whose owner died (see OutboundDelivery.sweep).
 SWEEP_INTERVAL_S = 30.0
-# A web delivery is one Redis write: a claim on one held this long without an outcome
-# belongs to an instance that died, and the reply is sent again without a long wait.
-WEB_LEASE_S = 10.0
-# How often a redelivered web reply looks again at a claim another attempt holds.
-WEB_CLAIM_POLL_S = 0.5
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -79,16 +75,36 @@ class OutboundDelivery:
         # instance that is still busy with the same message (leave it be).
         self.owner = new_id()
 
-    def _lease(self, channel: str) -> float:
-        return WEB_LEASE_S if channel == "web" else self.lease_s
-
     async def deliver(self, event: OutboundMessage) -> None:
+        if event.channel == "web":
+            await self._deliver_web(event)
+            return
         existing = await self.records.claim(event.message_id, event.chatbot_id, event.conversation_id, event.channel,
-                                            self.owner, self._lease(event.channel), event.model_dump(mode="json"))
+                                            self.owner, self.lease_s, event.model_dump(mode="json"))
         if existing is not None:
             await self._settle_duplicate(event, existing)
             return
         await self._deliver_claimed(event)
+
+    async def _deliver_web(self, event: OutboundMessage) -> None:
+        """Stored in the widget's history, then 'sent' on the bus, then shown on the open
+        sockets: each step is harmless to repeat (history, sockets and widget dedupe by
+        message id; the status event's id is derived from the message's), and an event whose
+        handler did not finish is redelivered by the bus. So a web reply needs no claim and
+        no delivery record: no Mongo write at all (three, batched, with them)."""
+        try:
+            await self._send_with_retries(event)
+            state, error = "sent", None
+        except PermanentDeliveryError as exc:
+            state, error = "failed", str(exc)
+            log.warning("message %s not delivered on web: %s", event.message_id, error)
+        delivered("web", state)
+        await self.statuses.publish(status_event(event.chatbot_id, event.conversation_id, event.message_id, state,
+                                                 event.message_id if state == "sent" else None, error,
+                                                 permanent=state == "failed"))
+        if state == "sent":
+            # After 'sent' is on the bus, so the socket's 'delivered' comes after it.
+            await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
 
     async def _deliver_claimed(self, event: OutboundMessage) -> None:
         try:
@@ -121,14 +137,6 @@ class OutboundDelivery:
         'sending' is left to its owner until its lease expires, then sent again or reported
         as of unknown outcome (`_settle_expired`). Status events have stable ids, so a rare
         double is applied once downstream."""
-        if record.get("state") == "sending" and event.channel == "web":
-            # Usually a sender that died a moment ago (this is the redelivery of its
-            # uncommitted offset): its short lease is waited out, then the reply is sent.
-            waited = await self._wait_out_claim(record)
-            if waited is None:  # given back meanwhile: nobody holds it
-                await self.deliver(event)
-                return
-            record = waited
         finished_at = record.get("finished_at")
         stale = finished_at is not None and datetime.now(UTC) - finished_at > STATUS_REPUBLISH_AFTER
         ours = record.get("owner") == self.owner
@@ -143,20 +151,6 @@ class OutboundDelivery:
                 await self.outbox.notify(event.chatbot_id, event.visitor.external_id, web_entry(event))
         else:
             log.info("message %s already handled (%s); not sent again", event.message_id, record.get("state"))
-
-    async def _wait_out_claim(self, record: dict) -> dict | None:
-        """The record once it is no longer 'sending' or its lease ran out; None if the claim
-        was given back. A live sender finishes a web delivery in milliseconds."""
-        while record.get("state") == "sending":
-            left = (record.get("lease_until", datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
-            if left < 0:
-                return record
-            await self.sleep(min(WEB_CLAIM_POLL_S, left + 0.01))
-            found = await self.records.get(record["_id"])
-            if found is None:
-                return None
-            record = found
-        return record
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Settle what a crashed instance left behind: a claim whose lease expired (the crash
@@ -185,7 +179,7 @@ class OutboundDelivery:
             return False
         message = event or _kept_message(record)
         if message is not None and (record.get("channel") == "web" or record.get("platform_called") is False):
-            if not await self.records.take_over(record["_id"], now, self.owner, self._lease(message.channel)):
+            if not await self.records.take_over(record["_id"], now, self.owner, self.lease_s):
                 return False  # taken over or settled meanwhile
             log.warning("message %s: its sender stopped mid-delivery; sending it again (%s)", record["_id"],
                         "web: a repeat is harmless" if message.channel == "web" else "the platform was not called")
@@ -221,14 +215,16 @@ class OutboundDelivery:
                 delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, err.retry_after)
                 log.warning("message %s: transient failure (attempt %d/%d), retrying in %.1fs: %s",
                             event.message_id, attempt, self.attempts, delay, err)
-                # the wait and the next attempt
-                await self.records.renew(event.message_id, delay + self._lease(event.channel))
+                claimed = event.channel != "web"
+                if claimed:  # the wait and the next attempt
+                    await self.records.renew(event.message_id, delay + self.lease_s)
                 try:
                     await self.sleep(delay)
                 except asyncio.CancelledError:
                     # Shutting down between attempts: nothing is on its way to the platform,
                     # so give the claim back and the redelivery after the restart sends it.
-                    await self.records.release(event.message_id, self.owner)
+                    if claimed:
+                        await self.records.release(event.message_id, self.owner)
                     raise
         raise AssertionError("unreachable")
 

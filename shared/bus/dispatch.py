@@ -13,8 +13,9 @@ from aiokafka.structs import TopicPartition
 
 log = logging.getLogger("handoff.bus")
 
-# Commits an offset of a partition for a message read at a bus generation, through a callable.
-Committer = Callable[[int, TopicPartition, int, Callable[[], Awaitable[Any]]], Awaitable[None]]
+# Commits offsets (the next to read, per partition) of messages read at a bus generation,
+# through a callable.
+Committer = Callable[[int, dict[TopicPartition, int], Callable[[], Awaitable[Any]]], Awaitable[None]]
 
 class KeyedDispatcher:
     """Runs handlers concurrently across keys, in order within a key, and commits each
@@ -30,8 +31,10 @@ class KeyedDispatcher:
         self._in_flight: dict[tuple[str, int], set[int]] = defaultdict(set)
         self._done_max: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
-        self._wanted: dict[tuple[str, int], tuple[int, int, Any]] = {}  # the next commit, while one is in flight
-        self._committing: set[tuple[str, int]] = set()
+        # What the next commit carries, gathered while one is in flight: per partition the mark,
+        # the generation it was read at and the consumer that read it.
+        self._wanted: dict[tuple[str, int], tuple[int, int, Any]] = {}
+        self._committing = False
         self._closing = False
 
     async def submit(self, msg: Any, process: Callable[[Any], Awaitable[None]], generation: int) -> None:
@@ -73,22 +76,24 @@ class KeyedDispatcher:
         watermark = min(in_flight) if in_flight else self._done_max[tp] + 1
         if watermark <= self._committed.get(tp, -1):
             return
-        # One commit per partition in flight; what finishes meanwhile is committed by the next
-        # one, at the highest watermark by then: under load one OffsetCommit per round trip,
-        # not one per message; when idle, at once.
+        # One commit in flight per consumer; what finishes meanwhile, on any of its partitions,
+        # is committed by the next one, each partition at its highest watermark by then: under
+        # load one OffsetCommit per round trip for all partitions, not one per message or per
+        # partition (each is a broker request); when idle, at once.
         self._committed[tp] = watermark
-        self._wanted[tp] = (watermark, generation, msg)
-        if tp in self._committing:
+        self._wanted[tp] = (watermark, generation, msg.consumer)
+        if self._committing:
             return
-        self._committing.add(tp)
-        partition = TopicPartition(tp[0], tp[1])
+        self._committing = True
         try:
-            while tp in self._wanted:
-                mark, gen, last = self._wanted.pop(tp)
-                await self._commit(gen, partition, mark,
-                                   lambda m=mark, c=last.consumer: c.commit({partition: m}))
+            while self._wanted:
+                wanted, self._wanted = self._wanted, {}
+                for gen in sorted({g for _, g, _ in wanted.values()}):
+                    offsets = {TopicPartition(*t): mark for t, (mark, g, _) in wanted.items() if g == gen}
+                    consumer = next(c for _, g, c in wanted.values() if g == gen)
+                    await self._commit(gen, offsets, lambda o=offsets, c=consumer: c.commit(o))
         finally:
-            self._committing.discard(tp)
+            self._committing = False
 
     async def drain(self, timeout: float) -> None:
         self._closing = True

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 
 from services.channels.app import create_app
 from services.channels.settings import ChannelsSettings
+from services.channels.outbound import web_entry
 from shared.events import OutboundMessage, VisitorIdentity
 from shared.ids import conversation_id_for, new_id
 from tests.harness import run_in_process, settings_from_env
@@ -174,7 +175,8 @@ async def test_publish_failure_answers_503_and_the_retry_is_accepted(stack):
 
 async def test_second_instance_delivers_to_its_own_socket_and_nothing_twice(stack):
     """Instance B holds the socket and consumes outbound.messages in another group, so both
-    instances handle every message: the claim makes one of them deliver, exactly once."""
+    instances handle every message (as a redelivery would): the widget shows it once, and the
+    status events both publish are the same event (one id per message and status)."""
     bot = await stack.add_chatbot()
     env = stack.iso.env("channels", OUTBOUND_GROUP_ID=f"other-{uuid.uuid4().hex[:6]}",
                         TELEGRAM_API_BASE_URL=stack.telegram.base_url, GRAPH_API_BASE_URL=stack.graph.base_url,
@@ -198,8 +200,9 @@ async def test_second_instance_delivers_to_its_own_socket_and_nothing_twice(stac
             await _frames_until(ws, lambda f: f.get("message_id") == sentinel.message_id, timeout=30)
             await stack.delivery_status.wait_for(lambda r: r["message_id"] == sentinel.message_id and r["status"] == "delivered")
             extra = [f for f in await _drain(ws) if f.get("message_id") == reply.message_id]
-    statuses = [r["status"] for r in stack.delivery_status.matching(lambda r: r["message_id"] == reply.message_id)]
-    assert sorted(statuses) == ["delivered", "sent"]
+    statuses = {(r["event_id"], r["status"]) for r in stack.delivery_status.matching(
+        lambda r: r["message_id"] == reply.message_id)}
+    assert sorted(status for _, status in statuses) == ["delivered", "sent"]
     assert extra == []
 
 
@@ -213,21 +216,19 @@ async def _drain(ws, quiet: float = 0.3) -> list[dict]:
 
 
 async def test_reply_in_flight_when_channels_stopped_is_sent_after_the_restart(stack):
-    """Stopped mid-delivery, an instance leaves the reply's claim 'sending' and its offset
-    uncommitted, so the bus hands the reply to the restarted service. To a widget a repeat is
-    harmless (its history, the sockets and the widget dedupe by message id): the reply is sent
-    and shown, not reported 'failed (outcome unknown)'."""
+    """Stopped mid-delivery (here: after storing the reply in the history), an instance
+    leaves its offset uncommitted, so the bus hands the reply to the restarted service. To a
+    widget a repeat is harmless (its history, the sockets and the widget dedupe by message
+    id): the reply is sent and shown at once, not reported 'failed (outcome unknown)'."""
     bot = await stack.add_chatbot()
     me = stack.visitor(bot.chatbot_id)
     visitor = me.visitor_id
     reply = _reply(bot.chatbot_id, visitor, "Sorry for the wait", sender="ai", sender_name=None)
-    records = stack.service.app.state.channels_api.records
-    # What the stopped instance left behind; a web delivery is one Redis write, so its lease is short.
-    assert await records.claim(reply.message_id, bot.chatbot_id, reply.conversation_id, "web",
-                               owner="stopped-instance", lease_s=1.0) is None
+    outbox = stack.service.app.state.widget_api.outbox
     async with connect(f"{stack.service.ws_url}/web/{bot.chatbot_id}/ws") as ws:
         await ws.send(me.auth_frame)
         await _frames_until(ws, lambda f: f["type"] == "ready")
+        assert await outbox.store(bot.chatbot_id, visitor, web_entry(reply))  # what the stopped instance did
         await stack.outbound(reply)  # the redelivery after the restart
         frames = await _frames_until(ws, lambda f: f.get("message_id") == reply.message_id, timeout=10)
         await stack.delivery_status.wait_for(

@@ -5,6 +5,7 @@ and it is handled. Against the real broker, in a real service."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -58,3 +59,28 @@ async def test_an_idle_consumer_fetches_with_the_long_wait_until_a_record_comes(
         assert not pacing.idle and _fetch_wait(pacing) == 25
         # Quiet again: back to the long wait.
         await eventually(idle, timeout=20)
+
+
+async def test_the_watch_asks_the_broker_for_its_topics_only_every_few_rounds_while_all_is_well(isolated):
+    """Each ask is broker work, paid by an idle stack; a failed fetch (a sign the broker may
+    have lost the topics) brings the ask back to every round."""
+    env = {**isolated.env("pacing"), "KAFKA_IDLE_AFTER_S": "1"}
+    settings = settings_from_env(ServiceSettings, env)
+    async with run_in_process("pacing", _factory([]), settings) as svc:
+        bus = svc.app.state.runtime.bus
+        recovery = bus._recovery  # noqa: SLF001 - the watch's own collaborator
+        asked: list[float] = []
+        lost_topics = recovery.lost_topics
+
+        async def counting() -> list[str]:
+            asked.append(asyncio.get_running_loop().time())
+            return await lost_topics()
+
+        recovery.lost_topics = counting
+        await asyncio.sleep(0.2 * 20)  # twenty rounds of the watch
+        assert 2 <= len(asked) <= 6, asked
+        asked.clear()
+        bus._consuming.fetch_faults.seen(  # noqa: SLF001
+            "Failed fetch messages from 1: …", time.monotonic())
+        await asyncio.sleep(0.2 * 2)
+        assert len(asked) >= 1, "a failed fetch is a reason to ask at once"
