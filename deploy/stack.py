@@ -200,8 +200,6 @@ def service_env(name: str, infra: Infra, ports: Ports, scale: Mapping[str, int] 
         # idle poll costs it CPU. KAFKA_FETCH_MAX_WAIT_MS in the environment overrides them.
         **({"KAFKA_FETCH_MAX_WAIT_MS": os.environ["KAFKA_FETCH_MAX_WAIT_MS"]}
            if "KAFKA_FETCH_MAX_WAIT_MS" in os.environ else {}),
-        "KAFKA_SESSION_TIMEOUT_MS": "3000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
     }
     channels_url = f"http://127.0.0.1:{ports.channels}"  # the public address: one, whichever replica answers
     if name == "gateway":
