@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import string
 from datetime import datetime, time
+from functools import cache
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from limits import parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -60,11 +61,20 @@ def _placeholders(template: str) -> set[str]:
     return {name for name, _, _ in parts}
 
 
+# In the system's zone database but no place's zone: the server's own setting, a placeholder.
+_NOT_A_PLACE = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_A_PLACE
+
+
 def valid_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"Unknown timezone: {name!r}.") from exc
+    """An IANA zone name ("Europe/Berlin", "UTC"), as the browser's Intl knows them; not a
+    file path or an offset, which ZoneInfo alone might accept."""
+    if name not in _iana_zones():
+        raise ValueError(f"Unknown timezone: {name!r}.")
     return name
 
 
@@ -80,6 +90,8 @@ class HumanHandoffSettings(BaseModel):
     available_days: list[Day] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
     start_time: time = time(9, 0)
     end_time: time = time(17, 0)
+    # The chatbot's timezone (ChatbotSettings.timezone: one per chatbot, kept equal to it
+    # there). Saved with this form, since Tools → Human Handoff is where it is edited.
     timezone: str = "UTC"
     contact_fields: list[ContactField] = Field(default_factory=list)
     # The visitor's place in line: told at the handoff (WhatsApp, Telegram), shown live in the widget.
@@ -216,7 +228,8 @@ class ChatbotSettings(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     # The chatbot's own instructions for the AI (its persona, knowledge).
     instructions: str = Field(default="You are a helpful assistant.", max_length=20000)
-    # The timezone in which "Today" is counted on the dashboard.
+    # The chatbot's one timezone: the schedule's hours, the dashboard's Today and Resolved
+    # this week (day boundaries) and the chatbot's time shown beside message times.
     timezone: str = "UTC"
     human_handoff: HumanHandoffSettings = Field(default_factory=HumanHandoffSettings)
     channels: ChannelCredentials = Field(default_factory=ChannelCredentials)
@@ -230,6 +243,19 @@ class ChatbotSettings(BaseModel):
     @classmethod
     def _timezone_exists(cls, v: str) -> str:
         return valid_timezone(v)
+
+    @model_validator(mode="after")
+    def _one_timezone(self) -> ChatbotSettings:
+        """One timezone per chatbot. Settings stored before it was one may hold two: a
+        schedule's zone saved from Tools while the chatbot's stayed at the default UTC; that
+        saved one is the chatbot's. Otherwise the chatbot's wins and the schedule follows."""
+        hh = self.human_handoff
+        if hh.timezone != self.timezone:
+            if self.timezone == "UTC":
+                self.timezone = hh.timezone
+            else:
+                self.human_handoff = hh.model_copy(update={"timezone": self.timezone})
+        return self
 
     def view(self) -> ChatbotView:
         """The settings as they may leave the queue over HTTP: no channel secret, no instructions."""

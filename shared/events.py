@@ -189,7 +189,8 @@ class AgentCommand(Envelope):
 
     type: Literal["agent.command"] = "agent.command"
     command_id: str = Field(min_length=8, max_length=128)
-    action: Literal["reply", "close", "reopen", "return_to_ai"]
+    # mark_seen: the visitor's messages to a closed conversation were seen (it stays closed).
+    action: Literal["reply", "close", "reopen", "return_to_ai", "mark_seen"]
     text: str | None = Field(default=None, max_length=4096)
     agent: AgentRef
 

@@ -1,7 +1,8 @@
 """The dashboard's time formats, in one place (the spec's words in quotes).
 
 - Row waiting time: "just now, 15m, 2h, 15h, or a date for older ones".
-- Oldest waiting: "15m, 2h 10m, 1d 4h, or — when there are no open handoffs".
+- Oldest waiting: "15m, 2h 10m, 1d 4h, or — when there are no open handoffs"; under a
+  minute "just now", the row's word, so the two never say it differently.
 
 The dashboard ticks these in the browser with a JavaScript twin
 (`services/gateway/static/js/format.js`); both are tested against the same table,
@@ -34,10 +35,13 @@ def format_row_waiting(since: datetime, now: datetime, tz: str = "UTC") -> str:
 
 
 def format_oldest_waiting(since: datetime | None, now: datetime) -> str:
-    """Under an hour: "15m"; under a day: "2h 10m" (or "2h"); else "1d 4h" (or "1d"); "—" when none."""
+    """Under a minute: "just now" (the row's word for it); under an hour: "15m"; under a day:
+    "2h 10m" (or "2h"); else "1d 4h" (or "1d"); "—" when none."""
     if since is None:
         return NO_HANDOFFS
     minutes = max(0, int((now - since).total_seconds())) // 60
+    if minutes < 1:
+        return "just now"
     if minutes < 60:
         return f"{minutes}m"
     hours, mins = divmod(minutes, 60)

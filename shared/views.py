@@ -25,6 +25,15 @@ MessageDelivery = DeliveryState | Literal["not_sent"]
 
 CHANNEL_LABELS: dict[str, str] = {"web": "Web widget", "whatsapp": "WhatsApp", "telegram": "Telegram"}
 
+# The longest reply an agent may send, in characters: what an AgentCommand and an
+# OutboundMessage carry (shared/events.py). The gateway refuses longer ones in words and
+# gives it to the dashboard (/api/me "limits"), whose reply box counts and stops there.
+REPLY_MAX_CHARS = 4096
+
+
+def reply_too_long(limit: int = REPLY_MAX_CHARS) -> str:
+    return f"The reply is too long: at most {limit:,} characters."
+
 
 class Contact(BaseModel):
     name: str | None = Field(default=None, max_length=200)
@@ -63,6 +72,9 @@ class Stats(BaseModel):
     computed_at: datetime
     # Clients recompute "Today" at this instant (the next local midnight).
     today_ends_at: datetime
+    # Not one of the four stats: closed conversations with a visitor message no agent has
+    # seen yet (shown beside the Conversations tab).
+    closed_with_new_messages: int = 0
 
 
 class MessageView(BaseModel):
@@ -104,6 +116,11 @@ class ConversationView(BaseModel):
     summary: SummaryView | None = None
     # WhatsApp's 24-hour customer-service window; None on other channels.
     reply_window_ends_at: datetime | None = None
+    # A closed conversation the visitor wrote to again (it stays closed): how many of their
+    # messages came since no agent has seen (Reopen or "Mark as seen" clears them), and when
+    # the first of them came (one alert per such burst).
+    new_after_close: int = 0
+    new_after_close_at: datetime | None = None
 
 
 T = TypeVar("T")

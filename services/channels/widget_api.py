@@ -117,6 +117,12 @@ def build_widget_router(api: WidgetApi) -> APIRouter:
         return FileResponse(STATIC / "widget.js", media_type="application/javascript",
                             headers={"Cache-Control": "public, max-age=300"})
 
+    # The test page's icon (browsers ask for /favicon.ico anyway: no 404 in every console).
+    @router.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
     @router.get("/widget/test", response_class=HTMLResponse, include_in_schema=False)
     async def widget_test(chatbot: str = Query("demo", pattern=CHATBOT_ID)) -> HTMLResponse:
         page = (STATIC / "test.html").read_text().replace("{{chatbot}}", html.escape(chatbot, quote=True))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from shared.events import AgentRef, ChatbotSettingsChanged, CommandResult
 from shared.http_limits import nested_deeper_than
+from shared.views import REPLY_MAX_CHARS, reply_too_long
 
 INVALID_LOGIN = "Invalid e-mail or password."
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Try again in {wait}."
@@ -149,13 +150,15 @@ class CommandBody(BaseModel):
 
 
 class ReplyBody(CommandBody):
-    text: str = Field(max_length=4096)
+    text: str
 
     @field_validator("text")
     @classmethod
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError(EMPTY_REPLY)
+        if len(v) > REPLY_MAX_CHARS:
+            raise ValueError(reply_too_long())
         return v
 
 

@@ -60,8 +60,9 @@ class ChatbotCatalog:
 
     async def update_human_handoff(self, chatbot_id: str, human_handoff: HumanHandoffSettings, based_on: int,
                                    command_id: str, event_id: str) -> ChatbotSettings:
-        """Replace the Human Handoff part only, and only if the settings are still at version
-        `based_on` (whatever else changed since, a credential rotation included, stays)."""
+        """Replace the Human Handoff part (and the chatbot's timezone, which it carries) only,
+        and only if the settings are still at version `based_on` (whatever else changed
+        since, a credential rotation included, stays)."""
         current = await self.record.get_chatbot(chatbot_id)
         if current is None:
             raise CommandRefused(UNKNOWN_CHATBOT, 404)
@@ -70,7 +71,9 @@ class ChatbotCatalog:
             return current
         if current.version != based_on:
             raise CommandRefused(SETTINGS_CHANGED, 409)
-        new = current.model_copy(update={"human_handoff": human_handoff, "version": current.version + 1})
+        # The form's timezone is the chatbot's (one per chatbot: the schedule, Today, the stats).
+        new = current.model_copy(update={"human_handoff": human_handoff, "timezone": human_handoff.timezone,
+                                         "version": current.version + 1})
         if not await self.record.save_chatbot(new, current.version, command_id):
             raise CommandRefused(SETTINGS_CHANGED, 409)
         await self._saved(new, event_id)

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from services.queue import domain
-from services.queue.conversation import Conversation, message_view
+from services.queue.conversation import SEEN_AFTER_CLOSE, Conversation, message_view
 from services.queue.domain import CommandRefused, derived_event_id
 from services.queue.incoming import history_entry, state_event
 from services.queue.metrics import first_reply
@@ -41,6 +41,8 @@ class AgentCommands(UseCases):
         try:
             if cmd.action == "reply":
                 conv = await self._reply(cmd, conv)
+            elif cmd.action == "mark_seen":
+                conv = await self._mark_seen(cmd, conv)
             else:
                 conv = await self._transition(cmd, conv)
         except CommandRefused as refused:
@@ -84,7 +86,8 @@ class AgentCommands(UseCases):
             change_index = IndexChange(remove_row=updated.id, closed_add=(updated.handoff_id, updated.closed_at)
                                        if updated.handoff_id and updated.closed_at else None)
         elif action == "reopen":
-            change_index = IndexChange(upsert_row=updated.row(), closed_remove=updated.handoff_id)
+            change_index = IndexChange(upsert_row=updated.row(), closed_remove=updated.handoff_id,
+                                       after_close_remove=updated.id)
         else:
             change_index = IndexChange(remove_row=updated.id)
         await self.feed.publish(updated.chatbot_id, change_index, conversation=updated,
@@ -96,6 +99,18 @@ class AgentCommands(UseCases):
         if action == "return_to_ai" and updated.returned_message_id:
             await self._hand_pending_to_ai(updated)
         return updated
+
+    async def _mark_seen(self, cmd: AgentCommand, conv: Conversation) -> Conversation:
+        """An agent saw what the visitor wrote to a closed conversation and leaves it closed:
+        it is no longer marked nor counted (a later message marks it again)."""
+        if conv.status != "closed":
+            raise CommandRefused(domain.MARK_SEEN_NOT_CLOSED, 409)
+        if conv.unseen_after_close or conv.unseen_after_close_at is not None:
+            conv = await self.record.update_conversation(
+                conv.id, {"$set": dict(SEEN_AFTER_CLOSE)}, expected_status="closed") or conv
+        await self.feed.publish(conv.chatbot_id, IndexChange(after_close_remove=conv.id), conversation=conv,
+                                event_id=derived_event_id(cmd.command_id, "update"))
+        return conv
 
     async def _hand_pending_to_ai(self, conv: Conversation) -> None:
         """The visitor's message nobody answered before the Return to AI: the AI answers it."""

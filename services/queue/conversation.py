@@ -27,6 +27,10 @@ from shared.events import TranscriptLine, VisitorIdentity
 from shared.views import Channel, Contact, ConversationStatus, ConversationView, HandoffRow, MessageView, SummaryView
 
 
+# What clears a closed conversation's messages no agent has seen.
+SEEN_AFTER_CLOSE: dict[str, Any] = {"unseen_after_close": [], "unseen_after_close_at": None}
+
+
 @dataclass(frozen=True)
 class Change:
     """A transition to save: the fields it sets, valid only while `version` (and whatever
@@ -64,6 +68,10 @@ class Conversation(BaseModel):
     # Return to AI hands it to the AI (an agent reply clears it).
     pending_message_id: str | None = None
     returned_message_id: str | None = None  # the pending message the last Return to AI handed over
+    # Visitor messages that came while closed and no agent has seen (it stays closed: the
+    # team must notice); cleared by Reopen, Close and "Mark as seen". The time of the first.
+    unseen_after_close: list[str] = Field(default_factory=list)
+    unseen_after_close_at: datetime | None = None
     # Asked at the handoff, picked out of the visitor's next messages until all are given.
     contact_wanted: list[ContactField] = Field(default_factory=list)
     # activity
@@ -113,6 +121,7 @@ class Conversation(BaseModel):
             last_message_at=self.last_message_at, last_message_preview=self.last_message_preview,
             created_at=self.created_at, updated_at=self.updated_at or self.created_at, summary=self.summary,
             reply_window_ends_at=domain.reply_window_ends_at(self.channel, self.last_visitor_message_at),
+            new_after_close=len(self.unseen_after_close), new_after_close_at=self.unseen_after_close_at,
         )
 
     # ------------------------------------------------------------------ transitions
@@ -133,9 +142,10 @@ class Conversation(BaseModel):
         fields: dict[str, Any] = {"status": target, "version": self.version + 1, "previous_status": self.status,
                                   "updated_at": at, "last_command_id": command_id}
         if action == "close":
-            fields.update(closed_at=at, pending_message_id=None)
+            fields.update(closed_at=at, pending_message_id=None, **SEEN_AFTER_CLOSE)
         elif action == "reopen":
-            fields.update(waiting_since=at, closed_at=None, first_reply_at=None)  # a new waiting period
+            # A new waiting period; what the visitor wrote while closed is the team's again.
+            fields.update(waiting_since=at, closed_at=None, first_reply_at=None, **SEEN_AFTER_CLOSE)
         elif action == "return_to_ai":
             # Back with the AI: a contact question asked at the handoff is over, and the
             # message nobody answered goes to the AI (kept as `returned_message_id` so a

@@ -29,6 +29,7 @@ TRANSITIONS: dict[str, tuple[Status, Status]] = {
 }
 
 REPLY_NOT_ALLOWED = "Can only reply to handed-off conversations."
+MARK_SEEN_NOT_CLOSED = "Only a closed conversation has messages after close to mark as seen."
 WHATSAPP_WINDOW_CLOSED = "The WhatsApp 24-hour window has closed: the visitor has to write first."
 EMPTY_REPLY = "The reply is empty: type a message to send."
 UNKNOWN_CONVERSATION = "Unknown conversation."
@@ -142,10 +143,11 @@ def next_delivery_state(current: str | None, reported: str) -> str:
 class StatsWindow:
     """The boundaries the counts use at one instant.
 
-    Today: open handoffs with waiting_since >= local midnight in the chatbot's timezone
-    (a handoff at exactly 00:00 local counts for the new day). Resolved this week:
-    handoffs with closed_at >= now - 7 days (a close exactly 7 days ago still counts,
-    one millisecond earlier does not)."""
+    Days are the chatbot's (its timezone). Today: open handoffs with waiting_since >= local
+    midnight (a handoff at exactly 00:00 local counts for the new day). Resolved this week
+    ("closed in the last 7 days"): handoffs closed today or on the six days before, i.e.
+    closed_at >= the local midnight six days before today's; both turn over together at
+    the next local midnight (`today_ends_at`, when the dashboard asks again)."""
 
     today_starts_at: datetime
     today_ends_at: datetime
@@ -156,8 +158,15 @@ def stats_window(now: datetime, timezone: str) -> StatsWindow:
     return StatsWindow(
         today_starts_at=local_midnight(now, timezone),
         today_ends_at=next_local_midnight(now, timezone),
-        week_starts_at=now - RESOLVED_WINDOW,
+        week_starts_at=days_before_local_midnight(now, timezone, RESOLVED_WINDOW.days - 1),
     )
+
+
+def days_before_local_midnight(now: datetime, timezone: str, days: int) -> datetime:
+    """The local midnight `days` calendar days before today's in `timezone` (on the wall
+    clock: a week with a DST change is 167 or 169 hours long)."""
+    start = local_midnight(now, timezone)
+    return (start.replace(tzinfo=None) - timedelta(days=days)).replace(tzinfo=start.tzinfo)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -184,3 +193,4 @@ class StatsCounts:
     oldest_waiting_ms: int | None
     today: int
     resolved_this_week: int
+    closed_with_new: int = 0  # closed conversations with a visitor message no agent has seen

@@ -53,7 +53,8 @@ class DashboardFeed:
             convs = await self.record.open_conversations(chatbot_id)
             closed = await self.record.closed_since(chatbot_id, now - domain.RESOLVED_WINDOW - timedelta(days=1))
             epoch = await self.index.rebuild(chatbot_id, [c.row() for c in convs],
-                                             [(h["_id"], h["closed_at"]) for h in closed])
+                                             [(h["_id"], h["closed_at"]) for h in closed],
+                                             await self.record.closed_with_new_messages(chatbot_id))
         log.warning("rebuilt the handoff index of %s from Mongo: %d open, new epoch %s", chatbot_id, len(convs), epoch)
         return epoch
 
@@ -77,7 +78,7 @@ class DashboardFeed:
         rebuilt: list[str] = []
         now = self.clock()
         for chatbot_id in await self.all_chatbot_ids():
-            week = domain.stats_window(now, "UTC").week_starts_at
+            week = domain.stats_window(now, await self.chatbots.timezone(chatbot_id)).week_starts_at
             epoch, open_idx, closed_idx = await self.index.counts_for_check(chatbot_id, week)
             open_db = await self.record.count_open(chatbot_id)
             closed_db = await self.record.count_closed_since(chatbot_id, week)
@@ -94,6 +95,7 @@ class DashboardFeed:
             chatbot_id=chatbot_id, open=state.counts.open, oldest_waiting_since=oldest_from(state.counts),
             today=state.counts.today, resolved_this_week=state.counts.resolved_this_week,
             computed_at=now, today_ends_at=window.today_ends_at,
+            closed_with_new_messages=state.counts.closed_with_new,
         )
 
     async def window(self, chatbot_id: str) -> tuple[datetime, domain.StatsWindow]:
@@ -168,7 +170,10 @@ class DashboardFeed:
 
     async def conversation_changed(self, conv: Conversation, *, event_id: str, message: MessageView | None = None,
                                    summary: SummaryView | None = None) -> DashboardUpdate:
-        """A message or contact on a conversation: its row follows while it is handed off."""
+        """A message or contact on a conversation: its row follows while it is handed off; a
+        closed one the visitor wrote to again is counted until an agent has seen it."""
         change = IndexChange(upsert_row=conv.row()) if conv.status == "handed_off" else None
+        if conv.status == "closed" and conv.unseen_after_close_at is not None:
+            change = IndexChange(after_close_add=(conv.id, conv.unseen_after_close_at))
         return await self.publish(conv.chatbot_id, change, event_id=event_id, conversation=conv,
                                   message=message, summary=summary)

@@ -87,9 +87,24 @@ class Incoming(UseCases):
         conv = await self._refresh_name(conv)
         if conv.status == "closed":
             log.info("visitor wrote to closed conversation %s: stored, it stays closed", conv_id)
+            conv = await self._unseen_after_close(conv, message_id, at, replay=not inserted)
         await self.feed.conversation_changed(conv, message=message_view(doc),
                                              event_id=derived_event_id(event.event_id, "update"))
         await self._route(conv, message_id, event.text, at, replay=not inserted)
+
+    async def _unseen_after_close(self, conv: Conversation, message_id: str, at: datetime, *,
+                                  replay: bool) -> Conversation:
+        """A message to a closed conversation stays there (it is not reopened) but is marked
+        for the team: counted, alerted once, until an agent reopens it or marks it seen. By
+        message id, so a replay does not count it twice."""
+        if message_id in conv.unseen_after_close:
+            return conv
+        if replay and conv.closed_at is not None and at < conv.closed_at:
+            return conv  # handled before the close (an agent saw it then); only on a replay
+        update: dict[str, Any] = {"$addToSet": {"unseen_after_close": message_id}}
+        if conv.unseen_after_close_at is None:
+            update["$set"] = {"unseen_after_close_at": at}
+        return await self.record.update_conversation(conv.id, update, expected_status="closed") or conv
 
     async def _route(self, conv: Conversation, message_id: str, text: str, at: datetime, *, replay: bool) -> None:
         """The AI answers while it has the conversation; while a human has it the message

@@ -6,6 +6,8 @@ Redis keys, per chatbot, under `<redis_prefix>:bot:<chatbot_id>:`
 - `open`   sorted set: conversation id -> waiting_since (epoch ms), oldest first
 - `closed` sorted set: handoff id -> closed_at (epoch ms), for "Resolved this week"
 - `rows`   hash: conversation id -> HandoffRow JSON (the list's rows)
+- `after_close` sorted set: conversation id -> when the visitor first wrote to it while
+           closed (epoch ms), while no agent has seen it (Conversations' count)
 - `meta`   hash: epoch (new on every rebuild) and seq (one HINCRBY per dashboard update):
            one key, so losing it loses both and the index is rebuilt under a new epoch
 
@@ -242,6 +244,13 @@ class QueueRecord:
         docs = await self.conversations.find({"chatbot_id": chatbot_id, "status": "handed_off"}).to_list()
         return [Conversation.model_validate(d) for d in docs]
 
+    async def closed_with_new_messages(self, chatbot_id: str) -> list[tuple[str, datetime]]:
+        """Closed conversations with visitor messages no agent has seen: id, first such message."""
+        docs = await self.conversations.find(
+            {"chatbot_id": chatbot_id, "status": "closed", "unseen_after_close_at": {"$ne": None}},
+            {"_id": 1, "unseen_after_close_at": 1}).to_list()
+        return [(d["_id"], d["unseen_after_close_at"]) for d in docs if d.get("unseen_after_close_at")]
+
     async def count_open(self, chatbot_id: str) -> int:
         return await self.conversations.count_documents({"chatbot_id": chatbot_id, "status": "handed_off"})
 
@@ -365,6 +374,8 @@ class IndexChange:
     remove_row: str | None = None  # conversation id
     closed_add: tuple[str, datetime] | None = None  # handoff id, closed_at
     closed_remove: str | None = None  # handoff id
+    after_close_add: tuple[str, datetime] | None = None  # conversation id, its first unseen message
+    after_close_remove: str | None = None  # conversation id
 
 
 @dataclass
@@ -439,13 +450,17 @@ class HandoffIndex:
         pipe.zrange(open_key, 0, 0, withscores=True)
         pipe.zcount(open_key, to_ms(window.today_starts_at), "+inf")
         pipe.zcount(self.key(chatbot_id, "closed"), to_ms(window.week_starts_at), "+inf")
+        pipe.zcard(self.key(chatbot_id, "after_close"))
+
+    # How many results _queue_stats adds to a pipeline.
+    STATS_RESULTS = 7
 
     @staticmethod
     def _read_stats(results: list[Any]) -> IndexState:
-        (epoch, seq), rows, open_count, oldest, today, resolved = results
+        (epoch, seq), rows, open_count, oldest, today, resolved, after_close = results
         return IndexState(epoch or "", int(seq or 0), StatsCounts(
             open=int(open_count), oldest_waiting_ms=int(oldest[0][1]) if oldest else None,
-            today=int(today), resolved_this_week=int(resolved),
+            today=int(today), resolved_this_week=int(resolved), closed_with_new=int(after_close),
         ), row_count=int(rows))
 
     async def apply(self, chatbot_id: str, change: IndexChange, window: StatsWindow,
@@ -466,6 +481,11 @@ class HandoffIndex:
             pipe.zremrangebyscore(self.key(chatbot_id, "closed"), "-inf", f"({to_ms(closed_at) - CLOSED_KEEP_MS}")
         if change.closed_remove is not None:
             pipe.zrem(self.key(chatbot_id, "closed"), change.closed_remove)
+        if change.after_close_add is not None:
+            conversation_id, at = change.after_close_add
+            pipe.zadd(self.key(chatbot_id, "after_close"), {conversation_id: to_ms(at)})
+        if change.after_close_remove is not None:
+            pipe.zrem(self.key(chatbot_id, "after_close"), change.after_close_remove)
         n_ops = len(pipe.command_stack)
         if bump_seq:
             pipe.hincrby(self.key(chatbot_id, "meta"), "seq", 1)
@@ -485,8 +505,8 @@ class HandoffIndex:
         self._queue_stats(pipe, chatbot_id, window)
         pipe.zrange(self.key(chatbot_id, "open"), 0, limit, withscores=True)
         results = await pipe.execute()
-        state = self._read_stats(results[:6])
-        members = results[6]
+        state = self._read_stats(results[:self.STATS_RESULTS])
+        members = results[self.STATS_RESULTS]
         state.rows, state.next_cursor = await self._rows_page(chatbot_id, members, limit)
         return state
 
@@ -523,11 +543,11 @@ class HandoffIndex:
         return rows, next_cursor
 
     async def rebuild(self, chatbot_id: str, rows: Iterable[HandoffRow], closed: Iterable[tuple[str, datetime]],
-                      batch: int = 5000) -> str:
+                      after_close: Iterable[tuple[str, datetime]] = (), batch: int = 5000) -> str:
         """Replace the chatbot's index with what Mongo says, under a new epoch (clients that
         see it resync from a snapshot). The epoch is written last: no epoch = incomplete."""
         epoch = new_id()
-        keys = [self.key(chatbot_id, p) for p in ("meta", "open", "closed", "rows", "seq")]
+        keys = [self.key(chatbot_id, p) for p in ("meta", "open", "closed", "rows", "seq", "after_close")]
         await self.redis.delete(*keys)
         rows, closed = list(rows), list(closed)
         for i in range(0, len(rows), batch):
@@ -539,6 +559,10 @@ class HandoffIndex:
         for i in range(0, len(closed), batch):
             chunk = closed[i:i + batch]
             await self.redis.zadd(self.key(chatbot_id, "closed"), {h: to_ms(at) for h, at in chunk})
+        after_close = list(after_close)
+        for i in range(0, len(after_close), batch):
+            await self.redis.zadd(self.key(chatbot_id, "after_close"),
+                                  {c: to_ms(at) for c, at in after_close[i:i + batch]})
         await self.redis.hset(self.key(chatbot_id, "meta"), mapping={"epoch": epoch})
         return epoch
 

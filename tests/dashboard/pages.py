@@ -72,8 +72,11 @@ def bot_id() -> str:
     return f"shop{uuid.uuid4().hex[:6]}"
 
 
-async def sign_in(browser, stack: Stack, email: str, *, notifications: bool = True, viewport=None, ws_route=None):
-    context = await browser.new_context(viewport=viewport or {"width": 1366, "height": 860}, base_url=stack.url)
+async def sign_in(browser, stack: Stack, email: str, *, notifications: bool = True, viewport=None, ws_route=None,
+                  timezone_id: str | None = None):
+    """`timezone_id`: the agent's browser's zone (Playwright's; default: the machine's)."""
+    zone = {"timezone_id": timezone_id} if timezone_id else {}
+    context = await browser.new_context(viewport=viewport or {"width": 1366, "height": 860}, base_url=stack.url, **zone)
     if ws_route is not None:
         await context.route_web_socket(re.compile(r"/ws$"), ws_route)
     if notifications:

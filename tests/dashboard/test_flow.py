@@ -56,7 +56,7 @@ async def test_an_agent_works_through_a_handoff(browser, stack):
     await expect(grace_row.locator(".row-count")).to_have_text("3 messages")
     await expect(stat(page, "open")).to_have_text("1")
     await expect(stat(page, "today")).to_have_text("1")
-    await expect(stat(page, "oldest")).to_have_text("0m")
+    await expect(stat(page, "oldest")).to_have_text("just now")
     await expect(page).to_have_title("(1) Handoff — Demo Shop")
     assert await page.evaluate("window.__notifications") == [
         {"title": "New handoff — Demo Shop", "body": "Grace Hopper: User asked for a person"}]

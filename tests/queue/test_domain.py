@@ -11,7 +11,7 @@ import pytest
 
 from services.queue import domain
 from services.queue.ai import turn_id_for
-from services.queue.conversation import Conversation, transcript_of
+from services.queue.conversation import SEEN_AFTER_CLOSE, Conversation, transcript_of
 from services.queue.domain import (
     REPLY_NOT_ALLOWED,
     WHATSAPP_WINDOW_CLOSED,
@@ -128,9 +128,10 @@ def test_agent_transition_from_every_state(state, action):
               "last_command_id": "cmd-1"}
     expected, guard = {
         # Close ends the wait and drops what the visitor was waiting on.
-        "close": ({"closed_at": NOW, "pending_message_id": None}, {}),
+        # Close and Reopen also clear what the visitor wrote while closed (seen by the team).
+        "close": ({"closed_at": NOW, "pending_message_id": None, **SEEN_AFTER_CLOSE}, {}),
         # Reopen starts a new waiting period (its first reply is measured again).
-        "reopen": ({"waiting_since": NOW, "closed_at": None, "first_reply_at": None}, {}),
+        "reopen": ({"waiting_since": NOW, "closed_at": None, "first_reply_at": None, **SEEN_AFTER_CLOSE}, {}),
         # Return to AI hands the unanswered message to the AI, only if no newer one came in.
         "return_to_ai": ({"waiting_since": None, "pending_message_id": None, "contact_wanted": [],
                           "returned_message_id": "m-waiting"}, {"pending_message_id": "m-waiting"}),

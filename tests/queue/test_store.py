@@ -156,8 +156,8 @@ async def test_messages_page_back_in_exact_order(stores):
 @pytest.mark.parametrize("timezone", ["UTC", "America/New_York", "Asia/Kolkata"])
 async def test_stats_boundaries_in_redis_at_local_midnight_and_the_7_day_edge(stores, timezone):
     """On the real index: "Today" starts exactly at local midnight in the chatbot's timezone
-    and "Resolved this week" covers exactly the last 7 days (closed exactly 7 days ago still
-    counts, a millisecond earlier does not)."""
+    and "Resolved this week" covers exactly the last 7 days there (today and the six before:
+    closed at that first local midnight still counts, a millisecond earlier does not)."""
     _, index = stores
     window = stats_window(NOW, timezone)
     midnight = window.today_starts_at
@@ -168,7 +168,8 @@ async def test_stats_boundaries_in_redis_at_local_midnight_and_the_7_day_edge(st
         _row(3, midnight + ms),   # today
         _row(4, NOW),             # today, just now
     ]
-    week_edge = NOW - timedelta(days=7)
+    week_edge = window.week_starts_at
+    assert week_edge == midnight - timedelta(days=6)  # no DST change in these zones that week
     closed = [("h-in", week_edge), ("h-late", NOW - ms), ("h-out", week_edge - ms), ("h-old", NOW - timedelta(days=30))]
     await index.rebuild("b", rows, closed)
 
@@ -207,16 +208,18 @@ async def test_today_starts_at_local_midnight_on_the_index(stores, now, tz, wait
     assert counts.today == today
 
 
-@pytest.mark.parametrize(("closed_ago", "counted"), [
-    (timedelta(0), 1),
-    (timedelta(days=6, hours=23, minutes=59), 1),
-    (timedelta(days=7), 1),  # exactly 7 days ago: still in the last 7 days
-    (timedelta(days=7, milliseconds=1), 0),
-    (timedelta(days=8), 0),
+# NOW is Wednesday Nov 25, 15:30 in Berlin: the last 7 days there began on Thursday Nov 19 at
+# 00:00 Berlin time (Nov 18, 23:00 UTC).
+@pytest.mark.parametrize(("closed_at", "counted"), [
+    (NOW, 1),
+    (datetime(2026, 11, 18, 23, 0, tzinfo=UTC), 1),  # the first instant of the 7 days
+    (datetime(2026, 11, 18, 22, 59, 59, 999000, tzinfo=UTC), 0),
+    (NOW - timedelta(days=6, hours=23, minutes=59), 0),  # within 7 x 24 h, but on the eighth day there
+    (NOW - timedelta(days=8), 0),
 ])
-async def test_resolved_this_week_edge_on_the_index(stores, closed_ago, counted):
+async def test_resolved_this_week_edge_on_the_index(stores, closed_at, counted):
     _, index = stores
-    await index.rebuild("b", [], [("h1", NOW - closed_ago)])
+    await index.rebuild("b", [], [("h1", closed_at)])
     counts = (await index.stats("b", stats_window(NOW, "Europe/Berlin"))).counts
     assert counts.resolved_this_week == counted
 

@@ -111,11 +111,11 @@
     '.hf-head{background:#2563eb;color:#fff;padding:12px 14px;font-weight:600;display:flex;justify-content:space-between}' +
     '.hf-status{font-weight:400;font-size:12px;opacity:.85}' +
     '.hf-list{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f9fafb}' +
-    '.hf-msg{max-width:80%;display:flex;flex-direction:column}' +
+    '.hf-msg{max-width:80%;min-width:0;display:flex;flex-direction:column}' +
     '.hf-msg.visitor{align-self:flex-end;align-items:flex-end}' +
     '.hf-msg.ai,.hf-msg.agent,.hf-msg.system{align-self:flex-start}' +
     '.hf-sender{font-size:11px;color:#6b7280;margin:0 4px 2px}' +
-    '.hf-text{padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word;line-height:1.35}' +
+    '.hf-text{padding:8px 11px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%;line-height:1.35}' +
     '.visitor .hf-text{background:#2563eb;color:#fff}' +
     '.ai .hf-text,.agent .hf-text,.system .hf-text{background:#e5e7eb}' +
     '.hf-failed{font-size:11px;color:#b91c1c;margin:2px 4px}' +

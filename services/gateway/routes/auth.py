@@ -16,6 +16,7 @@ from services.gateway.domain import AgentView, LoginBody, PreferencesBody
 from services.gateway.live import CLOSE_NO_SESSION
 from services.gateway.passwords import Busy
 from shared.ratelimit import RateLimited, client_address
+from shared.views import REPLY_MAX_CHARS
 
 router = APIRouter(tags=["session"])
 
@@ -73,6 +74,8 @@ async def me(gw: GatewayDep, session: SignedIn) -> dict[str, Any]:
         "agent": session.agent.model_dump(),
         "chatbots": [gw.directory.describe(c) for c in sorted(session.chatbot_ids)],
         "csrf_token": session.csrf_token,
+        # What the dashboard must respect, from the one place the server keeps it.
+        "limits": {"reply_max_chars": REPLY_MAX_CHARS},
     }
 
 

@@ -76,6 +76,7 @@ ACTIONS: dict[str, tuple[str, type[CommandBody]]] = {
     "close": ("close", CommandBody),
     "reopen": ("reopen", CommandBody),
     "return-to-ai": ("return_to_ai", CommandBody),
+    "mark-seen": ("mark_seen", CommandBody),
 }
 ACTION_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"model": CommandResult}, 202: {"description": "Not answered in time; applied once later"},

@@ -1,4 +1,5 @@
-"""The dashboard's two HTML pages; their scripts and styles are mounted at /static (app.py)."""
+"""The dashboard's two HTML pages and its icon; their scripts and styles are mounted at
+/static (app.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ async def index() -> FileResponse:
 @router.get("/login")
 async def login_page() -> FileResponse:
     return page("login.html")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    # An SVG under the name browsers ask for by themselves (Chromium reads it by its type).
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
 
 def page(name: str) -> FileResponse:

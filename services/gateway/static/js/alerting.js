@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { announce } from "./dom.js";
-import { isNewHandoff } from "./alerts.js";
+import { isNewHandoff, newMessageAfterClose } from "./alerts.js";
 import { MissedHandoffs } from "./missed.js";
 
 // At most this many pages of 50 are read to find handoffs missed while away.
@@ -19,6 +19,7 @@ export class HandoffAlerting {
     this.chatbots = chatbots;
     this.chatbotOnScreen = chatbotOnScreen;
     this.alerted = new Set(); // "conversation id|waiting since": handoffs already alerted
+    this.afterClose = new Set(); // "conversation id|first unseen message": bursts already alerted
     this.missed = new MissedHandoffs(); // when to look for handoffs this page could not hear about
     this.ownReopens = new Map(); // conversation id -> when this page reopened it
   }
@@ -33,6 +34,7 @@ export class HandoffAlerting {
    * resyncing: the snapshot would bring the row in silently). */
   update(frame) {
     if (frame.update && isNewHandoff(frame.update)) this.alertHandoff(frame.chatbot_id, frame.update.row_upserted);
+    if (frame.update) this.alertAfterClose(frame.chatbot_id, frame.update);
     const from = this.missed.update(frame);
     if (from !== null) this.alertMissed(frame.chatbot_id, from);
   }
@@ -55,6 +57,16 @@ export class HandoffAlerting {
     this.alerts.handoffArrived(row, this.chatbots.get(chatbotId), { beep });
     if (announced) announce(this.newHandoffText(chatbotId, row));
     return true;
+  }
+
+  /** A visitor wrote to a closed conversation: alert once per burst of such messages (the
+   * mark's time), in whichever chatbot. */
+  alertAfterClose(chatbotId, update) {
+    const key = newMessageAfterClose(update);
+    if (!key || this.afterClose.has(key)) return;
+    this.afterClose.add(key);
+    this.alerts.messageAfterClose(update.conversation, update.message, this.chatbots.get(chatbotId));
+    announce(`New message after close${this.whereOf(chatbotId)}: ${update.conversation.display_name}`);
   }
 
   newHandoffText(chatbotId, row) {

@@ -14,6 +14,16 @@ export function isNewHandoff(update) {
   return Number.isFinite(since) && since === Date.parse(c.updated_at) && since === Date.parse(row.waiting_since);
 }
 
+/** A visitor wrote to a closed conversation (it stays closed; docs/contracts.md): the
+ * update that carries their message, with the conversation marked. Returns the mark's key,
+ * "conversation id|first unseen message": one alert per burst, not per message. */
+export function newMessageAfterClose(update) {
+  const c = update.conversation;
+  const m = update.message;
+  if (!c || !m || c.status !== "closed" || m.sender !== "visitor" || !c.new_after_close || !c.new_after_close_at) return null;
+  return `${c.conversation_id}|${Date.parse(c.new_after_close_at)}`;
+}
+
 export class Alerts {
   constructor({ isMuted }) {
     this.isMuted = isMuted;
@@ -39,16 +49,28 @@ export class Alerts {
 
   /** `beep: false` for the 2nd, 3rd… of handoffs alerted together (one beep is enough). */
   handoffArrived(row, chatbot, { beep = true } = {}) {
+    this.alert(`New handoff — ${chatbot ? chatbot.name : "Handoff"}`,
+      row.reason ? `${row.display_name}: ${row.reason}` : row.display_name,
+      row, "handoff", { beep });
+  }
+
+  /** A visitor wrote to a closed conversation: opens it in Conversations when clicked. */
+  messageAfterClose(conversation, message, chatbot) {
+    this.alert(`New message after close — ${chatbot ? chatbot.name : "Handoff"}`,
+      `${conversation.display_name}: ${message.text.slice(0, 140)}`, conversation, "conversations", { beep: true });
+  }
+
+  /** The beep and the desktop notification (unless muted); clicking it opens `tab` on the
+   * conversation. */
+  alert(title, body, { chatbot_id: chatbotId, conversation_id: cid }, tab, { beep }) {
     if (this.isMuted()) return;
     if (beep) this.beep();
     if ("Notification" in window && Notification.permission === "granted") {
-      const title = `New handoff — ${chatbot ? chatbot.name : "Handoff"}`;
-      const body = row.reason ? `${row.display_name}: ${row.reason}` : row.display_name;
       try {
-        const n = new Notification(title, { body, tag: row.conversation_id });
+        const n = new Notification(title, { body, tag: cid });
         n.onclick = () => {
           window.focus();
-          location.hash = `#/${encodeURIComponent(row.chatbot_id)}/handoff?c=${encodeURIComponent(row.conversation_id)}`;
+          location.hash = `#/${encodeURIComponent(chatbotId)}/${tab}?c=${encodeURIComponent(cid)}`;
           n.close();
         };
       } catch (err) {

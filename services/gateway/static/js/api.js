@@ -25,6 +25,24 @@ export function setCsrfToken(token, agentId) {
   if (agentId !== undefined) signedInAgent = agentId;
 }
 
+/** The signed-in agent's id (drafts are kept per agent), or null before /api/me. */
+export function signedInAgentId() {
+  return signedInAgent;
+}
+
+// The server's limits the page must respect (from /api/me: one source, not a copy here).
+let limits = {};
+
+export function setLimits(given) {
+  limits = given || {};
+}
+
+/** The longest reply the gateway accepts, in characters; null when the server did not say. */
+export function replyMaxChars() {
+  const n = Number(limits.reply_max_chars);
+  return Number.isInteger(n) && n > 0 ? n : null;
+}
+
 const RELOADING = "reloading";
 
 /** Signing in again (in another tab) replaces the session cookie, so this page's CSRF token
@@ -127,7 +145,7 @@ export const api = {
   },
   conversation: (bot, cid, { before = null, limit = 100 } = {}) =>
     request("GET", `/api/chatbots/${enc(bot)}/conversations/${enc(cid)}?limit=${limit}` + (before ? `&before=${enc(before)}` : "")),
-  // action: "reply" | "close" | "reopen" | "return-to-ai"
+  // action: "reply" | "close" | "reopen" | "return-to-ai" | "mark-seen"
   command: (bot, cid, action, body) =>
     request("POST", `/api/chatbots/${enc(bot)}/conversations/${enc(cid)}/${action}`, body),
   settings: (bot) => request("GET", `/api/chatbots/${enc(bot)}/settings`),

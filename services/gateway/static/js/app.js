@@ -6,7 +6,7 @@
 //   results.js   command results that come over the websocket
 //   views.js     the main area (views and reply pane); topbar.js the header
 
-import { api, onUnauthorized, setCsrfToken } from "./api.js";
+import { api, onUnauthorized, setCsrfToken, setLimits } from "./api.js";
 import { HandoffAlerting } from "./alerting.js";
 import { Alerts } from "./alerts.js";
 import { Chatbots } from "./chatbots.js";
@@ -28,6 +28,7 @@ async function main() {
     return;
   }
   setCsrfToken(me.csrf_token, me.agent.agent_id);
+  setLimits(me.limits);
   const chatbots = new Chatbots(me.chatbots);
   const results = new CommandResults();
   // A deliberately small, read-only hook for tests and the console (no secrets, no state
@@ -41,7 +42,6 @@ async function main() {
       screen.updated(update);
       if (update.settings_changed) refreshChatbots();
     },
-    onTimezone: (state) => screen.timezoneKnown(state.timezone),
     onProblem: showSyncProblem,
   });
   const alerting = new HandoffAlerting({

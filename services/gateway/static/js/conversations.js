@@ -15,10 +15,9 @@ export const FILTERS = [["all", "All"], ["needs_reply", "Needs Reply"], ["active
 const STATUS_OF_FILTER = { needs_reply: "handed_off", active: "active", closed: "closed" };
 
 export class ConversationsView {
-  constructor(root, { chatbotId, timezone, status, q, onSelect, onFilter }) {
+  constructor(root, { chatbotId, status, q, onSelect, onFilter }) {
     this.root = root;
     this.chatbotId = chatbotId;
-    this.timezone = timezone;
     this.status = FILTERS.some(([k]) => k === status) ? status : "all";
     this.q = q || "";
     this.onSelect = onSelect;
@@ -124,12 +123,16 @@ export class ConversationsView {
           else if (e.key === "ArrowUp" && tr.previousElementSibling) { e.preventDefault(); tr.previousElementSibling.focus(); }
         },
       },
-        h("td", { class: "cell-name", text: c.display_name }),
-        h("td", {}, h("span", { class: `badge badge-${c.status}`, text: STATUS_LABELS[c.status] || c.status })),
+        // Long names and previews are cut to fit the table: the whole text on hover.
+        h("td", { class: "cell-name", text: c.display_name, title: c.display_name }),
+        h("td", {}, h("span", { class: `badge badge-${c.status}`, text: STATUS_LABELS[c.status] || c.status }),
+          // The visitor wrote after the close (it stays closed until someone reopens it).
+          c.status === "closed" && c.new_after_close ? h("span", { class: "after-close-tag", text: "New message after close" }) : null),
         h("td", { class: "cell-channel", text: channelLabel(c.channel) }),
-        h("td", { class: "cell-preview", text: c.last_message_preview || "" }),
+        h("td", { class: "cell-preview", text: c.last_message_preview || "", title: c.last_message_preview || "" }),
         h("td", { class: "cell-num", text: String(c.message_count) }),
-        h("td", { class: "cell-time", text: c.last_message_at ? formatMessageTime(c.last_message_at, now, this.timezone) : "" }));
+        h("td", { class: "cell-time" }, c.last_message_at
+          ? h("time", { datetime: c.last_message_at, text: formatMessageTime(c.last_message_at, now) }) : null));
       this.tbody.append(tr);
     }
     this.emptyEl.hidden = this.items.length > 0;

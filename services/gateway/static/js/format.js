@@ -5,6 +5,8 @@
 export const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 export const NO_HANDOFFS = "—";
 export const CHANNEL_LABELS = { web: "Web widget", whatsapp: "WhatsApp", telegram: "Telegram" };
+// The agent's own zone (the browser's): the zone every time on the dashboard is shown in.
+export const AGENT_ZONE = new Intl.DateTimeFormat().resolvedOptions().timeZone;
 
 function toMillis(value) {
   if (value instanceof Date) return value.getTime();
@@ -39,10 +41,12 @@ export function formatRowWaiting(since, now, tz = "UTC") {
   return local.year === localNow.year ? label : `${label}, ${local.year}`;
 }
 
-/** Oldest waiting: "15m", "2h 10m" (or "2h"), "1d 4h" (or "1d"); "—" when nothing waits. */
+/** Oldest waiting: "just now" (as its row says), "15m", "2h 10m" (or "2h"), "1d 4h" (or
+ * "1d"); "—" when nothing waits. */
 export function formatOldestWaiting(since, now) {
   if (since === null || since === undefined) return NO_HANDOFFS;
   const minutes = Math.floor(wholeSecondsBetween(since, now) / 60);
+  if (minutes < 1) return "just now";
   if (minutes < 60) return `${minutes}m`;
   const hours = Math.floor(minutes / 60);
   const mins = minutes % 60;
@@ -56,8 +60,9 @@ export function channelLabel(channel) {
   return CHANNEL_LABELS[channel] || channel;
 }
 
-/** A message's time in the transcript: "14:05" today, "Nov 3, 14:05" otherwise. */
-export function formatMessageTime(at, now = Date.now(), tz = undefined) {
+/** A time on the dashboard: "14:05" today, "Nov 3, 14:05" otherwise; in the agent's zone
+ * unless `tz` names another. */
+export function formatMessageTime(at, now = Date.now(), tz = AGENT_ZONE) {
   const ms = toMillis(at);
   const opts = { timeZone: tz || undefined, hour: "2-digit", minute: "2-digit", hour12: false };
   const time = new Intl.DateTimeFormat("en-GB", opts).format(new Date(ms));
@@ -66,4 +71,17 @@ export function formatMessageTime(at, now = Date.now(), tz = undefined) {
   if (d.year === n.year && d.month === n.month && d.day === n.day) return time;
   const date = `${MONTHS[d.month - 1]} ${d.day}` + (d.year === n.year ? "" : `, ${d.year}`);
   return `${date}, ${time}`;
+}
+
+/** What hovering a time shows: the same instant in the chatbot's zone,
+ * "Chatbot's time: Dec 3, 21:07 (Pacific/Kiritimati)". */
+export function chatbotTimeTitle(at, tz, now = Date.now()) {
+  if (!tz) return "";
+  const ms = toMillis(at);
+  if (!Number.isFinite(ms)) return "";
+  const time = new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", hour12: false })
+    .format(new Date(ms));
+  const d = localDate(ms, tz);
+  const year = d.year === localDate(toMillis(now), tz).year ? "" : `, ${d.year}`;
+  return `Chatbot's time: ${MONTHS[d.month - 1]} ${d.day}${year}, ${time} (${tz})`;
 }

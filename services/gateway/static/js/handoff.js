@@ -1,7 +1,7 @@
 // The Handoff tab: four stats, the open handoffs oldest first, and the reply pane.
 
 import { h, clear } from "./dom.js";
-import { channelLabel, formatOldestWaiting, formatRowWaiting } from "./format.js";
+import { AGENT_ZONE, channelLabel, formatOldestWaiting, formatRowWaiting } from "./format.js";
 
 export function sortRows(rows) {
   return rows.sort((a, b) => Date.parse(a.waiting_since) - Date.parse(b.waiting_since)
@@ -11,7 +11,7 @@ export function sortRows(rows) {
 export class HandoffView {
   constructor(root, { store, chatbotId, onSelect, onLoadMore }) {
     this.root = root;
-    this.store = store; // the chatbot's live state: stats, rows, nextCursor, timezone
+    this.store = store; // the chatbot's live state: stats, rows, nextCursor
     this.chatbotId = chatbotId;
     this.onSelect = onSelect;
     this.onLoadMore = onLoadMore;
@@ -86,7 +86,7 @@ export class HandoffView {
         h("div", { class: "row-top" },
           h("span", { class: "row-name", text: row.display_name }),
           h("time", { class: "row-waiting", datetime: row.waiting_since, dataset: { since: row.waiting_since },
-            text: formatRowWaiting(row.waiting_since, now, this.store.timezone) })),
+            text: formatRowWaiting(row.waiting_since, now, AGENT_ZONE) })),
         row.reason ? h("div", { class: "row-reason", text: row.reason }) : null,
         h("div", { class: "row-bottom" },
           h("span", { class: `channel channel-${row.channel}`, text: channelLabel(row.channel) }),
@@ -110,7 +110,7 @@ export class HandoffView {
   tick() {
     const now = Date.now();
     for (const el of this.listEl.querySelectorAll(".row-waiting")) {
-      el.textContent = formatRowWaiting(el.dataset.since, now, this.store.timezone);
+      el.textContent = formatRowWaiting(el.dataset.since, now, AGENT_ZONE);
     }
     const oldest = this.statsEl.querySelector('[data-stat="oldest"] .stat-value');
     if (oldest && this.store.stats) oldest.textContent = formatOldestWaiting(this.store.stats.oldest_waiting_since, now);

@@ -1,9 +1,14 @@
 // The reply pane: one conversation's header, contact, Summary banner, transcript, actions
 // and reply box. Shared by the Handoff tab and the Conversations table.
 
-import { api, ApiError, newCommandId } from "./api.js";
+import { api, ApiError, newCommandId, replyMaxChars, signedInAgentId } from "./api.js";
 import { h, clear, announce } from "./dom.js";
+import { Drafts } from "./drafts.js";
 import { channelLabel, formatMessageTime } from "./format.js";
+
+// The drafts of every pane on the page (one store: a draft typed in the Handoff tab is there
+// in Conversations too).
+const drafts = new Drafts(signedInAgentId);
 
 // The latest 100 messages first, earlier ones on demand; window.HANDOFF_MESSAGE_PAGE_SIZE overrides.
 function messagePageSize() {
@@ -11,15 +16,45 @@ function messagePageSize() {
   return Number.isInteger(n) && n > 0 && n <= 500 ? n : 100;
 }
 
+// A transcript that holds fewer messages than its conversation counts (the read model not
+// there yet) is fetched again this many times, this far apart (ms), before it is shown.
+const TRANSCRIPT_RETRY_MS = [150, 300, 600, 1200];
+
 export const STATUS_LABELS = { handed_off: "Needs reply", active: "Active", closed: "Closed" };
 const ACTIONS = {
   "return-to-ai": { label: "Return to AI", done: "Returned to AI." },
   close: { label: "Close", done: "Conversation closed." },
   reopen: { label: "Reopen", done: "Conversation reopened." },
+  "mark-seen": { label: "Mark as seen", done: "Marked as seen." },
 };
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Characters as the server counts them (an emoji is one). */
+const charCount = (text) => Array.from(text).length;
+
+const number = (n) => n.toLocaleString("en-US");
+
+/** "The reply is too long: at most 4,096 characters." (the gateway's words too) */
+export function tooLongText(limit) {
+  return `The reply is too long: at most ${number(limit)} characters.`;
+}
+
+/** Of two copies of one conversation (a live update, a fetch), the later one, with the
+ * summary of its current handoff that is furthest along. */
+export function fresherConversation(known, fetched) {
+  if (!known) return fetched;
+  if (!fetched) return known;
+  const k = Date.parse(known.updated_at);
+  const f = Date.parse(fetched.updated_at);
+  const pick = k > f || (k === f && known.message_count > fetched.message_count) ? known : fetched;
+  const summaries = [pick.summary, known.summary, fetched.summary]
+    .filter((s) => s && (!pick.handoff_id || s.handoff_id === pick.handoff_id));
+  return { ...pick, summary: summaries.find((s) => s.status !== "pending") || summaries[0] || null };
+}
+
 export class ReplyPane {
-  constructor(root, { chatbotId, timezone, onConversation, onCommand, awaitResult, emptyTitle, emptyText }) {
+  constructor(root, { chatbotId, timezone, onConversation, onCommand, awaitResult, emptyTitle, emptyText, messageCountOf }) {
     this.root = root;
     this.emptyTitle = emptyTitle || "Select a handoff to reply";
     this.emptyText = emptyText || "The visitor's messages and summary appear here.";
@@ -28,6 +63,8 @@ export class ReplyPane {
     this.onConversation = onConversation || (() => {});
     this.awaitResult = awaitResult; // (commandId) -> {result: Promise<CommandResult>, cancel()}
     this.onCommand = onCommand || (() => {}); // (action, conversation id) as a command is sent
+    // (conversation id) -> the message count its row shows: the pane never shows fewer.
+    this.messageCountOf = messageCountOf || (() => 0);
     this.cid = null;
     this.conversation = null;
     this.messages = [];
@@ -37,6 +74,10 @@ export class ReplyPane {
     this.notice = null;
     this.sending = null; // the action in flight
     this.draft = "";
+    this.replyNote = null; // beside the reply box: why it refused or cut the text, in words
+    this.loaded = false; // the transcript was fetched (until then live updates only gather)
+    this.promised = 0; // the most messages a row or update said this conversation has
+    this.incomplete = false;
     this.loadSeq = 0;
     this.render();
   }
@@ -49,7 +90,11 @@ export class ReplyPane {
     this.before = null;
     this.error = null;
     this.notice = null;
-    this.draft = "";
+    this.replyNote = null;
+    this.loaded = false;
+    this.incomplete = false;
+    this.promised = cid ? Number(this.messageCountOf(cid)) || 0 : 0;
+    this.draft = cid ? drafts.get(this.chatbotId, cid) : "";
     if (!cid) {
       this.render();
       return;
@@ -59,17 +104,29 @@ export class ReplyPane {
     await this.reload();
   }
 
-  /** Fetch the conversation again (after a resync or a command): messages merge by id. */
+  /** Fetch the conversation (on open, after a resync or a command). Live updates that come
+   * while it is on its way are kept and merged with it (messages by id, the later copy of
+   * the conversation); until the first fetch is in, the pane shows that it is loading, never
+   * a transcript with fewer messages than the row promised. A fetch with fewer messages
+   * than the conversation counts is repeated a few times first. */
   async reload() {
     const cid = this.cid;
     if (!cid) return;
     const mine = ++this.loadSeq;
     try {
-      const { data } = await api.conversation(this.chatbotId, cid, { limit: messagePageSize() });
-      if (mine !== this.loadSeq || cid !== this.cid) return;
-      this.conversation = data.conversation;
-      this.mergeMessages(data.messages.items);
-      if (this.before === null) this.before = data.messages.next_cursor || null;
+      for (let attempt = 0; ; attempt += 1) {
+        const { data } = await api.conversation(this.chatbotId, cid, { limit: messagePageSize() });
+        if (mine !== this.loadSeq || cid !== this.cid) return;
+        this.conversation = fresherConversation(this.conversation, data.conversation);
+        this.mergeMessages(data.messages.items);
+        if (this.before === null) this.before = data.messages.next_cursor || null;
+        this.promised = Math.max(this.promised, data.conversation.message_count || 0);
+        if (this.complete() || attempt >= TRANSCRIPT_RETRY_MS.length) break;
+        await sleep(TRANSCRIPT_RETRY_MS[attempt]);
+        if (mine !== this.loadSeq || cid !== this.cid) return;
+      }
+      this.incomplete = !this.complete();
+      this.loaded = true;
       this.loading = false;
       this.render();
     } catch (err) {
@@ -78,6 +135,14 @@ export class ReplyPane {
       this.error = { text: err.message };
       this.render();
     }
+  }
+
+  /** Whether the pane holds every message the conversation is known to have (earlier pages
+   * not loaded yet count as held: they come on demand). */
+  complete() {
+    if (this.before) return true;
+    const counted = Math.max(this.promised, (this.conversation && this.conversation.message_count) || 0);
+    return this.messages.length >= counted;
   }
 
   async loadEarlier() {
@@ -116,8 +181,12 @@ export class ReplyPane {
     const about = update.conversation_id || (update.conversation && update.conversation.conversation_id);
     if (about !== this.cid) return;
     let changed = false;
+    if (update.row_upserted && update.row_upserted.conversation_id === this.cid) {
+      this.promised = Math.max(this.promised, update.row_upserted.message_count || 0);
+    }
     if (update.conversation && update.conversation.conversation_id === this.cid) {
       this.conversation = { ...update.conversation, summary: update.conversation.summary || (this.conversation && this.conversation.summary) };
+      this.promised = Math.max(this.promised, update.conversation.message_count || 0);
       changed = true;
     }
     if (update.message && update.message.conversation_id === this.cid) {
@@ -129,13 +198,14 @@ export class ReplyPane {
       this.conversation = { ...this.conversation, summary: update.summary };
       changed = true;
     }
-    if (changed) this.render();
+    if (this.incomplete && this.complete()) this.incomplete = false;
+    if (changed && this.loaded) this.render();
   }
 
   applyConversation(conversation) {
     if (conversation && conversation.conversation_id === this.cid) {
       this.conversation = { ...conversation, summary: conversation.summary || (this.conversation && this.conversation.summary) };
-      this.render();
+      if (this.loaded) this.render();
     }
   }
 
@@ -153,6 +223,7 @@ export class ReplyPane {
     this.sending = action;
     this.error = null;
     this.notice = null;
+    this.replyNote = null;
     this.render();
     const body = { command_id: commandId };
     if (action === "reply") body.text = text;
@@ -183,19 +254,18 @@ export class ReplyPane {
       this.sending = null;
       if (cid !== this.cid) return;
       const retry = err.retryable ? () => this.run(action, text, commandId) : null;
-      this.showError(err.message, retry);
-      this.focusAfter(action, { failed: true });
+      this.refused(action, err.message, retry);
       return;
     }
     this.sending = null;
     if (cid !== this.cid) return;
     if (result && result.ok === false) {
-      this.showError(result.error || "The action was refused.");
-      this.focusAfter(action, { failed: true });
+      this.refused(action, result.error || "The action was refused.");
       return;
     }
     if (action === "reply") {
       this.draft = "";
+      drafts.remove(this.chatbotId, cid);
       this.notice = null;
     } else {
       this.notice = ACTIONS[action].done;
@@ -209,6 +279,18 @@ export class ReplyPane {
     if (cid === this.cid) this.focusAfter(action);
   }
 
+  /** A refused or failed action: a reply's reason beside the reply box (the draft stays),
+   * other actions' at the top of the pane. */
+  refused(action, text, retry) {
+    if (action === "reply") {
+      this.replyNote = { text, retry };
+      this.render();
+    } else {
+      this.showError(text, retry);
+    }
+    this.focusAfter(action, { failed: true });
+  }
+
   /** The clicked control was disabled and re-rendered while the action ran, so the focus is
    * gone: put it on what the pane offers now (the reply box after a reply; Retry after a
    * failure; else the first action button, or the heading when there is none). Never taken
@@ -217,7 +299,7 @@ export class ReplyPane {
     const active = document.activeElement;
     if (active && active !== document.body && !this.root.contains(active)) return;
     const root = this.root;
-    const target = (failed && root.querySelector(".error button"))
+    const target = (failed && root.querySelector(".error button, .reply-error button"))
       || (action === "reply" && root.querySelector("textarea.reply-input:not([disabled])"))
       || root.querySelector(".pane-actions button:not([disabled])")
       || root.querySelector(".pane-name");
@@ -244,8 +326,9 @@ export class ReplyPane {
         h("p", { class: "empty-text", text: this.emptyText })));
       return;
     }
-    if (!this.conversation) {
-      root.append(this.loading ? h("p", { class: "pane-loading", text: "Loading conversation…" }) : this.errorBox());
+    if (!this.conversation || !this.loaded) {
+      root.append(this.loading || (this.conversation && !this.error)
+        ? h("p", { class: "pane-loading", role: "status", text: "Loading conversation…" }) : this.errorBox());
       return;
     }
     const c = this.conversation;
@@ -254,19 +337,30 @@ export class ReplyPane {
     if (contact) root.append(contact);
     const windowNote = this.replyWindow(c);
     if (windowNote) root.append(windowNote);
-    if (c.summary && c.summary.status === "ready" && c.summary.text) {
-      root.append(h("section", { class: "summary", "aria-label": "Summary" },
+    const summary = c.summary && c.summary.status === "ready" && c.summary.text
+      ? h("section", { class: "summary", "aria-label": "Summary" },
         h("h3", { class: "summary-title", text: "Summary" }),
-        h("p", { class: "summary-text", text: c.summary.text })));
-    }
+        h("p", { class: "summary-text", text: c.summary.text }))
+      : null;
+    const afterClose = this.newAfterClose(c);
+    if (afterClose) root.append(afterClose);
     if (this.error) root.append(this.errorBox());
     if (this.notice) root.append(h("p", { class: "notice", role: "status", text: this.notice }));
+    if (this.incomplete) {
+      root.append(h("p", { class: "notice transcript-incomplete", role: "status",
+        text: "Some messages have not arrived yet; they appear here as they do." }));
+    }
     const log = this.transcript(c);
+    // The Summary banner is the transcript's first item: it scrolls away with the messages.
+    if (summary) log.prepend(h("li", { class: "transcript-summary" }, summary));
     root.append(log);
     if (c.status === "handed_off") root.append(this.replyBox(focusedBox));
-    else root.append(h("p", { class: "reply-hint", text: c.status === "closed"
-      ? "This conversation is closed. Reopen it to reply."
-      : "The AI is answering this conversation." }));
+    else {
+      root.append(h("p", { class: "reply-hint", text: c.status === "closed"
+        ? "This conversation is closed. Reopen it to reply."
+        : "The AI is answering this conversation." }));
+      if (this.draft.trim()) root.append(this.keptDraft(c));
+    }
     if (keepScroll) log.scrollTop = log.scrollHeight - oldScrollFromBottom;
     else if (wasAtBottom) log.scrollTop = log.scrollHeight;
     if (focusedAction) {
@@ -343,18 +437,96 @@ export class ReplyPane {
     return log;
   }
 
+  /** A closed conversation the visitor wrote to again: say so, with how many messages
+   * and a way to mark them seen (Reopen, in the header, also does). */
+  newAfterClose(c) {
+    const n = c.status === "closed" ? c.new_after_close || 0 : 0;
+    if (!n) return null;
+    return h("div", { class: "after-close", role: "note" },
+      h("p", { class: "after-close-text",
+        text: `New message after close: the visitor wrote ${n === 1 ? "a message" : `${n} messages`} after this conversation was closed. It stays closed until someone reopens it.` }),
+      h("button", { type: "button", class: "btn btn-small", "data-action": "mark-seen", disabled: Boolean(this.sending),
+        onclick: () => this.run("mark-seen") }, this.sending === "mark-seen" ? "Mark as seen…" : "Mark as seen"));
+  }
+
+  /** The agent's unsent reply, kept when the reply box went away (someone closed the
+   * conversation or returned it to the AI): read-only, to copy or discard; the box gets it
+   * back when the conversation is handed off again. */
+  keptDraft(c) {
+    const why = c.status === "closed"
+      ? "This conversation was closed before your reply was sent; your draft is kept."
+      : "The AI has this conversation now; your draft is kept.";
+    const text = h("textarea", { class: "draft-text", readonly: "readonly", rows: "3", value: this.draft,
+      "aria-label": "Your unsent reply" });
+    const copy = async () => {
+      try {
+        await navigator.clipboard.writeText(this.draft);
+      } catch {
+        text.select();
+        document.execCommand("copy");
+      }
+      announce("Draft copied.");
+      copyButton.textContent = "Copied";
+    };
+    const copyButton = h("button", { type: "button", class: "btn btn-small", "data-action": "copy-draft", onclick: copy }, "Copy draft");
+    return h("section", { class: "draft-kept", "aria-label": "Unsent reply" },
+      h("p", { class: "draft-note", role: "note", text: why }),
+      text,
+      h("div", { class: "draft-actions" },
+        copyButton,
+        h("button", { type: "button", class: "btn btn-small btn-link", "data-action": "discard-draft", onclick: () => {
+          this.draft = "";
+          drafts.remove(this.chatbotId, this.cid);
+          this.render();
+        } }, "Discard draft")));
+  }
+
   replyBox(refocus) {
+    const limit = replyMaxChars();
     const input = h("textarea", {
       class: "reply-input", placeholder: "Type your reply...", "aria-label": "Reply to the visitor",
-      rows: "3", value: this.draft,
+      rows: "3", value: this.draft, maxlength: limit ? String(limit) : null,
+      "aria-describedby": "reply-count reply-error",
     });
     const send = h("button", { type: "submit", class: "btn btn-primary", "data-action": "send" },
       this.sending === "reply" ? "Sending…" : "Send");
+    const counter = h("span", { class: "reply-count", id: "reply-count" });
+    const note = h("p", { class: "reply-error", id: "reply-error", role: "alert" });
+    const cid = this.cid;
+    const tooLong = () => limit && charCount(input.value) > limit;
+    const showNote = () => {
+      const text = tooLong() ? tooLongText(limit) : this.replyNote && this.replyNote.text;
+      clear(note).append(text || "");
+      if (text && !tooLong() && this.replyNote && this.replyNote.retry) {
+        note.append(" ", h("button", { type: "button", class: "btn btn-small", onclick: this.replyNote.retry }, "Retry"));
+      }
+      note.hidden = !text;
+    };
     const sync = () => {
       this.draft = input.value;
-      send.disabled = Boolean(this.sending) || !input.value.trim();
+      const n = charCount(input.value);
+      counter.textContent = limit ? `${number(n)} / ${number(limit)}` : number(n);
+      counter.classList.toggle("reply-count--over", Boolean(limit && n > limit));
+      send.disabled = Boolean(this.sending) || !input.value.trim() || Boolean(tooLong());
+      showNote();
     };
-    input.addEventListener("input", sync);
+    let pasteCut = false;
+    input.addEventListener("input", () => {
+      // The agent is changing the text: an earlier refusal no longer applies (a failure to
+      // send stays, with its Retry); a paste cut to fit says so.
+      if (pasteCut) this.replyNote = { text: `The pasted text was cut to fit: at most ${number(limit)} characters.` };
+      else if (this.replyNote && !this.replyNote.retry) this.replyNote = null;
+      pasteCut = false;
+      sync();
+      drafts.set(this.chatbotId, cid, input.value);
+    });
+    // The box takes no more than the limit (maxlength); a paste longer than the room left
+    // is cut by the browser.
+    input.addEventListener("paste", (event) => {
+      if (!limit || !event.clipboardData) return;
+      const room = limit - (input.value.length - (input.selectionEnd - input.selectionStart));
+      pasteCut = event.clipboardData.getData("text").length > room;
+    });
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -363,11 +535,11 @@ export class ReplyPane {
     });
     const submit = () => {
       const text = input.value.trim();
-      if (!text || this.sending) return;
+      if (!text || this.sending || tooLong()) return;
       this.run("reply", text);
     };
     const form = h("form", { class: "reply", "aria-label": "Reply", onsubmit: (e) => { e.preventDefault(); submit(); } },
-      input, send);
+      input, h("div", { class: "reply-side" }, counter, send), note);
     input.disabled = this.sending === "reply";
     sync();
     // Re-rendered while the agent types (a message arrived): keep focus and caret.

@@ -23,11 +23,10 @@ export class ChatbotState {
 
 export class ChatbotStore {
   /** The callbacks get the current ChatbotState: onSnapshot(state) after a (re)load,
-   * onStats(state) when its stats changed, onUpdate(state, update) after a live update,
-   * onTimezone(state) once its time zone is known; onProblem(text) ("" = none) for the
-   * sync banner. */
-  constructor({ onSnapshot, onStats, onUpdate, onTimezone, onProblem }) {
-    Object.assign(this, { onSnapshot, onStats, onUpdate, onTimezone, onProblem });
+   * onStats(state) when its stats changed, onUpdate(state, update) after a live update;
+   * onProblem(text) ("" = none) for the sync banner. */
+  constructor({ onSnapshot, onStats, onUpdate, onProblem }) {
+    Object.assign(this, { onSnapshot, onStats, onUpdate, onProblem });
     this.current = null;
     this.feeds = new Map(); // chatbot id -> ChatbotFeed
     this.todayTimer = null;
@@ -51,11 +50,10 @@ export class ChatbotStore {
     // Every chatbot is subscribed for alerts; only the one on screen keeps a feed in order.
     // Load it at once: updates it missed while not on screen are in the snapshot.
     this.feeds.get(id).resync();
-    // The chatbot's time zone dates the rows ("Nov 3"); fetched once per switch.
+    // The chatbot's time zone, for the hover titles of times (shown in the agent's own);
+    // fetched once per switch.
     api.settings(id).then(({ data }) => {
-      if (!this.isCurrent(id)) return;
-      this.current.timezone = data.timezone;
-      this.onTimezone(this.current);
+      if (this.isCurrent(id)) this.current.timezone = data.timezone;
     }).catch((err) => console.warn("chatbot settings not loaded; dates use the browser's time zone", err));
   }
 

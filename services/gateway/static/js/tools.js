@@ -1,7 +1,9 @@
-// Tools → Human Handoff: every setting of the tool with its default (shared/chatbots.py).
+// Tools → Human Handoff: every setting of the tool with its default (shared/chatbots.py),
+// and the chatbot's timezone (one per chatbot: the schedule, Today, Resolved this week).
 
 import { api, newCommandId } from "./api.js";
 import { h, clear } from "./dom.js";
+import { formatMessageTime } from "./format.js";
 
 const DAYS = [["mon", "Mon"], ["tue", "Tue"], ["wed", "Wed"], ["thu", "Thu"], ["fri", "Fri"], ["sat", "Sat"], ["sun", "Sun"]];
 const CONTACT_FIELDS = [["name", "Name"], ["email", "E-mail"], ["phone", "Phone"]];
@@ -34,7 +36,7 @@ export class ToolsView {
       // The settings version this form shows: a save sends it, and the queue refuses it (409)
       // when anything changed since (another agent's save, a credential rotation).
       this.version = data.version;
-      this.render(data.human_handoff);
+      this.render({ ...data.human_handoff, timezone: data.timezone });
     } catch (err) {
       clear(this.body).append(h("div", { class: "error", role: "alert", text: err.message }));
     }
@@ -54,6 +56,17 @@ export class ToolsView {
     f.end = h("input", { type: "time", id: "hh-end", name: "end_time", value: hhmm(s.end_time) });
     f.tz = h("input", { type: "text", id: "hh-timezone", name: "timezone", value: s.timezone, list: "hh-timezones", autocomplete: "off", spellcheck: "false" });
     const tzList = h("datalist", { id: "hh-timezones" }, timezones().map((z) => h("option", { value: z })));
+    // The schedule's hours are the chatbot's: say which zone and what time it is there now.
+    const scheduleZone = h("p", { class: "field-hint schedule-zone", "aria-live": "polite" });
+    const showZone = () => {
+      const zone = f.tz.value.trim();
+      let now = "";
+      try { now = formatMessageTime(Date.now(), Date.now(), zone); } catch { /* not a zone (yet) */ }
+      scheduleZone.textContent = now ? `Start Time and End Time are in ${zone} (now ${now} there).`
+        : "Start Time and End Time are in the chatbot's timezone.";
+    };
+    showZone();
+    f.tz.addEventListener("input", showZone);
     f.lineEnabled = h("input", { type: "checkbox", id: "hh-line-enabled", name: "line_enabled", role: "switch", checked: s.line_enabled });
     f.line = h("input", { type: "text", id: "hh-line", name: "line_message", value: s.line_message, maxlength: "500" });
     f.lineNoEstimate = h("input", { type: "text", id: "hh-line-no-estimate", name: "line_message_no_estimate", value: s.line_message_no_estimate, maxlength: "500" });
@@ -73,8 +86,8 @@ export class ToolsView {
       h("div", { class: "field" }, h("span", { class: "field-label", id: "hh-days-label", text: "Available Days" }),
         h("div", { class: "chips", role: "group", "aria-labelledby": "hh-days-label" }, f.days)),
       h("div", { class: "field-row" },
-        field("hh-start", "Start Time", f.start), field("hh-end", "End Time", f.end),
-        field("hh-timezone", "Timezone", f.tz), tzList));
+        field("hh-start", "Start Time", f.start), field("hh-end", "End Time", f.end)),
+      scheduleZone);
     f.schedule.addEventListener("change", () => { scheduleBox.disabled = !f.schedule.checked; });
 
     const form = h("form", { class: "tool-form", "aria-labelledby": "hh-title", novalidate: true },
@@ -85,6 +98,9 @@ export class ToolsView {
         h("label", { class: "switch" }, f.enabled, h("span", { text: "Enabled" }))),
       field("hh-conditions", "Handoff Conditions", f.conditions, "When the AI should hand the conversation over to a human."),
       field("hh-offline", "Offline Message", f.offline, "The reply when a handoff is requested outside business hours."),
+      field("hh-timezone", "Timezone", f.tz,
+        "The chatbot's timezone: the schedule's hours, and the days Today and Resolved this week count. Times on the dashboard show in yours; hover one to see the chatbot's."),
+      tzList,
       h("div", { class: "field" }, h("label", { class: "switch" }, f.schedule, h("span", { text: "Enable Schedule" }))),
       scheduleBox,
       h("div", { class: "field" }, h("span", { class: "field-label", id: "hh-contact-label", text: "Contact fields to collect" }),

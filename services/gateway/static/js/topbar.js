@@ -38,6 +38,12 @@ export class TopBar {
       if (tab === "handoff" && stats && stats.open) {
         link.append(h("span", { class: "tab-count", "aria-label": `${stats.open} open`, text: String(stats.open) }));
       }
+      // Closed conversations the visitor wrote to again, that no agent has seen yet.
+      const after = stats && stats.closed_with_new_messages;
+      if (tab === "conversations" && after) {
+        link.append(h("span", { class: "tab-count tab-count-new", title: "New message after close",
+          "aria-label": `${after} closed with a new message`, text: String(after) }));
+      }
       tabs.append(link);
     }
   }

@@ -3,6 +3,7 @@
 
 import { ConversationsView } from "./conversations.js";
 import { h, clear } from "./dom.js";
+import { AGENT_ZONE, chatbotTimeTitle } from "./format.js";
 import { HandoffView } from "./handoff.js";
 import { ReplyPane } from "./pane.js";
 import { routeHash } from "./router.js";
@@ -16,6 +17,16 @@ export class Screen {
     this.main = document.getElementById("view");
     this.view = null;
     this.pane = null;
+    // Times show in the agent's zone; hovering one (the transcript's, the table's, a row's)
+    // shows it in the chatbot's zone too. Titled when pointed at, so every <time> gets one
+    // whoever rendered it.
+    const titled = (event) => {
+      const el = event.target instanceof Element ? event.target.closest("time[datetime]") : null;
+      const zone = this.store.current && this.store.current.timezone;
+      if (el && zone) el.title = chatbotTimeTitle(el.dateTime, zone);
+    };
+    this.main.addEventListener("mouseover", titled);
+    this.main.addEventListener("focusin", titled);
   }
 
   show(route, previous) {
@@ -47,7 +58,7 @@ export class Screen {
       this.pane = this.newPane(bot, this.view.paneEl);
     } else if (tab === "conversations") {
       this.view = new ConversationsView(main, {
-        chatbotId: bot, timezone: state.timezone, status: params.get("status") || "all", q: params.get("q") || "",
+        chatbotId: bot, status: params.get("status") || "all", q: params.get("q") || "",
         onSelect: select,
         onFilter: (status, q) => {
           const p = new URLSearchParams();
@@ -59,7 +70,14 @@ export class Screen {
       this.pane = this.newPane(bot, this.view.paneEl, {
         emptyTitle: "Select a conversation", emptyText: "Its messages, contact details and summary appear here." });
     } else {
-      this.view = new ToolsView(main, { chatbotId: bot, onSaved: (s) => this.onHandoffSaved(bot, s.enabled) });
+      this.view = new ToolsView(main, {
+        chatbotId: bot,
+        onSaved: (s) => {
+          // The form saves the chatbot's timezone too: hover titles use the new one at once.
+          if (s.timezone && this.store.isCurrent(bot)) this.store.current.timezone = s.timezone;
+          this.onHandoffSaved(bot, s.enabled);
+        },
+      });
     }
     this.select(params.get("c"));
     main.focus({ preventScroll: true });
@@ -69,10 +87,16 @@ export class Screen {
     return new ReplyPane(el, {
       ...texts,
       chatbotId,
-      timezone: this.store.current.timezone,
+      timezone: AGENT_ZONE, // the zone its times show in
       onConversation: (c) => { if (this.view instanceof ConversationsView) this.view.applyConversation(c); },
       onCommand: this.onCommand,
       awaitResult: this.awaitResult,
+      // What the row on screen says the conversation holds: the pane never shows fewer.
+      messageCountOf: (cid) => {
+        const list = this.view instanceof ConversationsView ? this.view.items : this.store.current.rows;
+        const found = list.find((x) => x.conversation_id === cid);
+        return found ? found.message_count : 0;
+      },
     });
   }
 
@@ -109,11 +133,6 @@ export class Screen {
     this.stateChanged();
     if (this.view instanceof ConversationsView && update.conversation) this.view.applyConversation(update.conversation);
     if (this.pane) this.pane.applyUpdate(update);
-  }
-
-  timezoneKnown(timezone) {
-    if (this.pane) this.pane.timezone = timezone;
-    if (this.view && this.view.tick) this.view.render();
   }
 
   /** Waiting times tick while the page is open. */
