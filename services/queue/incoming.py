@@ -11,7 +11,9 @@ conditional on the conversation's version).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,30 +67,40 @@ class Incoming(UseCases):
         doc: dict[str, Any] = {"_id": message_id, "conversation_id": conv_id, "chatbot_id": event.chatbot_id,
                                "sender": "visitor", "sender_name": None, "text": event.text, "created_at": at,
                                "delivery": None}
-        inserted = await self.record.insert_message(doc)
         activity: dict[str, Any] = {"last_message_at": at, "last_message_preview": domain.preview(event.text),
                                     "updated_at": at, "last_visitor_message_at": at}
         if event.visitor.name:
             activity["visitor_name"] = event.visitor.name
-        if not inserted:
-            # A replay: the message is stored; make sure the count is right (the first try
-            # may have stopped before counting it) instead of counting it twice.
-            activity["message_count"] = await self.record.count_messages(conv_id)
-            doc = await self.record.get_message(message_id) or doc
-        conv = await self.record.record_activity(
-            conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
-            inc={"message_count": 1} if inserted else None)
+        # The message and the conversation's activity are written at once: one round trip on
+        # the way to the dashboard instead of two. The count follows the insert's outcome: +1,
+        # written beside the dashboard update below; or, on a replay (the message was stored,
+        # the first try may have stopped before counting it), recounted. A failure anywhere
+        # retries the event, which then finds the message stored and recounts.
+        inserted, conv = await asyncio.gather(
+            self.record.insert_message(doc),
+            self.record.record_activity(
+                conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity))
+        counting: asyncio.Future[Conversation] | None = None
         if inserted:
+            counting = asyncio.ensure_future(self.record.record_known_activity(conv, {}, inc={"message_count": 1}))
+            conv = conv.model_copy(update={"message_count": conv.message_count + 1})  # what it writes
             self.ai.counted(conv, [doc])
-        if conv.contact_wanted:
-            found = contact.extract_contact(event.text, conv.contact_wanted)
-            if not found.empty:
-                conv = await self._add_contact(conv.id, found, at) or conv
-        conv = await self._refresh_name(conv)
+        else:
+            doc = await self.record.get_message(message_id) or doc
+            conv = await self.record.record_known_activity(conv, {"message_count": await self.record.count_messages(conv_id)})
+        if conv.contact_wanted or conv.display_name != conv.name:
+            if counting is not None:  # what these read back must include the count
+                await counting
+                counting = None
+            if conv.contact_wanted:
+                found = contact.extract_contact(event.text, conv.contact_wanted)
+                if not found.empty:
+                    conv = await self._add_contact(conv.id, found, at) or conv
+            conv = await self._refresh_name(conv)
         if conv.status == "closed":
             log.info("visitor wrote to closed conversation %s: stored, it stays closed", conv_id)
-        await self.feed.conversation_changed(conv, message=message_view(doc),
-                                             event_id=derived_event_id(event.event_id, "update"))
+        await _together(self.feed.conversation_changed(conv, message=message_view(doc),
+                                                       event_id=derived_event_id(event.event_id, "update")), counting)
         await self._route(conv, message_id, event.text, at, replay=not inserted)
 
     async def _route(self, conv: Conversation, message_id: str, text: str, at: datetime, *, replay: bool) -> None:
@@ -263,6 +275,17 @@ class Incoming(UseCases):
         conv = await self.record.get_conversation(message["conversation_id"])
         await self.feed.publish(message["chatbot_id"], conversation=conv, message=message_view(message),
                                 event_id=derived_event_id(event.event_id, "update"))
+
+
+async def _together(work: Awaitable[Any], started: asyncio.Future[Any] | None) -> None:
+    """`work`, while `started` (already running) finishes too; the first failure of either
+    is raised once both are done (nothing left running unobserved)."""
+    if started is None:
+        await work
+        return
+    for outcome in await asyncio.gather(work, started, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _conversation_id(event: Any) -> str:

@@ -198,7 +198,7 @@ class QueueRecord:
         """Activity of a conversation the caller has just read or saved: written (batched),
         not read back. One handler at a time changes a conversation (the bus's keyed
         dispatcher), so the result is `conv` with these changes."""
-        update: dict[str, Any] = {"$set": set_fields}
+        update: dict[str, Any] = {"$set": set_fields} if set_fields else {}
         if inc:
             update["$inc"] = dict(inc)
         await self._activity_writes.submit((conv.id, update))
