@@ -252,6 +252,13 @@ class Incoming(UseCases):
                                 event_id=derived_event_id(event.event_id, "update"))
 
     async def on_delivery_status(self, event: DeliveryStatusChanged) -> None:
+        if event.status not in domain.SHOWN_DELIVERY_STATES:
+            # 'sent' (every reply's first report): recorded, nothing on the dashboard shows it,
+            # so one conditional write moves it forward, nothing is read ('not_sent' messages,
+            # never handed to channels, and ones already further are not in the condition).
+            await self.record.advance_delivery(event.message_id, domain.states_moved_by(event.status),
+                                               _delivery_fields(event, event.status))
+            return
         message = await self.record.get_message(event.message_id)
         if message is None:
             log.info("delivery status for unknown message %s ignored", event.message_id)
@@ -259,13 +266,7 @@ class Incoming(UseCases):
         if message.get("delivery") == "not_sent":
             return  # never handed to channels: nothing can have been delivered
         state = domain.next_delivery_state(message.get("delivery"), event.status)
-        set_fields: dict[str, Any] = {"delivery": state}
-        if state == "failed":
-            set_fields["delivery_error"] = event.error or "Delivery failed."
-        elif event.error is None:
-            set_fields["delivery_error"] = None
-        if event.channel_message_id:
-            set_fields["channel_message_id"] = event.channel_message_id
+        set_fields = _delivery_fields(event, state)
         if all(message.get(k) == v for k, v in set_fields.items()):
             return  # a repeat, or a report the message is already past: nothing changes
         await self.record.update_message(event.message_id, set_fields)
@@ -286,6 +287,18 @@ async def _together(work: Awaitable[Any], started: asyncio.Future[Any] | None) -
     for outcome in await asyncio.gather(work, started, return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def _delivery_fields(event: DeliveryStatusChanged, state: str) -> dict[str, Any]:
+    """What a delivery report that leaves a message in `state` sets on it."""
+    fields: dict[str, Any] = {"delivery": state}
+    if state == "failed":
+        fields["delivery_error"] = event.error or "Delivery failed."
+    elif event.error is None:
+        fields["delivery_error"] = None
+    if event.channel_message_id:
+        fields["channel_message_id"] = event.channel_message_id
+    return fields
 
 
 def _conversation_id(event: Any) -> str:
