@@ -200,9 +200,12 @@ async def one_message(ws, send, text: str, timeout: float = 30) -> float:
     async with asyncio.timeout(timeout):
         while True:
             frame = json.loads(await ws.recv())
-            message = (frame.get("update") or {}).get("message") or {}
-            if frame["type"] == "update" and message.get("sender") == "visitor" and message.get("text") == text:
-                return (time.perf_counter() - started) * 1000
+            # One update, or several of the chatbot coalesced into one frame (services/gateway/live.py).
+            updates = [frame.get("update")] if frame["type"] == "update" else frame.get("updates") or []
+            for update in updates:
+                message = (update or {}).get("message") or {}
+                if message.get("sender") == "visitor" and message.get("text") == text:
+                    return (time.perf_counter() - started) * 1000
 
 
 # ---------------------------------------------------------------------- the raw floor

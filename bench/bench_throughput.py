@@ -2,6 +2,7 @@
 
     python -m bench.bench_throughput [--seconds 60] [--rate 200] [--visitors 100]
                                      [--unpaced --in-flight 50] [--preload 1000000]
+                                     [--handoff-probes 1]
 
 Starts a separate stack with the processes and environment of `./handoff start` (embedded
 broker, Redis, Mongo-wire server, the five services with `deploy.stack.service_env`, AI in
@@ -21,6 +22,9 @@ start — then with bench/load.py:
    `--in-flight` open POSTs), while the queue's Mongo is polled once a second (the backlog);
 4. after the last POST, polling until every accepted message is stored and answered by the
    AI, then the exact accounting by message (stored, exactly once, lost, duplicated, answered).
+
+`--handoff-probes S`: meanwhile (while the load is offered), a new visitor asks for a person
+every S seconds and a logged-in dashboard socket times each new handoff's row (bench/handoff_probe.py).
 
 The writes one visitor message needs are measured, not assumed: the Mongo-wire server's
 `serverStatus` opcounters (insert + update incl. findAndModify + delete; per command, as
@@ -48,6 +52,7 @@ from pathlib import Path
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 
+from bench.handoff_probe import HandoffProbe
 from bench.load import (
     CHATBOT,
     QUEUE_DB,
@@ -234,10 +239,20 @@ async def _run(args: argparse.Namespace, tmp: str) -> None:
             busy0, self0 = machine_busy_seconds(), time.process_time()
             how = (f"unpaced, {args.in_flight} in flight" if args.unpaced
                    else f"{args.rate:g} msg/s offered (at most {args.in_flight} POSTs open)")
-            log(f"load: {args.visitors} visitors, {how}, {args.seconds:g}s")
-            load = await drive(stack, counter, Traffic(f"tp{int(time.time())}", args.visitors),
-                               seconds=args.seconds, rate=None if args.unpaced else args.rate,
-                               in_flight=args.in_flight, drain_timeout=args.drain_timeout)
+            log(f"load: {args.visitors} visitors, {how}, {args.seconds:g}s"
+                + (f", a new handoff every {args.handoff_probes:g}s" if args.handoff_probes else ""))
+            probe = HandoffProbe(stack, args.handoff_probes) if args.handoff_probes else None
+            if probe is not None:
+                await probe.start()
+            driving = asyncio.create_task(drive(stack, counter, Traffic(f"tp{int(time.time())}", args.visitors),
+                                                seconds=args.seconds, rate=None if args.unpaced else args.rate,
+                                                in_flight=args.in_flight, drain_timeout=args.drain_timeout))
+            if probe is not None:  # new handoffs only while the other traffic is offered
+                await asyncio.sleep(args.seconds)
+                probe.stop_sending()
+            load = await driving
+            if probe is not None:
+                await probe.finish()
             t_end = time.monotonic()
             busy1, self1, cpu1 = machine_busy_seconds(), time.process_time(), cpu_of(pids)
             await settle_writes(stack.mongo_uri)
@@ -273,6 +288,8 @@ async def _run(args: argparse.Namespace, tmp: str) -> None:
     print(f"accepted (2xx)  {acc.accepted:7d}   {latency_line(load)}")
     print(f"                         the load driver alone, against a server that does nothing, {args.in_flight} open: "
           f"{ceiling[0]:,.0f} POSTs/s, p50 {ceiling[1]:.1f} ms, p99 {ceiling[2]:.1f} ms")
+    if probe is not None:
+        print(probe.line())
     print(f"stored while arriving: {stored_by(load, load.send_seconds) or 0} by the last POST = {while_arriving:.1f} msg/s")
     if load.t_drained is not None:
         e2e = acc.stored / (load.t_drained - load.t_start)
@@ -345,6 +362,9 @@ def main() -> None:
     parser.add_argument("--floor-seconds", type=float, default=5)
     parser.add_argument("--idle-seconds", type=float, default=5, help="idle writes measured before the load")
     parser.add_argument("--drain-timeout", type=float, default=600)
+    parser.add_argument("--handoff-probes", type=float, default=0, metavar="SECONDS",
+                        help="meanwhile, a new visitor asks for a person every SECONDS; prints how long each "
+                             "handoff took to reach a logged-in dashboard")
     parser.add_argument("--keep", action="store_true", help="keep the stack's directory (logs, data)")
     asyncio.run(run(parser.parse_args()))
 

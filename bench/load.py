@@ -129,6 +129,10 @@ class Stack:
 
     # -- addresses
     @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
     def channels_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.channels}"
 
@@ -228,14 +232,17 @@ class Stack:
                 self.procs[name] = self._spawn_service(name)
             for name in group:
                 self._wait_ready_own(name)
-        env = {k: v for k, v in command_env("queue", self._infra_obj().env()).items() if not k.startswith("OPENAI_")}
-        r = subprocess.run([sys.executable, "-m", "services.queue", "seed-chatbot", "--id", CHATBOT, "--name",
-                            "Demo Shop", "--handoff-on", *UNLIMITED_WIDGET], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=120, check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"seed-chatbot failed:\n{r.stdout}\n{r.stderr}")
+        self.run_cli("queue", "seed-chatbot", "--id", CHATBOT, "--name", "Demo Shop", "--handoff-on", *UNLIMITED_WIDGET)
         self._watch = threading.Thread(target=self._supervise, daemon=True)
         self._watch.start()
+
+    def run_cli(self, service: str, *args: str) -> None:
+        """Own mode: a service's CLI command against this stack (e.g. seed-chatbot, create-agent)."""
+        env = {k: v for k, v in command_env(service, self._infra_obj().env()).items() if not k.startswith("OPENAI_")}
+        r = subprocess.run([sys.executable, "-m", f"services.{service}", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"{service} {args[0]} failed:\n{r.stdout}\n{r.stderr}")
 
     def _wait_ready_own(self, name: str, timeout: float = 300) -> None:
         port = getattr(self.ports, name)

@@ -138,6 +138,12 @@ def next_delivery_state(current: str | None, reported: str) -> str:
     return reported if DELIVERY_RANK[reported] > DELIVERY_RANK.get(current, 0) else current
 
 
+def states_moved_by(reported: str) -> list[str | None]:
+    """The delivery states a report of `reported` moves to `reported` (a message with none yet
+    included); from any other it changes nothing."""
+    return [s for s in (None, *DELIVERY_RANK, "failed") if s != reported and next_delivery_state(s, reported) == reported]
+
+
 # ---------------------------------------------------------------------- stats
 @dataclass(frozen=True)
 class StatsWindow:

@@ -11,7 +11,9 @@ conditional on the conversation's version).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,21 +67,30 @@ class Incoming(UseCases):
         doc: dict[str, Any] = {"_id": message_id, "conversation_id": conv_id, "chatbot_id": event.chatbot_id,
                                "sender": "visitor", "sender_name": None, "text": event.text, "created_at": at,
                                "delivery": None}
-        inserted = await self.record.insert_message(doc)
         activity: dict[str, Any] = {"last_message_at": at, "last_message_preview": domain.preview(event.text),
                                     "updated_at": at, "last_visitor_message_at": at}
         if event.visitor.name:
             activity["visitor_name"] = event.visitor.name
-        if not inserted:
-            # A replay: the message is stored; make sure the count is right (the first try
-            # may have stopped before counting it) instead of counting it twice.
-            activity["message_count"] = await self.record.count_messages(conv_id)
-            doc = await self.record.get_message(message_id) or doc
-        conv = await self.record.record_activity(
-            conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
-            inc={"message_count": 1} if inserted else None)
+        # The message and the conversation's activity are written at once: one round trip on
+        # the way to the dashboard instead of two. The count follows the insert's outcome: +1,
+        # written beside the dashboard update below; or, on a replay (the message was stored,
+        # the first try may have stopped before counting it), recounted. A failure anywhere
+        # retries the event, which then finds the message stored and recounts.
+        inserted, conv = await asyncio.gather(
+            self.record.insert_message(doc),
+            self.record.record_activity(
+                conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity))
+        counting: asyncio.Future[Conversation] | None = None
         if inserted:
+            counting = asyncio.ensure_future(self.record.record_known_activity(conv, {}, inc={"message_count": 1}))
+            conv = conv.model_copy(update={"message_count": conv.message_count + 1})  # what it writes
             self.ai.counted(conv, [doc])
+        else:
+            doc = await self.record.get_message(message_id) or doc
+            conv = await self.record.record_known_activity(conv, {"message_count": await self.record.count_messages(conv_id)})
+        if counting is not None and (conv.contact_wanted or conv.display_name != conv.name or conv.status == "closed"):
+            await counting  # what the writes below read back must include the count
+            counting = None
         if conv.contact_wanted:
             found = contact.extract_contact(event.text, conv.contact_wanted)
             if not found.empty:
@@ -88,8 +99,8 @@ class Incoming(UseCases):
         if conv.status == "closed":
             log.info("visitor wrote to closed conversation %s: stored, it stays closed", conv_id)
             conv = await self._unseen_after_close(conv, message_id, at, replay=not inserted)
-        await self.feed.conversation_changed(conv, message=message_view(doc),
-                                             event_id=derived_event_id(event.event_id, "update"))
+        await _together(self.feed.conversation_changed(conv, message=message_view(doc),
+                                                       event_id=derived_event_id(event.event_id, "update")), counting)
         await self._route(conv, message_id, event.text, at, replay=not inserted)
 
     async def _unseen_after_close(self, conv: Conversation, message_id: str, at: datetime, *,
@@ -255,6 +266,13 @@ class Incoming(UseCases):
                                 event_id=derived_event_id(event.event_id, "update"))
 
     async def on_delivery_status(self, event: DeliveryStatusChanged) -> None:
+        if event.status not in domain.SHOWN_DELIVERY_STATES:
+            # 'sent' (every reply's first report): recorded, nothing on the dashboard shows it,
+            # so one conditional write moves it forward, nothing is read ('not_sent' messages,
+            # never handed to channels, and ones already further are not in the condition).
+            await self.record.advance_delivery(event.message_id, domain.states_moved_by(event.status),
+                                               _delivery_fields(event, event.status))
+            return
         message = await self.record.get_message(event.message_id)
         if message is None:
             log.info("delivery status for unknown message %s ignored", event.message_id)
@@ -262,13 +280,7 @@ class Incoming(UseCases):
         if message.get("delivery") == "not_sent":
             return  # never handed to channels: nothing can have been delivered
         state = domain.next_delivery_state(message.get("delivery"), event.status)
-        set_fields: dict[str, Any] = {"delivery": state}
-        if state == "failed":
-            set_fields["delivery_error"] = event.error or "Delivery failed."
-        elif event.error is None:
-            set_fields["delivery_error"] = None
-        if event.channel_message_id:
-            set_fields["channel_message_id"] = event.channel_message_id
+        set_fields = _delivery_fields(event, state)
         if all(message.get(k) == v for k, v in set_fields.items()):
             return  # a repeat, or a report the message is already past: nothing changes
         await self.record.update_message(event.message_id, set_fields)
@@ -278,6 +290,29 @@ class Incoming(UseCases):
         conv = await self.record.get_conversation(message["conversation_id"])
         await self.feed.publish(message["chatbot_id"], conversation=conv, message=message_view(message),
                                 event_id=derived_event_id(event.event_id, "update"))
+
+
+async def _together(work: Awaitable[Any], started: asyncio.Future[Any] | None) -> None:
+    """`work`, while `started` (already running) finishes too; the first failure of either
+    is raised once both are done (nothing left running unobserved)."""
+    if started is None:
+        await work
+        return
+    for outcome in await asyncio.gather(work, started, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def _delivery_fields(event: DeliveryStatusChanged, state: str) -> dict[str, Any]:
+    """What a delivery report that leaves a message in `state` sets on it."""
+    fields: dict[str, Any] = {"delivery": state}
+    if state == "failed":
+        fields["delivery_error"] = event.error or "Delivery failed."
+    elif event.error is None:
+        fields["delivery_error"] = None
+    if event.channel_message_id:
+        fields["channel_message_id"] = event.channel_message_id
+    return fields
 
 
 def _conversation_id(event: Any) -> str:

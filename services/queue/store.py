@@ -97,7 +97,7 @@ class QueueRecord:
         self.handoffs = db["handoffs"]
         self.commands = db["commands"]
         self._message_inserts: Coalescer[dict, bool] = Coalescer(self._insert_messages, name="messages insert")
-        self._message_updates: Coalescer[tuple[str, dict], bool] = Coalescer(
+        self._message_updates: Coalescer[tuple[str | dict, dict], bool] = Coalescer(
             lambda items: self._update_only(self.messages, items), name="messages update")
         self._activity: Coalescer[tuple[str, dict], dict | None] = Coalescer(
             lambda items: self._update_then_read(self.conversations, items, upsert=True), name="activity")
@@ -127,12 +127,15 @@ class QueueRecord:
         docs = await _by_id(collection, [_id for _id, _ in items])
         return [write_failure(errors[i]) if i in errors else docs.get(_id) for i, (_id, _) in enumerate(items)]
 
-    async def _update_only(self, collection: AsyncCollection, items: list[tuple[str, dict]]) -> list[bool | BaseException]:
+    async def _update_only(self, collection: AsyncCollection,
+                           items: list[tuple[str | dict, dict]]) -> list[bool | BaseException]:
         """The updates in one bulk write, nothing read back: for callers that hold the document
-        and know what the update makes of it."""
+        and know what the update makes of it, or that write only under a condition (a filter
+        instead of an _id)."""
         errors: dict[int, dict] = {}
         try:
-            await collection.bulk_write([UpdateOne({"_id": _id}, update) for _id, update in items], ordered=False)
+            await collection.bulk_write([UpdateOne(f if isinstance(f, dict) else {"_id": f}, update) for f, update in items],
+                                        ordered=False)
         except BulkWriteError as exc:
             errors = write_errors(exc)
         return [write_failure(errors[i]) if i in errors else True for i in range(len(items))]
@@ -200,7 +203,7 @@ class QueueRecord:
         """Activity of a conversation the caller has just read or saved: written (batched),
         not read back. One handler at a time changes a conversation (the bus's keyed
         dispatcher), so the result is `conv` with these changes."""
-        update: dict[str, Any] = {"$set": set_fields}
+        update: dict[str, Any] = {"$set": set_fields} if set_fields else {}
         if inc:
             update["$inc"] = dict(inc)
         await self._activity_writes.submit((conv.id, update))
@@ -298,6 +301,11 @@ class QueueRecord:
         """Set fields of a stored message the caller has read: one handler at a time changes a
         conversation's messages (the bus's keyed dispatcher), so it knows the result."""
         await self._message_updates.submit((message_id, {"$set": set_fields}))
+
+    async def advance_delivery(self, message_id: str, from_states: list[str | None], set_fields: dict) -> None:
+        """Set a message's delivery fields only while its delivery state is one of
+        `from_states`: written, not read (a repeat or a late report matches nothing)."""
+        await self._message_updates.submit(({"_id": message_id, "delivery": {"$in": from_states}}, {"$set": set_fields}))
 
     async def count_messages(self, conversation_id: str) -> int:
         return await self.messages.count_documents({"conversation_id": conversation_id})

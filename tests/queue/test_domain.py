@@ -214,3 +214,11 @@ def test_ms_scores_are_exact():
     at = datetime(2026, 11, 25, 14, 30, 0, 123456, tzinfo=UTC)
     assert to_ms(at) == 1795617000123
     assert domain.from_ms(to_ms(at)) == at.replace(microsecond=123000)
+
+
+def test_a_delivery_report_moves_a_message_only_forward():
+    from services.queue.domain import states_moved_by
+    assert states_moved_by("sent") == [None, "pending"]
+    assert states_moved_by("delivered") == [None, "pending", "sent", "failed"]
+    assert states_moved_by("read") == [None, "pending", "sent", "delivered", "failed"]
+    assert states_moved_by("failed") == [None, "pending", "sent"]  # never over a delivered or read one

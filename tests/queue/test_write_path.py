@@ -1,0 +1,133 @@
+"""Round trips on the message path: a visitor message's writes on the way to the dashboard go
+out together (one round trip, not two) and the count stays exact whatever fails; a reply's
+'sent' report is one conditional write, nothing read."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from faststream.kafka import TestKafkaBroker
+from pymongo import AsyncMongoClient, monitoring
+
+from services.queue.parts import build_queue
+from services.queue.settings import QueueSettings
+from services.queue.store import HandoffIndex, QueueRecord
+from shared.bus import Bus
+from shared.chatbots import ChatbotSettings
+from shared.events import DeliveryStatusChanged
+from shared.stores import open_mongo, open_redis
+from tests.queue.support import conv_id, visitor_message
+
+NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+
+
+class GatedRecord(QueueRecord):
+    """The message insert waits until the activity update has started: it completes only
+    if the two are in flight together. The count write can be made to fail once."""
+
+    def __init__(self, db) -> None:  # noqa: ANN001
+        super().__init__(db)
+        self.activity_started = asyncio.Event()
+        self.fail_count_write = False
+
+    async def insert_message(self, doc: dict) -> bool:
+        await asyncio.wait_for(self.activity_started.wait(), 5)
+        return await super().insert_message(doc)
+
+    async def record_activity(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        self.activity_started.set()
+        return await super().record_activity(*args, **kwargs)
+
+    async def record_known_activity(self, conv, set_fields, inc=None):  # noqa: ANN001
+        if inc and self.fail_count_write:
+            self.fail_count_write = False
+            raise ConnectionError("Mongo went away")
+        return await super().record_known_activity(conv, set_fields, inc)
+
+
+class _Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []  # (command, collection)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def _queue(infra, listener: _Commands | None = None):  # noqa: ANN001
+    tag = uuid.uuid4().hex[:8]
+    settings = QueueSettings(redis_url=infra.redis_url, mongodb_uri=infra.mongodb_uri, mongodb_db=f"t{tag}_path",
+                             redis_prefix=f"t{tag}:queue")
+    if listener is None:
+        client, db = open_mongo(settings)
+    else:
+        client = AsyncMongoClient(infra.mongodb_uri, event_listeners=[listener], tz_aware=True)
+        db = client[settings.mongodb_db]
+    redis = open_redis(settings)
+    bus = Bus(settings, client_id="path-test")
+    record = GatedRecord(db)
+    await record.save_chatbot(ChatbotSettings(chatbot_id="b", name="B"))
+    return build_queue(settings, bus, record, HandoffIndex(redis, settings.redis_prefix)), bus, record, client, redis
+
+
+async def test_message_and_activity_are_written_together_and_counted_once(infra):
+    queue, bus, record, client, redis = await _queue(infra)
+    try:
+        async with TestKafkaBroker(bus.broker):
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "hello"))
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "again"))
+        conv = await record.get_conversation(conv_id("b", "v1"))
+        assert conv is not None and conv.message_count == 2
+        assert await record.count_messages(conv.id) == 2
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_a_failed_count_write_is_retried_into_an_exact_count(infra):
+    queue, bus, record, client, redis = await _queue(infra)
+    try:
+        async with TestKafkaBroker(bus.broker):
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "first"))
+            second = visitor_message("b", "v1", "second")
+            record.fail_count_write = True
+            try:
+                await queue.incoming.on_visitor_message(second)
+                raise AssertionError("the failed write must surface so the bus retries")
+            except ConnectionError:
+                pass
+            await queue.incoming.on_visitor_message(second)  # the bus's retry: a replay, recounted
+            await queue.incoming.on_visitor_message(second)  # and a later duplicate: nothing more
+        conv = await record.get_conversation(conv_id("b", "v1"))
+        assert conv is not None and conv.message_count == 2 == await record.count_messages(conv.id)
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_a_sent_report_is_one_conditional_write_and_moves_only_a_pending_reply(infra):
+    listener = _Commands()
+    queue, bus, record, client, redis = await _queue(infra, listener)
+    try:
+        base = {"conversation_id": "c1", "chatbot_id": "b", "sender": "ai", "text": "hi", "created_at": NOW}
+        record.activity_started.set()  # the gate is for the visitor path only
+        for mid, delivery in (("m-pending", "pending"), ("m-read", "read"), ("m-not-sent", "not_sent")):
+            assert await record.insert_message({"_id": mid, **base, "delivery": delivery})
+        listener.sent.clear()
+        async with TestKafkaBroker(bus.broker):
+            for mid in ("m-pending", "m-read", "m-not-sent", "m-unknown"):
+                await queue.incoming.on_delivery_status(DeliveryStatusChanged(
+                    chatbot_id="b", conversation_id="c1", message_id=mid, status="sent", channel_message_id="x"))
+        assert [name for name, _ in listener.sent] == ["update"] * 4  # no find: nothing read
+        stored = {m["_id"]: m["delivery"] async for m in record.messages.find({})}
+        assert stored == {"m-pending": "sent", "m-read": "read", "m-not-sent": "not_sent"}
+    finally:
+        await redis.aclose()
+        await client.close()
