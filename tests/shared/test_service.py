@@ -29,3 +29,37 @@ async def test_invalid_input_with_a_lone_surrogate_is_a_422_not_a_500():
         [error] = r.json()["detail"]
         assert error["loc"] == ["body", "count"] and error["input"] == "\ud800"
         assert (await client.post("/things", json={"count": 3})).json() == {"count": 3}
+
+
+_SERVE_AND_REPORT = """
+import gc, json, sys
+import uvicorn
+from fastapi import FastAPI
+from shared import service
+from shared.settings import ServiceSettings
+
+def run(app, **_):  # stands in for the server: what does the heap look like when it starts?
+    print(json.dumps({"frozen": gc.get_freeze_count(), "threshold": gc.get_threshold(),
+                      "app": isinstance(app, FastAPI)}))
+
+uvicorn.run = run
+service.serve(lambda settings: FastAPI(), ServiceSettings(service_name="probe"))
+"""
+
+
+def test_a_served_process_keeps_its_startup_heap_out_of_full_collections():
+    """Full collections in a busy gateway (1,000 sockets) took 70-200 ms every few seconds and
+    were the fan-out's p99: a serving process freezes what it built at startup and lets young
+    objects die before the collector looks (bench/bench_fanout.py measures the effect)."""
+    import json
+    import subprocess
+    import sys
+
+    from shared.service import YOUNG_GC_THRESHOLD
+
+    out = subprocess.run([sys.executable, "-c", _SERVE_AND_REPORT], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    heap = json.loads(out.strip().splitlines()[-1])
+    assert heap["app"] is True
+    assert heap["frozen"] > 10_000  # the imports and the app: the bulk of a service's objects
+    assert heap["threshold"][0] == YOUNG_GC_THRESHOLD > 700
