@@ -665,9 +665,15 @@ def create_topics() -> int:
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     prefix = os.environ.get("KAFKA_TOPIC_PREFIX", "")
+    # 1 for a single broker (local, compose); 3 on a production cluster (the overlay sets it).
+    replication = os.environ.get("KAFKA_TOPIC_REPLICATION", "1")
+    if not replication.isdigit() or int(replication) < 1:
+        print(f"KAFKA_TOPIC_REPLICATION must be a whole number of brokers, at least 1 (got {replication!r}).",
+              file=sys.stderr)
+        return 2
     for attempt in range(60):
         try:
-            created = asyncio.run(ensure_topics(bootstrap, prefix=prefix))
+            created = asyncio.run(ensure_topics(bootstrap, prefix=prefix, replication=int(replication)))
             print(f"topics ready on {bootstrap} ({len(created)} created)")
             return 0
         except Exception as exc:  # noqa: BLE001 - the broker may still be starting

@@ -29,8 +29,11 @@ async def ensure_topics(
 
 async def create_topic(admin: AIOKafkaAdminClient, name: str, partitions: int, compacted: bool,
                        replication: int = 1) -> bool:
-    """Create a topic; False if it exists already."""
+    """Create a topic; False if it exists already. Replicated, a write is acknowledged
+    (acks=all) only once all but one replica have it: one broker may be lost, no ack is."""
     configs = {"cleanup.policy": "compact"} if compacted else {}
+    if replication > 1:
+        configs["min.insync.replicas"] = str(replication - 1)
     try:
         response = await admin.create_topics([NewTopic(name, partitions, replication, topic_configs=configs)])
     except TopicAlreadyExistsError:

@@ -287,6 +287,7 @@ def test_topics_job_creates_the_topics_on_the_configured_brokers(production):
     assert job["spec"]["backoffLimit"] >= 1 and pod["restartPolicy"] in ("OnFailure", "Never")
     env = environment(production, spec)
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == config_data_named(production, "handoff-config")["KAFKA_BOOTSTRAP_SERVERS"]
+    assert env["KAFKA_TOPIC_REPLICATION"] == "3"  # a production cluster keeps three copies
     source = inspect.getsource(create_topics)
     assert all(f'"{var}"' in source for var in env), f"the topics command reads none of {set(env)}"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -306,6 +307,43 @@ def test_topics_job_command_works_with_the_job_environment_alone(production, inf
     assert f"({2 * len(topics.ALL_TOPICS)} created)" in first.stdout  # every topic and its DLQ
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0 and "(0 created)" in again.stdout, again.stderr
+
+
+def test_replicated_topics_are_acked_only_by_all_but_one_copy(monkeypatch):
+    # The single embedded broker cannot hold three copies: what the command asks for is
+    # taken from the admin request it sends.
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from deploy.stack import create_topics
+
+    sent = []
+
+    async def create(self, new_topics, *args, **kwargs):
+        sent.extend(new_topics)
+        return type("Response", (), {"topic_errors": [(t.name, 0, None) for t in new_topics]})()
+
+    async def nothing(self, *args, **kwargs):
+        return []
+
+    monkeypatch.setattr(AIOKafkaAdminClient, "start", nothing)
+    monkeypatch.setattr(AIOKafkaAdminClient, "close", nothing)
+    monkeypatch.setattr(AIOKafkaAdminClient, "list_topics", nothing)
+    monkeypatch.setattr(AIOKafkaAdminClient, "create_topics", create)
+    monkeypatch.setenv("KAFKA_TOPIC_REPLICATION", "3")
+    assert create_topics() == 0
+    assert len(sent) == 2 * len(topics.ALL_TOPICS)
+    assert {t.replication_factor for t in sent} == {3}
+    assert {t.topic_configs["min.insync.replicas"] for t in sent} == {"2"}
+    assert any(t.topic_configs.get("cleanup.policy") == "compact" for t in sent)  # kept beside it
+
+    sent.clear()
+    monkeypatch.setenv("KAFKA_TOPIC_REPLICATION", "1")
+    assert create_topics() == 0
+    assert {t.replication_factor for t in sent} == {1}
+    assert not any("min.insync.replicas" in t.topic_configs for t in sent)
+
+    monkeypatch.setenv("KAFKA_TOPIC_REPLICATION", "three")
+    assert create_topics() == 2 and len(sent) == 2 * len(topics.ALL_TOPICS)  # refused before asking
 
 
 def config_data_named(docs: list[dict], prefix: str) -> dict[str, str]:
