@@ -665,7 +665,7 @@ def create_topics() -> int:
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     prefix = os.environ.get("KAFKA_TOPIC_PREFIX", "")
-    # 1 for a single broker (local, compose); 3 on a production cluster (the overlay sets it).
+    # The services' setting (shared/settings.py), read here without the rest of their settings.
     replication = os.environ.get("KAFKA_TOPIC_REPLICATION", "1")
     if not replication.isdigit() or int(replication) < 1:
         print(f"KAFKA_TOPIC_REPLICATION must be a whole number of brokers, at least 1 (got {replication!r}).",

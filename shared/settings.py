@@ -32,6 +32,10 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Prepended to every topic name: lets several stacks (or test runs) share one cluster.
     kafka_topic_prefix: str = ""
+    # Copies of every partition when topics are created (`./handoff topics`, the Kubernetes
+    # Job, a recovery); above 1, writes are acked by all copies but one (min.insync.replicas).
+    # 1 for a single broker (local, compose); 3 on a production cluster.
+    kafka_topic_replication: int = Field(default=1, ge=1)
     # Real Kafka: on (exactly-once per partition producer). The embedded Tansu broker
     # rejects idempotent producers, so the local runner turns it off.
     kafka_enable_idempotence: bool = False

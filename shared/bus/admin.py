@@ -52,16 +52,17 @@ async def partition_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
     return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
 
 
-async def remake_topic(admin: AIOKafkaAdminClient, name: str, partitions: int, compacted: bool) -> None:
+async def remake_topic(admin: AIOKafkaAdminClient, name: str, partitions: int, compacted: bool,
+                       replication: int = 1) -> None:
     """Make `name` exist, empty, with `partitions` partitions. A topic this creates is deleted
     and created once more: the embedded broker keeps what clients wrote to a topic it did not
     know, and under a plain create those partitions refuse writes (their offsets start again
     at 0 below the old records). One another process made with the right count is kept."""
     for _ in range(3):
-        if not await create_topic(admin, name, partitions, compacted):
+        if not await create_topic(admin, name, partitions, compacted, replication):
             if (await partition_counts(admin)).get(name) == partitions:
                 return
         await admin.delete_topics([name])
-        if await create_topic(admin, name, partitions, compacted):
+        if await create_topic(admin, name, partitions, compacted, replication):
             return
     raise KafkaError(f"could not recreate {name} with {partitions} partitions")

@@ -161,7 +161,8 @@ class Recovery:
         for name, partitions in wanted.items():
             if counts.get(name, 0) != partitions:
                 topic = self.bus.topics.get(name)
-                await remake_topic(admin, name, partitions, compacted=bool(topic and topic.compacted))
+                await remake_topic(admin, name, partitions, compacted=bool(topic and topic.compacted),
+                                   replication=self.bus.settings.kafka_topic_replication)
                 remade.append(name)
         return remade
 
