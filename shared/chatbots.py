@@ -14,7 +14,9 @@ from typing import Literal
 from zoneinfo import ZoneInfo, available_timezones
 
 from limits import parse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from shared.wait_sla import SLA_LABELS, sla_minutes
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ContactField = Literal["name", "email", "phone"]
@@ -98,6 +100,11 @@ class HumanHandoffSettings(BaseModel):
     line_enabled: bool = True
     line_message: str = Field(default=DEFAULT_LINE_MESSAGE, min_length=1, max_length=500)
     line_message_no_estimate: str = Field(default=DEFAULT_LINE_MESSAGE_NO_ESTIMATE, min_length=1, max_length=500)
+    # Wait-time SLA on the dashboard, in whole minutes of waiting (None: off): rows turn amber
+    # after `alert_after_min`, red after `urgent_after_min`, and an unassigned row crossing the
+    # urgent one alerts the chatbot's agents again (services/gateway/static/js/sla.js).
+    alert_after_min: int | None = 5
+    urgent_after_min: int | None = 15
 
     @field_validator("timezone")
     @classmethod
@@ -119,6 +126,11 @@ class HumanHandoffSettings(BaseModel):
             raise ValueError("The line message without an estimate must contain {position}, and nothing else in braces.")
         return v
 
+    @field_validator("alert_after_min", "urgent_after_min", mode="before")
+    @classmethod
+    def _sla_minutes(cls, v: object, info: ValidationInfo) -> int | None:
+        return sla_minutes(v, SLA_LABELS[info.field_name])
+
     @field_validator("available_days", "contact_fields")
     @classmethod
     def _no_duplicates(cls, v: list[str]) -> list[str]:
@@ -138,6 +150,9 @@ class HumanHandoffSettings(BaseModel):
             raise ValueError("End Time must be after Start Time.")
         if self.schedule_enabled and not self.available_days:
             raise ValueError("Choose at least one available day, or turn the schedule off.")
+        if self.alert_after_min is not None and self.urgent_after_min is not None \
+                and self.urgent_after_min <= self.alert_after_min:
+            raise ValueError("Urgent after must be more minutes than Alert after (or turn one of them off).")
         return self
 
     def is_available(self, at: datetime) -> bool:

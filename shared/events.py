@@ -67,6 +67,9 @@ class VisitorMessageReceived(Envelope):
     text: str = Field(min_length=1, max_length=4096)
     # Telegram update id / WhatsApp wamid / widget client message id: the dedupe key at the edge.
     channel_message_id: str = Field(min_length=1, max_length=256)
+    # When the platform says the visitor sent it (WhatsApp's `timestamp`, Telegram's `date`);
+    # None when it gave none. WhatsApp's 24-hour window counts from it (shared/reply_window.py).
+    sent_at: AwareDatetime | None = None
 
 
 class VisitorContactSubmitted(Envelope):
@@ -190,8 +193,14 @@ class AgentCommand(Envelope):
     type: Literal["agent.command"] = "agent.command"
     command_id: str = Field(min_length=8, max_length=128)
     # mark_seen: the visitor's messages to a closed conversation were seen (it stays closed).
-    action: Literal["reply", "close", "reopen", "return_to_ai", "mark_seen"]
+    # refresh_summary: write the handoff's summary again from the messages since (the summarizer).
+    # take: the agent claims the conversation (409 when another agent has it); take_over: from
+    # whoever has it, with a system line in the transcript (services/queue/assignment.py).
+    action: Literal["reply", "close", "reopen", "return_to_ai", "mark_seen", "refresh_summary", "take", "take_over"]
     text: str | None = Field(default=None, max_length=4096)
+    # Reopen only: the gateway (owner of agents) found the conversation's assignee still an
+    # agent of the chatbot, so the claim is kept; otherwise a reopen clears it.
+    keep_assignee: bool = False
     agent: AgentRef
 
 
@@ -209,6 +218,32 @@ class HumanHandoffUpdate(Envelope):
 
 
 AgentCommandEvent = Annotated[AgentCommand | HumanHandoffUpdate, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- conversation.state: summary refreshes
+class ConversationMessageAdded(Envelope):
+    """queue -> summarizer: a visitor's or an agent's message joined a handed-off conversation.
+    What a refresh of the handoff's summary reads (the summarizer has no access to the queue's
+    store); the event id is derived from the message id, so a replay is the same event."""
+
+    type: Literal["conversation.message_added"] = "conversation.message_added"
+    handoff_id: str = Field(min_length=1, max_length=128)
+    message_id: str = Field(min_length=1, max_length=128)
+    line: TranscriptLine
+
+
+class SummaryRefreshRequested(Envelope):
+    """queue -> summarizer: an agent asked for the handoff's summary to be written again
+    (the `refresh_summary` command, accepted by the queue)."""
+
+    type: Literal["conversation.summary_refresh_requested"] = "conversation.summary_refresh_requested"
+    handoff_id: str = Field(min_length=1, max_length=128)
+    command_id: str = Field(min_length=8, max_length=128)
+    agent: AgentRef
+
+
+StateTopicEvent = Annotated[ConversationStateChanged | ConversationMessageAdded | SummaryRefreshRequested,
+                            Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- outbound.messages
@@ -267,6 +302,17 @@ class HandoffSummaryReady(Envelope):
     status: Literal["ready", "unavailable"]
     text: str | None = Field(default=None, max_length=4000)
     mode: Literal["llm", "extractive"] | None = None
+    # What it covers, when it was written, how often refreshed, a refresh under way or failed
+    # (shared.views.SummaryView says what each means).
+    covers_until: AwareDatetime | None = None
+    made_at: AwareDatetime | None = None
+    revision: int = Field(default=0, ge=0)
+    refresh: Literal["running", "failed"] | None = None
+
+    def view(self) -> SummaryView:
+        return SummaryView(handoff_id=self.handoff_id, status=self.status, text=self.text, mode=self.mode,
+                           covers_until=self.covers_until, made_at=self.made_at, revision=self.revision,
+                           refresh=self.refresh)
 
 
 # ---------------------------------------------------------------- chatbot.settings
@@ -321,6 +367,8 @@ DashboardEvent = Annotated[DashboardUpdate | CommandResult, Field(discriminator=
 VISITOR_EVENT = TypeAdapter(VisitorEvent)
 CONVERSATION_EVENT = TypeAdapter(AiTurnCompleted)
 STATE_EVENT = TypeAdapter(ConversationStateChanged)
+# Everything on conversation.state (what the summarizer reads): transitions and summary refreshes.
+STATE_TOPIC_EVENT = TypeAdapter(StateTopicEvent)
 AGENT_COMMAND_EVENT = TypeAdapter(AgentCommandEvent)
 OUTBOUND_EVENT = TypeAdapter(OutboundMessage)
 LINE_EVENT = TypeAdapter(LineChanged)
@@ -328,3 +376,20 @@ DELIVERY_EVENT = TypeAdapter(DeliveryStatusChanged)
 SUMMARY_EVENT = TypeAdapter(HandoffSummaryReady)
 SETTINGS_EVENT = TypeAdapter(ChatbotSettingsChanged)
 DASHBOARD_EVENT = TypeAdapter(DashboardEvent)
+
+
+# ---------------------------------------------------------------- agent.presence
+class AgentPresence(Envelope):
+    """gateway -> every gateway (keyed by chatbot): one dashboard socket (`conn`) of an agent
+    views or types in a conversation's pane, or left. Ephemeral: it holds for `ttl_s` unless
+    refreshed (the dashboard's heartbeat), so a gateway that died takes its agents' presence
+    with it; `left` ends it at once (the pane closed, the socket dropped)."""
+
+    type: Literal["agent.presence"] = "agent.presence"
+    conn: str = Field(min_length=1, max_length=64)
+    agent: AgentRef
+    state: Literal["viewing", "typing", "left"]
+    ttl_s: float = Field(gt=0)
+
+
+PRESENCE_EVENT = TypeAdapter(AgentPresence)

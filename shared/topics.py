@@ -37,6 +37,8 @@ DASHBOARD_UPDATES = Topic("dashboard.updates", 3, "chatbot_id")
 CHATBOT_SETTINGS = Topic("chatbot.settings", 1, "chatbot_id", compacted=True)
 # A chatbot's line of visitors waiting for a person (whole, the newest wins): queue -> channels.
 VISITOR_LINE = Topic("visitor.line", 3, "chatbot_id")
+# Who views or types in which conversation's pane (ephemeral): gateway -> every gateway.
+AGENT_PRESENCE = Topic("agent.presence", 3, "chatbot_id")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     VISITOR_MESSAGES,
@@ -50,6 +52,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     DASHBOARD_UPDATES,
     CHATBOT_SETTINGS,
     VISITOR_LINE,
+    AGENT_PRESENCE,
 )
 
 

@@ -49,6 +49,14 @@ class Contact(BaseModel):
         return [f for f in fields if not getattr(self, f)]
 
 
+class Assignee(BaseModel):
+    """The agent handling a conversation (a claim: Take, or the first reply; docs/contracts.md,
+    "Presence and claims"). `name` is the agent's display name when the claim was made."""
+
+    agent_id: str
+    name: str
+
+
 class HandoffRow(BaseModel):
     """One row of the open-handoffs list."""
 
@@ -59,6 +67,19 @@ class HandoffRow(BaseModel):
     reason: str | None = None
     channel: Channel
     message_count: int
+    # The wait clock (docs/contracts.md, "The wait clock"): "waiting" for a human since
+    # `wait_started_at` (the handoff or reopen, or the visitor's first message after an
+    # agent's reply), or "replied" (in conversation: `wait_started_at` is None).
+    wait_state: Literal["waiting", "replied"] = "waiting"
+    wait_started_at: datetime | None = None
+    last_agent_reply_at: datetime | None = None
+    nudges: int = 0  # visitor messages since the clock started ("3 new messages")
+    last_visitor_at: datetime | None = None  # the visitor's latest message ("wrote again 2m ago")
+    loop: int = 0  # handoffs in the AI <-> team loop this handoff closes ("loop ×3"); 0: none
+    # WhatsApp's 24-hour reply window (shared/reply_window.py); None on other channels. The
+    # dashboard counts down to it and lifts rows whose window closes soon.
+    reply_window_ends_at: datetime | None = None
+    assignee: Assignee | None = None  # who is handling it; None: unassigned
 
 
 class Stats(BaseModel):
@@ -93,6 +114,13 @@ class SummaryView(BaseModel):
     status: Literal["pending", "ready", "unavailable"]
     text: str | None = None
     mode: Literal["llm", "extractive"] | None = None
+    # The time of the last message it accounts for: the dashboard counts the visitor's and the
+    # agents' messages after it ("3 new messages since this summary").
+    covers_until: datetime | None = None
+    made_at: datetime | None = None  # when it was written ("showing the one from 12:04")
+    revision: int = 0  # 0 the handoff's first summary, +1 per refresh: the higher is the newer
+    # A refresh under way ("running"), or the last one failed ("failed": this is the previous one).
+    refresh: Literal["running", "failed"] | None = None
 
 
 class ConversationView(BaseModel):
@@ -121,6 +149,30 @@ class ConversationView(BaseModel):
     # the first of them came (one alert per such burst).
     new_after_close: int = 0
     new_after_close_at: datetime | None = None
+    # The wait clock and the loop flag, as on the row (HandoffRow) while handed off.
+    wait_state: Literal["waiting", "replied"] | None = None
+    wait_started_at: datetime | None = None
+    last_agent_reply_at: datetime | None = None
+    nudges: int = 0
+    loop: int = 0
+    assignee: Assignee | None = None  # as HandoffRow.assignee (cleared on Close and Return to AI)
+    # Closed: who had it at the close (Reopen gives it back while that agent is still on the team).
+    previous_assignee: Assignee | None = None
+
+
+class HandoffHistoryItem(BaseModel):
+    """One handoff of a conversation (the reply pane's history)."""
+
+    handoff_id: str
+    reason: str | None = None
+    requested_at: datetime  # handed off
+    waiting_since: datetime  # its latest waiting period began (a reopen starts one)
+    status: Literal["open", "closed", "returned_to_ai"]
+    ended_at: datetime | None = None  # closed or returned to the AI
+    ended_by: str | None = None  # the agent who closed it or returned it (display name)
+    first_reply_at: datetime | None = None  # an agent's first reply in that period
+    waited_s: int | None = None  # waiting_since to the first reply (or to its end); None: still waiting
+    loop: int = 0  # as HandoffRow.loop, when it was handed off
 
 
 T = TypeVar("T")
@@ -136,6 +188,7 @@ class Page(BaseModel, Generic[T]):
 class ConversationDetail(BaseModel):
     conversation: ConversationView
     messages: Page[MessageView]
+    handoffs: list[HandoffHistoryItem] = Field(default_factory=list)  # oldest first
 
 
 class Snapshot(BaseModel):

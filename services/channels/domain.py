@@ -7,9 +7,10 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+from shared import reply_window
 from shared.events import DeliveryStatusChanged, VisitorIdentity, VisitorMessageReceived
 from shared.ids import conversation_id_for, derived_id
 
@@ -20,7 +21,6 @@ UNKNOWN_OUTCOME_ERROR = (
     "Delivery outcome unknown: the channels service stopped while sending this message. "
     "It is not sent again, so it may not have reached the visitor."
 )
-WHATSAPP_WINDOW = timedelta(hours=24)
 MAX_TEXT = 4096
 
 
@@ -87,6 +87,7 @@ def visitor_message(
         visitor=VisitorIdentity(external_id=external_id, name=(name or None) and name[:200]),
         text=text[:MAX_TEXT],
         channel_message_id=channel_message_id,
+        sent_at=occurred_at,  # the platform's stamp (None from the widget): the reply window's fact
         **extra,
     )
 
@@ -429,7 +430,8 @@ def _parse_change(chatbot_id: str, value: dict[str, Any], out: WhatsAppPayload) 
         if not wamid or not wa_id:
             out.skipped.append("a message without id or sender")
             continue
-        sent_at = platform_time(m.get("timestamp")) or datetime.now(UTC)
+        received = datetime.now(UTC)
+        sent_at = reply_window.inbound_at(platform_time(m.get("timestamp"), received), received)
         # What the visitor wrote or sent, as words; what has none (a system message) only
         # opens the window.
         body = whatsapp_text(m)
@@ -472,12 +474,10 @@ class WindowState:
     ends_at: datetime | None
 
 
-def whatsapp_window(last_inbound: datetime | None, now: datetime, length: timedelta = WHATSAPP_WINDOW) -> WindowState:
-    """Free-form messages may be sent until 24 hours after the visitor's last message."""
-    if last_inbound is None:
-        return WindowState(False, None)
-    ends_at = last_inbound + length
-    return WindowState(now < ends_at, ends_at)
+def whatsapp_window(last_inbound: datetime | None, now: datetime) -> WindowState:
+    """Free-form messages may be sent until 24 hours after the visitor's last message: the
+    queue's definition too (shared/reply_window.py), so the pane and delivery agree."""
+    return WindowState(reply_window.is_open(last_inbound, now), reply_window.window_ends_at(last_inbound))
 
 
 # ---------------------------------------------------------------- delivery

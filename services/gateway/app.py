@@ -14,18 +14,19 @@ from services.gateway.deps import Gateway
 from services.gateway.domain import ChatbotDirectory, LoginBackoff, PendingCommands
 from services.gateway.handlers import GatewayHandlers
 from services.gateway.live import CLOSE_NO_SESSION, LiveHub
+from services.gateway.presence import Presence, PresenceStore
 from services.gateway.queue_client import QueueClient, QueueError
-from services.gateway.routes import auth, chatbots, pages, ws
+from services.gateway.routes import auth, chatbots, pages, summary, ws
 from services.gateway.routes.pages import STATIC_DIR
 from services.gateway.security import SecurityHeaders
 from services.gateway.settings import GatewaySettings
 from services.gateway.passwords import PasswordChecks
 from services.gateway.store import AgentStore, LoginLimits
-from shared.events import DASHBOARD_EVENT, SETTINGS_EVENT
+from shared.events import DASHBOARD_EVENT, PRESENCE_EVENT, SETTINGS_EVENT
 from shared.http_limits import BodyLimit
 from shared.ratelimit import RateLimits, rule
 from shared.service import ServiceRuntime
-from shared.topics import AGENT_COMMANDS, CHATBOT_SETTINGS, DASHBOARD_UPDATES
+from shared.topics import AGENT_COMMANDS, AGENT_PRESENCE, CHATBOT_SETTINGS, DASHBOARD_UPDATES
 
 log = logging.getLogger("handoff.gateway")
 
@@ -37,11 +38,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     pending = PendingCommands()
     directory = ChatbotDirectory()
     handlers = GatewayHandlers(hub, pending, directory)
+    limits = RateLimits(settings.redis_url, f"{settings.redis_prefix}:")
     gateway = Gateway(
         settings=settings,
         store=store,
         login_limits=LoginLimits(
-            RateLimits(settings.redis_url, f"{settings.redis_prefix}:"), rule(settings.login_attempts_per_ip),
+            limits, rule(settings.login_attempts_per_ip),
             LoginBackoff(settings.login_free_failures, settings.login_backoff_base_s, settings.login_backoff_max_s),
             settings.login_failures_window_s),
         passwords=PasswordChecks(settings.login_checks_at_once, settings.login_check_wait_s),
@@ -54,8 +56,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
 
     # No consumer group: every gateway process sees every update for the sockets it holds.
-    runtime.bus.consume(DASHBOARD_UPDATES, DASHBOARD_EVENT, handlers.on_dashboard_event,
-                        group_id=None, from_beginning=False)
+    # Presence (who views / types where) likewise: every process hears every agent's, one
+    # consumer for both topics.
+    presence = Presence(PresenceStore(runtime.redis, settings.redis_prefix), runtime.bus.publisher(AGENT_PRESENCE),
+                        hub, limits, rule(settings.presence_frames_per_agent), settings.presence_ttl_s)
+    runtime.bus.consume_all([(DASHBOARD_UPDATES, DASHBOARD_EVENT, handlers.on_dashboard_event),
+                             (AGENT_PRESENCE, PRESENCE_EVENT, presence.on_event)],
+                            group_id=None, from_beginning=False)
     # The settings table, whole in every instance, read before serving: the first /api/me
     # after start-up already has the chatbots' names and Handoff switches.
     runtime.replicate(CHATBOT_SETTINGS, SETTINGS_EVENT, handlers.on_settings_changed,
@@ -71,8 +78,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app = runtime.app
     app.state.gateway = gateway  # what the routers' dependencies read (deps.gateway)
+    app.state.presence = presence  # what /ws hands presence frames to (routes/ws.py)
+    app.state.summary_refresh_limit = summary.RefreshLimit(limits, rule(settings.summary_refreshes_per_conversation))
     install_error_handlers(app)
-    for router in (auth.router, chatbots.router, ws.router, pages.router):
+    for router in (auth.router, chatbots.router, summary.router, ws.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     # Outermost last: the headers go on the body limit's 413 as well.

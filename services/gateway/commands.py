@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from services.gateway import domain
+from services.gateway.claims import command_extras
 from services.gateway.deps import Gateway, parse_body
 from services.gateway.domain import CommandBody
 from services.gateway.store import Session
@@ -63,9 +64,9 @@ def command(factory: type[E], **fields: Any) -> E:
 
 async def act(gw: Gateway, request: Request, session: Session, chatbot_id: str, conversation_id: str,
               action: str, body_model: type[CommandBody]) -> JSONResponse:
-    """An agent action on a conversation (reply, close, reopen, return to the AI)."""
+    """An agent action on a conversation (reply, close, reopen, return to the AI, take, take over)."""
     body = await parse_body(request, body_model)
     event = command(AgentCommand, chatbot_id=chatbot_id, conversation_id=conversation_id,
                     command_id=body.command_id, action=action, text=getattr(body, "text", None),
-                    agent=session.agent.ref())
+                    agent=session.agent.ref(), **await command_extras(gw, chatbot_id, conversation_id, action))
     return command_answer(await await_result(gw, body.command_id, event), body.command_id)

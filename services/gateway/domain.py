@@ -276,7 +276,18 @@ class PingFrame(BaseModel):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[SubscribeFrame | UnsubscribeFrame | PingFrame, Field(discriminator="type")]
+class PresenceFrame(BaseModel):
+    """What the agent's pane shows (services/gateway/presence.py): viewing or typing in a
+    conversation of the chatbot, or left (the pane closed)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["presence"]
+    chatbot_id: str = Field(min_length=1, max_length=64)
+    conversation_id: str = Field(min_length=1, max_length=128)
+    state: Literal["viewing", "typing", "left"]
+
+
+ClientFrame = Annotated[SubscribeFrame | UnsubscribeFrame | PingFrame | PresenceFrame, Field(discriminator="type")]
 CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 MAX_CLIENT_FRAME = 4096
 
@@ -296,7 +307,7 @@ def parse_client_frame(text: str | None, max_depth: int = 32) -> ClientFrame | s
     if not isinstance(data, dict):
         return "Frames must be JSON objects."
     kind = data.get("type")
-    if kind not in ("subscribe", "unsubscribe", "ping"):
+    if kind not in ("subscribe", "unsubscribe", "ping", "presence"):
         return f"Unknown frame type: {kind!r}." if kind is not None else "Frame has no type."
     try:
         return CLIENT_FRAME.validate_python(data)

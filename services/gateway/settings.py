@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
+from shared import reply_window
 from shared.ratelimit import Network, networks, rule
 from shared.settings import ServiceSettings
 
@@ -49,6 +50,13 @@ class GatewaySettings(ServiceSettings):
     # Proxies (comma-separated addresses or networks) whose X-Forwarded-For is believed for
     # the per-address sign-in limit. Empty: the direct peer is the client.
     trusted_proxies: str = ""
+    # An agent's "Refresh" of a summary, per conversation (`limits` notation): each one is a
+    # model call, so agents cannot hammer the model; over it -> 429 with Retry-After.
+    summary_refreshes_per_conversation: str = "3/minute"
+
+    # A WhatsApp handoff whose 24-hour reply window closes within this many minutes is
+    # flagged on its row with a countdown and listed right after the oldest (0: never).
+    reply_window_warning_min: int = Field(default=int(reply_window.WARNING.total_seconds() // 60), ge=0)
 
     # Start-up waits this long at most to read the chatbot settings table to its end.
     settings_preload_timeout_s: float = 10.0
@@ -71,6 +79,15 @@ class GatewaySettings(ServiceSettings):
     # taken away end those subscriptions (granted ones can be subscribed to).
     ws_revalidate_s: float = Field(default=30.0, gt=0)
 
+    # An agent's presence in a conversation (viewing, typing) lasts this long unless the
+    # dashboard repeats it (it does every 5 s while the pane is open, static/js/presence.js):
+    # a gateway process that dies takes its agents' presence with it within this time (a
+    # closed socket at once). At least two heartbeats, so one late frame does not blink.
+    presence_ttl_s: float = Field(default=15.0, ge=10)
+    # Presence frames one agent may send (all its sockets; `limits` notation): a pane's
+    # heartbeat and typing take a few a minute; over it -> an error frame, the frame is ignored.
+    presence_frames_per_agent: str = "120/minute"
+
     # Request bodies over this many bytes -> 413 (the API's bodies are a few KB at most).
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     # JSON bodies and websocket frames nested deeper than this -> 400 / an error frame.
@@ -85,7 +102,7 @@ class GatewaySettings(ServiceSettings):
         queue_base_urls(v)
         return v
 
-    @field_validator("login_attempts_per_ip")
+    @field_validator("login_attempts_per_ip", "summary_refreshes_per_conversation", "presence_frames_per_agent")
     @classmethod
     def _rule(cls, v: str) -> str:
         rule(v)

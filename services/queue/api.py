@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from services.queue.auth import require_service_token
 from services.queue.conversation import message_view
+from services.queue.history import history_items
 from services.queue.parts import Queue
 from services.queue.store import decode_cursor
 from shared.chatbots import ChatbotView
@@ -121,4 +122,6 @@ async def conversation(chatbot_id: str, conversation_id: str, queue: QueueDep, b
         conversation=conv.view(),
         messages=Page[MessageView](items=[message_view(d) for d in docs], next_cursor=next_cursor,
                                    total=conv.message_count),
+        handoffs=history_items(await queue.record.handoffs_of(conversation_id), current_id=conv.handoff_id,
+                               current_first_reply_at=conv.first_reply_at) if not before else [],
     )

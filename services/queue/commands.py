@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.queue import domain
+from services.queue import assignment, domain, summaries, waitclock
 from services.queue.conversation import SEEN_AFTER_CLOSE, Conversation, message_view
 from services.queue.domain import CommandRefused, derived_event_id
 from services.queue.incoming import history_entry, state_event
@@ -43,6 +43,10 @@ class AgentCommands(UseCases):
                 conv = await self._reply(cmd, conv)
             elif cmd.action == "mark_seen":
                 conv = await self._mark_seen(cmd, conv)
+            elif cmd.action in assignment.CLAIMS:
+                conv = await assignment.claim(self, cmd, conv)
+            elif cmd.action == "refresh_summary":
+                conv = await summaries.request_refresh(self.state_out, cmd, conv)
             else:
                 conv = await self._transition(cmd, conv)
         except CommandRefused as refused:
@@ -60,6 +64,7 @@ class AgentCommands(UseCases):
         else:
             for _ in range(SAVE_ATTEMPTS):
                 change = conv.agent_transition(action, now, cmd.command_id)
+                change.fields.update(assignment.transition_fields(action, conv, cmd.keep_assignee))
                 saved = await self.record.save(conv.id, change)
                 if saved is not None:
                     updated, previous = saved, change.previous
@@ -74,10 +79,13 @@ class AgentCommands(UseCases):
             else:
                 raise RuntimeError(f"conversation {conv.id} keeps changing; retrying the command")
         if updated.handoff_id:
+            # The handoff's history keeps who ended it and the period's first reply.
+            ended = {"ended_by": cmd.agent.display_name, "first_reply_at": updated.first_reply_at}
             handoff_set: dict[str, Any] = {
-                "close": {"status": "closed", "closed_at": now},
-                "reopen": {"status": "open", "closed_at": None, "waiting_since": updated.waiting_since},
-                "return_to_ai": {"status": "returned_to_ai", "ended_at": now},
+                "close": {"status": "closed", "closed_at": now, **ended},
+                "reopen": {"status": "open", "closed_at": None, "waiting_since": updated.waiting_since,
+                           "first_reply_at": None, "ended_by": None},
+                "return_to_ai": {"status": "returned_to_ai", "ended_at": now, **ended},
             }[action]
             await self.record.update_handoff(updated.handoff_id, handoff_set,
                                              history_entry(action, previous, updated.status, by, now, cmd.command_id))
@@ -129,7 +137,8 @@ class AgentCommands(UseCases):
             text = domain.check_reply(conv.status, cmd.text, conv.channel, conv.last_visitor_message_at, now)
             # The reply answers whatever the visitor was waiting on.
             set_fields = {"last_message_at": now, "last_message_preview": domain.preview(text), "updated_at": now,
-                          "last_command_id": cmd.command_id, "pending_message_id": None}
+                          "last_command_id": cmd.command_id, "pending_message_id": None,
+                          **waitclock.agent_replied(now)}
             first = conv.first_reply_at is None
             if first:
                 set_fields["first_reply_at"] = now
@@ -137,7 +146,7 @@ class AgentCommands(UseCases):
                                                           expected_status="handed_off")
             if found is None:
                 raise CommandRefused(domain.REPLY_NOT_ALLOWED, 409)
-            updated = found
+            updated = await assignment.claim_on_reply(self, found, cmd.agent, now)  # the first reply claims it
             if first:
                 first_reply(conv.channel, found.waiting_since, now)
                 self.line.moved(conv.chatbot_id)  # answered: out of the line
@@ -157,6 +166,7 @@ class AgentCommands(UseCases):
         ))
         await self.feed.conversation_changed(updated, message=message_view(doc),
                                              event_id=derived_event_id(cmd.command_id, "update"))
+        await summaries.message_added(self.state_out, updated, doc)  # a summary keeps up with it
         return updated
 
     # ------------------------------------------------------------------ settings

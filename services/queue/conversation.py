@@ -21,10 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.queue import domain
+from services.queue import domain, waitclock
 from shared.chatbots import ContactField
 from shared.events import TranscriptLine, VisitorIdentity
-from shared.views import Channel, Contact, ConversationStatus, ConversationView, HandoffRow, MessageView, SummaryView
+from shared.views import (Assignee, Channel, Contact, ConversationStatus, ConversationView, HandoffRow, MessageView,
+                          SummaryView)
 
 
 # What clears a closed conversation's messages no agent has seen.
@@ -63,6 +64,12 @@ class Conversation(BaseModel):
     waiting_since: datetime | None = None
     # An agent's first reply in the current waiting period (the wait the metrics measure).
     first_reply_at: datetime | None = None
+    # The wait clock (waitclock.py): its start (None: an agent replied, "in conversation"),
+    # the latest agent reply, the visitor's messages since the start; the handoff's loop.
+    wait_started_at: datetime | None = None
+    last_agent_reply_at: datetime | None = None
+    nudges: int = 0
+    loop: int = 0
     closed_at: datetime | None = None
     # The visitor's latest message nobody has answered while a human has the conversation;
     # Return to AI hands it to the AI (an agent reply clears it).
@@ -82,6 +89,10 @@ class Conversation(BaseModel):
     last_visitor_message_at: datetime | None = None
     display_name: str | None = None
     summary: SummaryView | None = None
+    # The claim (assignment.py): state fields, written only by conditional updates. Close
+    # keeps who had it as `previous_assignee`, for a Reopen to give it back.
+    assignee: Assignee | None = None
+    previous_assignee: Assignee | None = None
 
     @classmethod
     def load(cls, doc: dict | None) -> Conversation | None:
@@ -107,11 +118,24 @@ class Conversation(BaseModel):
     def visitor(self) -> VisitorIdentity:
         return VisitorIdentity(external_id=self.visitor_id, name=self.visitor_name)
 
+    @property
+    def clock(self) -> datetime | None:
+        """The wait clock's start while handed off; None when replied (or not handed off)."""
+        if self.status != "handed_off":
+            return None
+        return waitclock.clock_start(self.wait_started_at, self.last_agent_reply_at, self.first_reply_at,
+                                     self.waiting_since)
+
     def row(self) -> HandoffRow:
         assert self.waiting_since is not None, "only a handed-off conversation has a row"
+        clock = self.clock
         return HandoffRow(conversation_id=self.id, chatbot_id=self.chatbot_id, display_name=self.name,
                           waiting_since=self.waiting_since, reason=self.reason, channel=self.channel,
-                          message_count=self.message_count)
+                          message_count=self.message_count, wait_state=waitclock.wait_state(clock),
+                          wait_started_at=clock, last_agent_reply_at=self.last_agent_reply_at,
+                          nudges=self.nudges if clock else 0, last_visitor_at=self.last_visitor_message_at,
+                          loop=self.loop,
+                          reply_window_ends_at=domain.reply_window_ends_at(self.channel, self.last_visitor_message_at), assignee=self.assignee)
 
     def view(self) -> ConversationView:
         return ConversationView(
@@ -122,16 +146,22 @@ class Conversation(BaseModel):
             created_at=self.created_at, updated_at=self.updated_at or self.created_at, summary=self.summary,
             reply_window_ends_at=domain.reply_window_ends_at(self.channel, self.last_visitor_message_at),
             new_after_close=len(self.unseen_after_close), new_after_close_at=self.unseen_after_close_at,
+            wait_state=waitclock.wait_state(self.clock) if self.status == "handed_off" else None,
+            wait_started_at=self.clock, last_agent_reply_at=self.last_agent_reply_at,
+            nudges=self.nudges if self.clock else 0, loop=self.loop if self.status == "handed_off" else 0,
+            assignee=self.assignee, previous_assignee=self.previous_assignee,
         )
 
     # ------------------------------------------------------------------ transitions
-    def hand_off(self, handoff_id: str, reason: str, at: datetime, contact_wanted: list[ContactField]) -> Change:
-        """The AI's tool or the visitor asked for a human; TransitionRefused unless active."""
+    def hand_off(self, handoff_id: str, reason: str, at: datetime, contact_wanted: list[ContactField],
+                 loop: int = 0) -> Change:
+        """The AI's tool or the visitor asked for a human; TransitionRefused unless active.
+        `loop`: the AI <-> team loop this handoff closes (history.loop_count), 0 for none."""
         domain.plan_transition(self.status, "handoff")
         return Change("handoff", self.status, self.version, {
             "status": "handed_off", "version": self.version + 1, "previous_status": self.status,
             "handoff_id": handoff_id, "reason": reason, "waiting_since": at, "updated_at": at, "closed_at": None,
-            "first_reply_at": None,
+            "first_reply_at": None, **waitclock.started(at), "loop": loop,
             "pending_message_id": None, "contact_wanted": list(contact_wanted),
             "summary": {"handoff_id": handoff_id, "status": "pending", "text": None, "mode": None},
         })
@@ -142,17 +172,18 @@ class Conversation(BaseModel):
         fields: dict[str, Any] = {"status": target, "version": self.version + 1, "previous_status": self.status,
                                   "updated_at": at, "last_command_id": command_id}
         if action == "close":
-            fields.update(closed_at=at, pending_message_id=None, **SEEN_AFTER_CLOSE)
+            fields.update(closed_at=at, pending_message_id=None, **SEEN_AFTER_CLOSE, **waitclock.stopped())
         elif action == "reopen":
             # A new waiting period; what the visitor wrote while closed is the team's again.
-            fields.update(waiting_since=at, closed_at=None, first_reply_at=None, **SEEN_AFTER_CLOSE)
+            fields.update(waiting_since=at, closed_at=None, first_reply_at=None, **SEEN_AFTER_CLOSE,
+                          **waitclock.started(at))
         elif action == "return_to_ai":
             # Back with the AI: a contact question asked at the handoff is over, and the
             # message nobody answered goes to the AI (kept as `returned_message_id` so a
             # replay of this command can hand it over again). Guarded: a visitor message
             # marked pending meanwhile must not be dropped.
             fields.update(waiting_since=None, pending_message_id=None, contact_wanted=[],
-                          returned_message_id=self.pending_message_id)
+                          returned_message_id=self.pending_message_id, **waitclock.stopped(), loop=0)
             return Change(action, self.status, self.version, fields,
                           guard={"pending_message_id": self.pending_message_id})
         return Change(action, self.status, self.version, fields)

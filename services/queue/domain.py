@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from shared import reply_window
 from shared.formatting import local_midnight, next_local_midnight
 from shared.ids import derived_id, short_visitor_label
 
@@ -34,7 +35,6 @@ WHATSAPP_WINDOW_CLOSED = "The WhatsApp 24-hour window has closed: the visitor ha
 EMPTY_REPLY = "The reply is empty: type a message to send."
 UNKNOWN_CONVERSATION = "Unknown conversation."
 UNKNOWN_CHATBOT = "Unknown chatbot."
-WHATSAPP_WINDOW = timedelta(hours=24)
 RESOLVED_WINDOW = timedelta(days=7)
 TRANSCRIPT_CAP = 50
 PREVIEW_CHARS = 140
@@ -70,11 +70,8 @@ def plan_transition(current: Status, transition: Transition) -> Status:
     return target
 
 
-def reply_window_ends_at(channel: str, last_visitor_message_at: datetime | None) -> datetime | None:
-    """WhatsApp lets a business reply freely for 24 h after the visitor's last message."""
-    if channel != "whatsapp" or last_visitor_message_at is None:
-        return None
-    return last_visitor_message_at + WHATSAPP_WINDOW
+# WhatsApp's 24-hour window: the one definition channels enforces too (shared/reply_window.py).
+reply_window_ends_at = reply_window.ends_at_for
 
 
 def check_reply(
@@ -86,10 +83,8 @@ def check_reply(
         raise CommandRefused(EMPTY_REPLY, 422)
     if status != "handed_off":
         raise CommandRefused(REPLY_NOT_ALLOWED, 409)
-    if channel == "whatsapp":
-        ends = reply_window_ends_at(channel, last_visitor_message_at)
-        if ends is None or now >= ends:
-            raise CommandRefused(WHATSAPP_WINDOW_CLOSED, 409)
+    if reply_window.applies_to(channel) and not reply_window.is_open(last_visitor_message_at, now):
+        raise CommandRefused(WHATSAPP_WINDOW_CLOSED, 409)
     return cleaned
 
 

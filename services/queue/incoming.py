@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.queue import contact, domain
+from services.queue import contact, domain, history, summaries, waitclock
 from services.queue.conversation import Conversation, message_view, transcript_of
 from services.queue.domain import derived_event_id
 from services.queue.store import IndexChange
@@ -31,8 +31,9 @@ from shared.events import (
     VisitorContactSubmitted,
     VisitorMessageReceived,
 )
+from shared import reply_window
 from shared.ids import derived_id
-from shared.views import Contact, SummaryView
+from shared.views import Contact
 
 log = logging.getLogger("handoff.queue")
 
@@ -59,6 +60,9 @@ def state_event(conv: Conversation, transition: str, previous: str, by: str, eve
 
 
 class Incoming(UseCases):
+    # When a handoff is flagged as a loop (the queue's LOOP_* settings; parts.build_queue).
+    loop_rule: history.LoopRule = history.LoopRule()
+
     # ------------------------------------------------------------------ visitor.messages
     async def on_visitor_message(self, event: VisitorMessageReceived) -> None:
         conv_id = _conversation_id(event)
@@ -68,7 +72,10 @@ class Incoming(UseCases):
                                "sender": "visitor", "sender_name": None, "text": event.text, "created_at": at,
                                "delivery": None}
         activity: dict[str, Any] = {"last_message_at": at, "last_message_preview": domain.preview(event.text),
-                                    "updated_at": at, "last_visitor_message_at": at}
+                                    "updated_at": at}
+        # WhatsApp's window counts from the platform's stamp, as channels' does, and only moves
+        # forward (shared/reply_window.py); in the same write, no extra round trip.
+        window = {"last_visitor_message_at": reply_window.inbound_at(event.sent_at, at)}
         if event.visitor.name:
             activity["visitor_name"] = event.visitor.name
         # The message and the conversation's activity are written at once: one round trip on
@@ -79,15 +86,25 @@ class Incoming(UseCases):
         inserted, conv = await asyncio.gather(
             self.record.insert_message(doc),
             self.record.record_activity(
-                conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity))
+                conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
+                latest=window))
         counting: asyncio.Future[Conversation] | None = None
+        # The wait clock (a nudge, or its restart after an agent's reply) rides on the count's write.
+        clock_set, nudges = waitclock.visitor_wrote(conv.status, conv.clock, conv.last_agent_reply_at, at)
         if inserted:
-            counting = asyncio.ensure_future(self.record.record_known_activity(conv, {}, inc={"message_count": 1}))
-            conv = conv.model_copy(update={"message_count": conv.message_count + 1})  # what it writes
+            inc = {"message_count": 1, **({"nudges": nudges} if nudges else {})}
+            counting = asyncio.ensure_future(self.record.record_known_activity(conv, clock_set, inc=inc))
+            conv = conv.model_copy(update={"message_count": conv.message_count + 1, "nudges": conv.nudges + nudges,
+                                           **clock_set})  # what it writes
             self.ai.counted(conv, [doc])
         else:
             doc = await self.record.get_message(message_id) or doc
-            conv = await self.record.record_known_activity(conv, {"message_count": await self.record.count_messages(conv_id)})
+            recount: dict[str, Any] = {"message_count": await self.record.count_messages(conv_id)}
+            if nudges:  # counted before a crash, perhaps: count instead of adding
+                since = clock_set.get("wait_started_at") or conv.clock
+                assert since is not None
+                recount.update(clock_set, nudges=await self.record.count_visitor_messages_since(conv_id, since))
+            conv = await self.record.record_known_activity(conv, recount)
         if counting is not None and (conv.contact_wanted or conv.display_name != conv.name or conv.status == "closed"):
             await counting  # what the writes below read back must include the count
             counting = None
@@ -102,6 +119,7 @@ class Incoming(UseCases):
         await _together(self.feed.conversation_changed(conv, message=message_view(doc),
                                                        event_id=derived_event_id(event.event_id, "update")), counting)
         await self._route(conv, message_id, event.text, at, replay=not inserted)
+        await summaries.message_added(self.state_out, conv, doc)  # a summary keeps up with it
 
     async def _unseen_after_close(self, conv: Conversation, message_id: str, at: datetime, *,
                                   replay: bool) -> Conversation:
@@ -180,8 +198,10 @@ class Incoming(UseCases):
             return
         if event.handoff is not None:
             if not resumed:
+                past = history.past_handoffs(await self.record.handoffs_of(conv.id), but=handoff_id)
                 saved = await self.record.save(conv.id, conv.hand_off(
-                    handoff_id, event.handoff.reason, event.occurred_at, event.handoff.contact_fields))
+                    handoff_id, event.handoff.reason, event.occurred_at, event.handoff.contact_fields,
+                    loop=history.loop_count(past, event.occurred_at, self.loop_rule)))
                 if saved is None:  # a transition overtook the outcome
                     fresh = await self.record.get_conversation(conv_id) or conv
                     await self._record_replies(fresh, event, sent=False)
@@ -201,7 +221,7 @@ class Incoming(UseCases):
         await self.record.create_handoff({
             "_id": handoff_id, "chatbot_id": conv.chatbot_id, "conversation_id": conv.id,
             "reason": event.handoff.reason, "source": event.handoff.source, "status": "open",
-            "requested_at": at, "waiting_since": at, "closed_at": None,
+            "requested_at": at, "waiting_since": at, "closed_at": None, "loop": conv.loop,
             "summary": {"handoff_id": handoff_id, "status": "pending", "text": None, "mode": None},
             "history": [history_entry("handoff", "active", "handed_off", by, at)],
         })
@@ -256,7 +276,7 @@ class Incoming(UseCases):
         if handoff is None:
             log.warning("summary for unknown handoff %s ignored", event.handoff_id)
             return
-        summary = SummaryView(handoff_id=event.handoff_id, status=event.status, text=event.text, mode=event.mode)
+        summary = event.view()
         await self.record.update_handoff(event.handoff_id, {"summary": summary.model_dump()})
         conv = await self.record.get_conversation(handoff["conversation_id"])
         if conv is not None and conv.handoff_id == event.handoff_id:

@@ -9,6 +9,7 @@ from services.queue.ai import AiTurns
 from services.queue.chatbots import ChatbotCatalog
 from services.queue.commands import AgentCommands
 from services.queue.feed import DashboardFeed
+from services.queue.history import loop_rule_of
 from services.queue.incoming import Incoming
 from services.queue.line import LineRecord, VisitorLine
 from services.queue.settings import QueueSettings
@@ -49,5 +50,7 @@ def build_queue(settings: QueueSettings, bus: Bus, record: QueueRecord, index: H
                        interval_s=settings.line_interval_s, max_places=settings.line_max_places)
     ports = dict(record=record, feed=feed, chatbots=chatbots, ai=ai, line=line, state_out=state_out,
                  outbound_out=outbound_out, answers_out=dashboard_out)
+    incoming = Incoming(**ports)
+    incoming.loop_rule = loop_rule_of(settings)
     return Queue(settings=settings, record=record, chatbots=chatbots, feed=feed,
-                 incoming=Incoming(**ports), commands=AgentCommands(**ports), line=line)
+                 incoming=incoming, commands=AgentCommands(**ports), line=line)

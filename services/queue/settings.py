@@ -34,6 +34,12 @@ class QueueSettings(ServiceSettings):
     line_refresh_s: float = Field(default=60.0, gt=0)
     # The line carries at most this many web visitors (those further back see no line).
     line_max_places: int = Field(default=1000, ge=1)
+    # A handoff is flagged as a loop ("loop ×3" on its row) when it is the LOOP_HANDOFFS-th of
+    # its conversation within LOOP_WINDOW_H hours, or comes within LOOP_RETURN_MIN minutes of
+    # a Return to AI: the bot keeps handing back what it cannot do, so its conditions need work.
+    loop_handoffs: int = Field(default=3, ge=2)
+    loop_window_h: float = Field(default=24.0, gt=0)
+    loop_return_min: float = Field(default=10.0, ge=0)
     # The internal query API's page size ceiling.
     queue_max_page: int = 200
     # The service token every /internal request must carry (`Authorization: Bearer …`; the

@@ -6,6 +6,9 @@ Redis keys, per chatbot, under `<redis_prefix>:bot:<chatbot_id>:`
 - `open`   sorted set: conversation id -> waiting_since (epoch ms), oldest first
 - `closed` sorted set: handoff id -> closed_at (epoch ms), for "Resolved this week"
 - `rows`   hash: conversation id -> HandoffRow JSON (the list's rows)
+- `order`  sorted set: conversation id -> the list's order by the wait clock
+           (`waitclock.order_score`: waiting rows by the clock's start, then replied ones);
+           `open` keeps the handoff times the stats count
 - `after_close` sorted set: conversation id -> when the visitor first wrote to it while
            closed (epoch ms), while no agent has seen it (Conversations' count)
 - `meta`   hash: epoch (new on every rebuild) and seq (one HINCRBY per dashboard update):
@@ -34,6 +37,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.queue.conversation import Change, Conversation
 from services.queue.domain import StatsCounts, StatsWindow, from_ms, to_ms, to_us
+from services.queue.waitclock import order_score
 from shared.batching import Coalescer
 from shared.chatbots import ChatbotSettings
 from shared.ids import new_id
@@ -185,14 +189,19 @@ class QueueRecord:
         return Conversation.load(await self._conversation_reads.submit(conversation_id))
 
     async def record_activity(self, conversation_id: str, on_insert: dict, set_fields: dict,
-                              inc: Mapping[str, int] | None = None) -> Conversation:
-        """Activity fields (never state ones): created with `on_insert` when new."""
+                              inc: Mapping[str, int] | None = None,
+                              latest: Mapping[str, Any] | None = None) -> Conversation:
+        """Activity fields (never state ones): created with `on_insert` when new; `latest`
+        fields only ever move forward ($max: a late-delivered older message moves nothing)."""
         update: dict[str, Any] = {"$setOnInsert": {k: v for k, v in on_insert.items()
-                                                   if k not in set_fields and not (inc and k in inc)}}
+                                                   if k not in set_fields and not (inc and k in inc)
+                                                   and not (latest and k in latest)}}
         if set_fields:
             update["$set"] = set_fields
         if inc:
             update["$inc"] = dict(inc)
+        if latest:
+            update["$max"] = dict(latest)
         doc = await self._activity.submit((conversation_id, update))
         if doc is None:
             raise RuntimeError(f"conversation {conversation_id} vanished while its activity was recorded")
@@ -225,6 +234,21 @@ class QueueRecord:
             {"_id": conversation_id, "version": _version_is(version), "status": "handed_off"},
             {"$set": {"pending_message_id": message_id}})
         return result.matched_count == 1
+
+    async def set_assignee(self, conversation_id: str, assignee: dict, *, expected: str | None, at: datetime,
+                           inc: Mapping[str, int] | None = None) -> Conversation | None:
+        """Claim a handed-off conversation for `assignee` only while it is unclaimed (`expected`
+        None) or still claimed by agent `expected`: one conditional write, so of two claims at
+        once exactly one matches. None when the condition did not hold."""
+        query: dict[str, Any] = {"_id": conversation_id, "status": "handed_off"}
+        if expected is None:
+            query["assignee"] = None  # unset or null
+        else:
+            query["assignee.agent_id"] = expected
+        update: dict[str, Any] = {"$set": {"assignee": assignee, "updated_at": at}}
+        if inc:
+            update["$inc"] = dict(inc)
+        return await self._update_and_read(query, update)
 
     async def update_conversation(self, conversation_id: str, update: dict, *,
                                   expected_status: str | None = None) -> Conversation | None:
@@ -342,6 +366,15 @@ class QueueRecord:
     async def get_handoff(self, handoff_id: str) -> dict | None:
         return await self.handoffs.find_one({"_id": handoff_id})
 
+    async def handoffs_of(self, conversation_id: str) -> list[dict]:
+        """Every handoff record of a conversation (its history; a handful, indexed)."""
+        return await self.handoffs.find({"conversation_id": conversation_id}, {"history": 0, "summary": 0}).to_list()
+
+    async def count_visitor_messages_since(self, conversation_id: str, since: datetime) -> int:
+        """The visitor's messages at or after `since` (the wait clock's nudges, recounted on a replay)."""
+        return await self.messages.count_documents(
+            {"conversation_id": conversation_id, "sender": "visitor", "at_us": {"$gte": to_us(since)}})
+
     async def count_closed_since(self, chatbot_id: str, since: datetime) -> int:
         return await self.handoffs.count_documents(
             {"chatbot_id": chatbot_id, "status": "closed", "closed_at": {"$gte": since}})
@@ -396,10 +429,11 @@ class IndexState:
     rows: list[HandoffRow] = field(default_factory=list)
     next_cursor: str | None = None
     row_count: int = 0  # HLEN rows: as many as open handoffs when the index is whole
+    order_count: int = 0  # ZCARD order: likewise
 
     @property
     def whole(self) -> bool:
-        return bool(self.epoch) and self.row_count == self.counts.open
+        return bool(self.epoch) and self.row_count == self.counts.open == self.order_count
 
 
 class HandoffIndex:
@@ -432,8 +466,10 @@ class HandoffIndex:
         pipe.zcard(self.key(chatbot_id, "open"))
         pipe.zcount(self.key(chatbot_id, "closed"), to_ms(week_starts_at), "+inf")
         pipe.hlen(self.key(chatbot_id, "rows"))
-        epoch, open_count, closed_count, rows = await pipe.execute()
-        return (epoch if int(rows) == int(open_count) else None), int(open_count), int(closed_count)
+        pipe.zcard(self.key(chatbot_id, "order"))
+        epoch, open_count, closed_count, rows, order = await pipe.execute()
+        whole = int(rows) == int(open_count) == int(order)
+        return (epoch if whole else None), int(open_count), int(closed_count)
 
     async def open_counts(self, chatbot_ids: list[str]) -> dict[str, int]:
         """Open handoffs per chatbot (the metrics' gauge): one pipelined ZCARD each."""
@@ -447,8 +483,9 @@ class HandoffIndex:
         pipe.hget(self.key(chatbot_id, "meta"), "epoch")
         pipe.zcard(self.key(chatbot_id, "open"))
         pipe.hlen(self.key(chatbot_id, "rows"))
-        epoch, open_count, rows = await pipe.execute()
-        return epoch is not None and int(open_count) == int(rows)
+        pipe.zcard(self.key(chatbot_id, "order"))
+        epoch, open_count, rows, order = await pipe.execute()
+        return epoch is not None and int(open_count) == int(rows) == int(order)
 
     def _queue_stats(self, pipe: Any, chatbot_id: str, window: StatsWindow) -> None:
         open_key = self.key(chatbot_id, "open")
@@ -459,17 +496,18 @@ class HandoffIndex:
         pipe.zcount(open_key, to_ms(window.today_starts_at), "+inf")
         pipe.zcount(self.key(chatbot_id, "closed"), to_ms(window.week_starts_at), "+inf")
         pipe.zcard(self.key(chatbot_id, "after_close"))
+        pipe.zcard(self.key(chatbot_id, "order"))
 
     # How many results _queue_stats adds to a pipeline.
-    STATS_RESULTS = 7
+    STATS_RESULTS = 8
 
     @staticmethod
     def _read_stats(results: list[Any]) -> IndexState:
-        (epoch, seq), rows, open_count, oldest, today, resolved, after_close = results
+        (epoch, seq), rows, open_count, oldest, today, resolved, after_close, order = results
         return IndexState(epoch or "", int(seq or 0), StatsCounts(
             open=int(open_count), oldest_waiting_ms=int(oldest[0][1]) if oldest else None,
             today=int(today), resolved_this_week=int(resolved), closed_with_new=int(after_close),
-        ), row_count=int(rows))
+        ), row_count=int(rows), order_count=int(order))
 
     async def apply(self, chatbot_id: str, change: IndexChange, window: StatsWindow,
                     *, bump_seq: bool = True) -> IndexState:
@@ -479,9 +517,11 @@ class HandoffIndex:
         if change.upsert_row is not None:
             row = change.upsert_row
             pipe.zadd(self.key(chatbot_id, "open"), {row.conversation_id: to_ms(row.waiting_since)})
+            pipe.zadd(self.key(chatbot_id, "order"), {row.conversation_id: row_order(row)})
             pipe.hset(self.key(chatbot_id, "rows"), row.conversation_id, row.model_dump_json())
         if change.remove_row is not None:
             pipe.zrem(self.key(chatbot_id, "open"), change.remove_row)
+            pipe.zrem(self.key(chatbot_id, "order"), change.remove_row)
             pipe.hdel(self.key(chatbot_id, "rows"), change.remove_row)
         if change.closed_add is not None:
             handoff_id, closed_at = change.closed_add
@@ -511,7 +551,7 @@ class HandoffIndex:
         """Stats and the first page at one seq: one MULTI plus one HMGET for the rows."""
         pipe = self.redis.pipeline(transaction=True)
         self._queue_stats(pipe, chatbot_id, window)
-        pipe.zrange(self.key(chatbot_id, "open"), 0, limit, withscores=True)
+        pipe.zrange(self.key(chatbot_id, "order"), 0, limit, withscores=True)
         results = await pipe.execute()
         state = self._read_stats(results[:self.STATS_RESULTS])
         members = results[self.STATS_RESULTS]
@@ -519,23 +559,23 @@ class HandoffIndex:
         return state
 
     async def page(self, chatbot_id: str, cursor: str | None, limit: int) -> tuple[list[HandoffRow], str | None, int]:
-        """Open handoffs oldest first after the cursor (score, conversation id): exact even
-        when rows before it were removed meanwhile."""
-        open_key = self.key(chatbot_id, "open")
+        """Open handoffs in the list's order (the wait clock's, `order`) after the cursor
+        (score, conversation id): exact even when rows before it were removed meanwhile."""
+        list_key = self.key(chatbot_id, "order")
         if not cursor:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zrange(open_key, 0, limit, withscores=True)
-            pipe.zcard(open_key)
+            pipe.zrange(list_key, 0, limit, withscores=True)
+            pipe.zcard(list_key)
             members, total = await pipe.execute()
             rows, next_cursor = await self._rows_page(chatbot_id, members, limit)
             return rows, next_cursor, int(total)
         raw_score, last_id = decode_cursor(cursor)
         score = _cursor_int(raw_score)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zcount(open_key, score, score)
-        pipe.zcard(open_key)
+        pipe.zcount(list_key, score, score)
+        pipe.zcard(list_key)
         ties, total = await pipe.execute()
-        members = await self.redis.zrangebyscore(open_key, score, "+inf", start=0, num=limit + 1 + int(ties), withscores=True)
+        members = await self.redis.zrangebyscore(list_key, score, "+inf", start=0, num=limit + 1 + int(ties), withscores=True)
         members = [(m, s) for m, s in members if int(s) > score or m > last_id]
         rows, next_cursor = await self._rows_page(chatbot_id, members, limit)
         return rows, next_cursor, int(total)
@@ -555,13 +595,14 @@ class HandoffIndex:
         """Replace the chatbot's index with what Mongo says, under a new epoch (clients that
         see it resync from a snapshot). The epoch is written last: no epoch = incomplete."""
         epoch = new_id()
-        keys = [self.key(chatbot_id, p) for p in ("meta", "open", "closed", "rows", "seq", "after_close")]
+        keys = [self.key(chatbot_id, p) for p in ("meta", "open", "closed", "rows", "seq", "after_close", "order")]
         await self.redis.delete(*keys)
         rows, closed = list(rows), list(closed)
         for i in range(0, len(rows), batch):
             chunk = rows[i:i + batch]
             pipe = self.redis.pipeline(transaction=False)
             pipe.zadd(self.key(chatbot_id, "open"), {r.conversation_id: to_ms(r.waiting_since) for r in chunk})
+            pipe.zadd(self.key(chatbot_id, "order"), {r.conversation_id: row_order(r) for r in chunk})
             pipe.hset(self.key(chatbot_id, "rows"), mapping={r.conversation_id: r.model_dump_json() for r in chunk})
             await pipe.execute()
         for i in range(0, len(closed), batch):
@@ -573,6 +614,10 @@ class HandoffIndex:
                                   {c: to_ms(at) for c, at in after_close[i:i + batch]})
         await self.redis.hset(self.key(chatbot_id, "meta"), mapping={"epoch": epoch})
         return epoch
+
+
+def row_order(row: HandoffRow) -> int:
+    return order_score(row.wait_started_at, row.last_agent_reply_at, row.waiting_since)
 
 
 def oldest_from(counts: StatsCounts) -> datetime | None:

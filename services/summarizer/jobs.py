@@ -15,8 +15,10 @@ import logging
 from services.summarizer import domain
 from services.summarizer.model import LLMSummarizer
 from services.summarizer.store import SummaryJobs, event_of
+from services.summarizer.tasks import KeyedTasks
 from shared.bus import EventPublisher
 from shared.events import ConversationStateChanged, HandoffSummaryReady
+from shared.ids import utcnow
 from shared.logging import bind_event
 
 log = logging.getLogger("handoff.summarizer")
@@ -29,18 +31,14 @@ class SummaryWorker:
         self.publisher = publisher
         self.model = model
         self.lease_s = lease_s
-        self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._running: dict[str, asyncio.Task] = {}
+        # Shared with the refreshes (refresh.py): at most this many model calls at once.
+        self.slots = asyncio.Semaphore(max(1, concurrency))
+        self._tasks = KeyedTasks("summary")
 
     # ------------------------------------------------------------ lifecycle
     async def stop(self) -> None:
         # Unfinished jobs stay pending in Mongo and are resumed by the next process.
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.stop()
 
     async def resume_pending(self) -> int:
         ids = await self.jobs.pending_ids()
@@ -64,15 +62,11 @@ class SummaryWorker:
             log.info("handoff %s already summarized; redelivery ignored", event.handoff_id)
 
     def schedule(self, handoff_id: str) -> None:
-        if handoff_id in self._running:
-            return
-        task = asyncio.create_task(self._run(handoff_id), name=f"summary-{handoff_id}")
-        self._running[handoff_id] = task
-        task.add_done_callback(lambda _t: self._running.pop(handoff_id, None))
+        self._tasks.start(handoff_id, lambda: self._run(handoff_id))
 
     # ------------------------------------------------------------ one job
     async def _run(self, handoff_id: str) -> None:
-        async with self._slots:
+        async with self.slots:
             if not await self.jobs.claim(handoff_id, self.lease_s):
                 return  # done already, or another instance is on it
             job = await self.jobs.get(handoff_id)
@@ -83,7 +77,8 @@ class SummaryWorker:
                 try:
                     summary = await self._write(event)
                     await self.publisher.publish(summary)
-                    await self.jobs.mark_done(handoff_id, status=summary.status, text=summary.text, mode=summary.mode)
+                    await self.jobs.mark_done(handoff_id, status=summary.status, text=summary.text, mode=summary.mode,
+                                              covers_until=summary.covers_until, made_at=summary.made_at)
                     log.info("summary of handoff %s published (%s, %s)", handoff_id, summary.status, summary.mode)
                 except asyncio.CancelledError:
                     # Shutting down: hand the job back at once, so the next process takes it.
@@ -113,4 +108,5 @@ class SummaryWorker:
             event_id=domain.summary_event_id(event.handoff_id), chatbot_id=event.chatbot_id,
             conversation_id=event.conversation_id, handoff_id=event.handoff_id,
             status="ready" if text else "unavailable", text=text, mode=mode if text else None,  # type: ignore[arg-type]
+            covers_until=domain.covered_until(event.transcript, event.occurred_at), made_at=utcnow(),
         )

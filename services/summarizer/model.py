@@ -3,9 +3,9 @@ openai client's retries with backoff (429 honouring Retry-After, 5xx, timeouts).
 
 from __future__ import annotations
 
-from services.summarizer.domain import clean_summary, prompt_messages
+from services.summarizer.domain import clean_summary, prompt_messages, refresh_prompt
 from services.summarizer.settings import SummarizerSettings
-from shared.events import ConversationStateChanged
+from shared.events import ConversationStateChanged, TranscriptLine
 from shared.llm import ChatModel, ModelCallFailed
 
 
@@ -21,9 +21,15 @@ class LLMSummarizer(ChatModel):
 
     async def summarize(self, event: ConversationStateChanged) -> str:
         """The recap; raises (ModelError, or ValueError on an empty answer) on failure."""
+        return await self._recap(prompt_messages(event, self.transcript_chars))
+
+    async def refresh(self, previous: str | None, new: list[TranscriptLine]) -> str:
+        """The recap written again from the previous one and the new messages only."""
+        return await self._recap(refresh_prompt(previous, new, self.transcript_chars))
+
+    async def _recap(self, messages: list[dict[str, str]]) -> str:
         try:
-            completion = await self.complete(prompt_messages(event, self.transcript_chars),
-                                             max_tokens=self.max_tokens, temperature=0.2)
+            completion = await self.complete(messages, max_tokens=self.max_tokens, temperature=0.2)
         except ModelCallFailed as exc:
             # Logged and stored by the caller; the key is redacted already.
             raise ModelError(exc.error) from None

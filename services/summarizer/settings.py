@@ -28,3 +28,14 @@ class SummarizerSettings(LLMSettings):
     # A job is held by one worker this long at most (longer than a model call with all its
     # retries); a worker that died without finishing lets it go after this.
     summary_lease_s: float = 300.0
+
+    # Keeping a summary current while the conversation waits for the team: it is written again
+    # (incrementally: the previous summary plus only the new messages) after this many new
+    # visitor messages, or once the oldest message it does not cover is this many minutes old
+    # (checked every SUMMARY_SWEEP_INTERVAL_S). A failed refresh is not retried automatically
+    # for as long either, so a model that is down is not called on every message.
+    summary_refresh_after_messages: int = Field(default=5, ge=1)
+    summary_refresh_after_minutes: float = Field(default=10.0, gt=0)
+    # The new messages a summary keeps for its next refresh (the most recent ones); a refresh
+    # reads these, never the whole transcript again.
+    summary_refresh_max_lines: int = Field(default=50, ge=1)

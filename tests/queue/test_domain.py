@@ -110,8 +110,13 @@ def test_hand_off_from_every_state(state):
         "status": "handed_off", "version": 4, "previous_status": "active", "handoff_id": "h1", "reason": "Refund",
         "waiting_since": NOW, "updated_at": NOW, "closed_at": None, "pending_message_id": None,
         "contact_wanted": ["email", "name"], "first_reply_at": None,
+        # The wait clock starts (waitclock.py); no loop (history.py) unless the caller found one.
+        "wait_started_at": NOW, "nudges": 0, "last_agent_reply_at": None, "loop": 0,
         "summary": {"handoff_id": "h1", "status": "pending", "text": None, "mode": None},
     }
+
+
+STOPPED = {"wait_started_at": None, "nudges": 0}  # nobody waits for the team (waitclock.py)
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -129,12 +134,14 @@ def test_agent_transition_from_every_state(state, action):
     expected, guard = {
         # Close ends the wait and drops what the visitor was waiting on.
         # Close and Reopen also clear what the visitor wrote while closed (seen by the team).
-        "close": ({"closed_at": NOW, "pending_message_id": None, **SEEN_AFTER_CLOSE}, {}),
+        "close": ({"closed_at": NOW, "pending_message_id": None, **SEEN_AFTER_CLOSE, **STOPPED}, {}),
         # Reopen starts a new waiting period (its first reply is measured again).
-        "reopen": ({"waiting_since": NOW, "closed_at": None, "first_reply_at": None, **SEEN_AFTER_CLOSE}, {}),
+        "reopen": ({"waiting_since": NOW, "closed_at": None, "first_reply_at": None, **SEEN_AFTER_CLOSE,
+                    "wait_started_at": NOW, "nudges": 0, "last_agent_reply_at": None}, {}),
         # Return to AI hands the unanswered message to the AI, only if no newer one came in.
         "return_to_ai": ({"waiting_since": None, "pending_message_id": None, "contact_wanted": [],
-                          "returned_message_id": "m-waiting"}, {"pending_message_id": "m-waiting"}),
+                          "returned_message_id": "m-waiting", **STOPPED, "loop": 0},
+                         {"pending_message_id": "m-waiting"}),
     }[action]
     assert change.fields == {**common, **expected}
     assert change.guard == guard

@@ -75,7 +75,8 @@ async def me(gw: GatewayDep, session: SignedIn) -> dict[str, Any]:
         "chatbots": [gw.directory.describe(c) for c in sorted(session.chatbot_ids)],
         "csrf_token": session.csrf_token,
         # What the dashboard must respect, from the one place the server keeps it.
-        "limits": {"reply_max_chars": REPLY_MAX_CHARS},
+        "limits": {"reply_max_chars": REPLY_MAX_CHARS,
+                   "reply_window_warning_s": gw.settings.reply_window_warning_min * 60},
     }
 
 

@@ -77,6 +77,9 @@ ACTIONS: dict[str, tuple[str, type[CommandBody]]] = {
     "reopen": ("reopen", CommandBody),
     "return-to-ai": ("return_to_ai", CommandBody),
     "mark-seen": ("mark_seen", CommandBody),
+    # Claims (services/queue/assignment.py): 409 "<name> is already handling this conversation."
+    "take": ("take", CommandBody),
+    "take-over": ("take_over", CommandBody),
 }
 ACTION_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"model": CommandResult}, 202: {"description": "Not answered in time; applied once later"},

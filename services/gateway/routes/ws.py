@@ -1,5 +1,5 @@
 """`/ws`, the live protocol (docs/contracts.md "Live protocol"): subscribe / unsubscribe /
-ping from the client; updates reach the socket through the LiveHub (handlers.py)."""
+ping / presence from the client; updates reach the socket through the LiveHub (handlers.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from services.gateway import domain
 from services.gateway.deps import SESSION_COOKIE, Gateway, gateway
-from services.gateway.domain import PingFrame, SubscribeFrame, error_frame, parse_client_frame
+from services.gateway.domain import PingFrame, PresenceFrame, SubscribeFrame, error_frame, parse_client_frame
 from services.gateway.live import CLOSE_BAD_ORIGIN, CLOSE_NO_SESSION, CLOSE_TOO_BIG, LiveClient
+from services.gateway.presence import Presence
 from services.gateway.queue_client import QueueError, internal_path
 
 router = APIRouter()
@@ -40,6 +41,8 @@ async def live(websocket: WebSocket) -> None:
     client = LiveClient(websocket, session.agent.agent_id, session.chatbot_ids, settings.ws_send_queue_size,
                         session_digest=session.token_digest)
     expires_at = session.expires_at
+    agent = session.agent.ref()  # named on presence (who views, who types)
+    presence: Presence = websocket.app.state.presence
     del session  # held for the socket's life otherwise: memory per idle socket counts
     gw.hub.add(client)
     try:
@@ -60,6 +63,10 @@ async def live(websocket: WebSocket) -> None:
                 client.offer({"type": "pong"})
             elif frame.chatbot_id not in client.member_of:
                 client.offer(error_frame(domain.NOT_A_MEMBER, frame.chatbot_id, 403))
+            elif isinstance(frame, PresenceFrame):
+                refused = await presence.on_frame(client, agent, frame)
+                if refused:
+                    client.offer(error_frame(refused, frame.chatbot_id, 429))
             elif isinstance(frame, SubscribeFrame):
                 epoch, seq = await position(gw, frame.chatbot_id)
                 if client not in gw.hub.clients:
@@ -72,6 +79,9 @@ async def live(websocket: WebSocket) -> None:
                 # `at` (server time) lets a client that reconnects ask what it missed since.
                 client.offer({"type": "subscribed", "chatbot_id": frame.chatbot_id, "epoch": epoch, "seq": seq,
                               "at": datetime.now(UTC).isoformat()})
+                there = await presence.snapshot(frame.chatbot_id)  # who is there now, if anyone
+                if there["entries"]:
+                    client.offer(there)
             else:
                 gw.hub.unsubscribe(client, frame.chatbot_id)
     except (WebSocketDisconnect, RuntimeError):
@@ -79,6 +89,7 @@ async def live(websocket: WebSocket) -> None:
     finally:
         gw.hub.remove(client)
         client.stop_now()
+        await presence.disconnected(client)  # what it showed is left, on every gateway
 
 
 # A plain Starlette route, not FastAPI's: no dependency solving and its two exit stacks held

@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { announce } from "./dom.js";
 import { isNewHandoff, newMessageAfterClose } from "./alerts.js";
 import { MissedHandoffs } from "./missed.js";
+import { UrgentRealerts } from "./sla.js";
 
 // At most this many pages of 50 are read to find handoffs missed while away.
 const MISSED_PAGES_MAX = 4;
@@ -22,12 +23,16 @@ export class HandoffAlerting {
     this.afterClose = new Set(); // "conversation id|first unseen message": bursts already alerted
     this.missed = new MissedHandoffs(); // when to look for handoffs this page could not hear about
     this.ownReopens = new Map(); // conversation id -> when this page reopened it
+    // Handoffs left waiting past their chatbot's urgent threshold alert again (sla.js).
+    this.urgent = new UrgentRealerts({ onUrgent: (bot, row, minutes) => this.alertUrgent(bot, row, minutes) });
   }
 
   /** A "subscribed" frame: after a reconnect, look for what was missed meanwhile. */
   subscribed(frame) {
     const from = this.missed.subscribed(frame);
     if (from !== null) this.alertMissed(frame.chatbot_id, from);
+    const bot = this.chatbots.get(frame.chatbot_id);
+    if (bot && bot.handoff_enabled) this.urgent.subscribed(frame.chatbot_id);
   }
 
   /** An "update" frame of any chatbot of the agent (even while the one on screen is
@@ -35,6 +40,7 @@ export class HandoffAlerting {
   update(frame) {
     if (frame.update && isNewHandoff(frame.update)) this.alertHandoff(frame.chatbot_id, frame.update.row_upserted);
     if (frame.update) this.alertAfterClose(frame.chatbot_id, frame.update);
+    if (frame.update) this.urgent.update(frame.chatbot_id, frame.update);
     const from = this.missed.update(frame);
     if (from !== null) this.alertMissed(frame.chatbot_id, from);
   }
@@ -67,6 +73,11 @@ export class HandoffAlerting {
     this.afterClose.add(key);
     this.alerts.messageAfterClose(update.conversation, update.message, this.chatbots.get(chatbotId));
     announce(`New message after close${this.whereOf(chatbotId)}: ${update.conversation.display_name}`);
+  }
+
+  alertUrgent(chatbotId, row, minutes) {
+    this.alerts.waitUrgent(row, this.chatbots.get(chatbotId), minutes);
+    announce(`Waiting over ${minutes} min${this.whereOf(chatbotId)}: ${row.display_name}`);
   }
 
   newHandoffText(chatbotId, row) {

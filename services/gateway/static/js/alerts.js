@@ -60,14 +60,21 @@ export class Alerts {
       `${conversation.display_name}: ${message.text.slice(0, 140)}`, conversation, "conversations", { beep: true });
   }
 
+  /** An unassigned handoff has waited past its chatbot's urgent threshold (sla.js). Its
+   * notification replaces the handoff's (same tag) and alerts again. */
+  waitUrgent(row, chatbot, minutes) {
+    this.alert(`Waiting over ${minutes} min — ${chatbot ? chatbot.name : "Handoff"}`,
+      row.reason ? `${row.display_name}: ${row.reason}` : row.display_name, row, "handoff", { beep: true, renotify: true });
+  }
+
   /** The beep and the desktop notification (unless muted); clicking it opens `tab` on the
    * conversation. */
-  alert(title, body, { chatbot_id: chatbotId, conversation_id: cid }, tab, { beep }) {
+  alert(title, body, { chatbot_id: chatbotId, conversation_id: cid }, tab, { beep, renotify = false }) {
     if (this.isMuted()) return;
     if (beep) this.beep();
     if ("Notification" in window && Notification.permission === "granted") {
       try {
-        const n = new Notification(title, { body, tag: cid });
+        const n = new Notification(title, { body, tag: cid, ...(renotify ? { renotify } : {}) });
         n.onclick = () => {
           window.focus();
           location.hash = `#/${encodeURIComponent(chatbotId)}/${tab}?c=${encodeURIComponent(cid)}`;

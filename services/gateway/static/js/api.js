@@ -43,6 +43,13 @@ export function replyMaxChars() {
   return Number.isInteger(n) && n > 0 ? n : null;
 }
 
+/** How long before WhatsApp's reply window closes a row is flagged and lifted, in ms (the
+ * gateway's REPLY_WINDOW_WARNING_MIN; 60 min when the server did not say). */
+export function replyWindowWarningMs() {
+  const s = Number(limits.reply_window_warning_s);
+  return Number.isFinite(s) && s >= 0 ? s * 1000 : 60 * 60 * 1000;
+}
+
 const RELOADING = "reloading";
 
 /** Signing in again (in another tab) replaces the session cookie, so this page's CSRF token

@@ -12,6 +12,7 @@ import { Alerts } from "./alerts.js";
 import { Chatbots } from "./chatbots.js";
 import { h, clear, announce } from "./dom.js";
 import { LiveConnection, updateFrames } from "./live.js";
+import { presence } from "./presence.js";
 import { CommandResults } from "./results.js";
 import { Router, routeHash } from "./router.js";
 import { ChatbotStore } from "./store.js";
@@ -90,6 +91,10 @@ async function main() {
       case "subscribed":
         store.subscribed(frame.chatbot_id);
         alerting.subscribed(frame);
+        presence.subscribed(frame.chatbot_id); // a new socket: tell it what this page shows
+        break;
+      case "presence":
+        presence.apply(frame);
         break;
       case "update":
       case "updates":
@@ -122,6 +127,7 @@ async function main() {
   });
   // Every chatbot of the agent, so a handoff in any of them alerts (sent on every connect).
   for (const c of chatbots.list) live.subscribe(c.chatbot_id);
+  presence.attach(live, me.agent.agent_id);
   live.start();
   // Browsers only play sound after a user gesture: unlock audio on the first one.
   document.addEventListener("pointerdown", () => alerts.unlockAudio(), { once: true });

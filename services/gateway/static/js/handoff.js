@@ -2,9 +2,15 @@
 
 import { h, clear } from "./dom.js";
 import { AGENT_ZONE, channelLabel, formatOldestWaiting, formatRowWaiting } from "./format.js";
+import { orderScore, rowClock, rowFlags, tickClocks } from "./waitclock.js";
+import { SlaPainter } from "./sla.js";
+import { filterControl, filteredEmpty, filterRows, rowAssignee } from "./claim.js";
+import { presence } from "./presence.js";
+import { showLegend, tickWindows, windowBadge, windowOrder } from "./window.js";
 
 export function sortRows(rows) {
-  return rows.sort((a, b) => Date.parse(a.waiting_since) - Date.parse(b.waiting_since)
+  // The queue's order: by the wait clock (waitclock.js).
+  return rows.sort((a, b) => orderScore(a) - orderScore(b)
     || (a.conversation_id < b.conversation_id ? -1 : 1));
 }
 
@@ -24,6 +30,7 @@ export class HandoffView {
     this.emptyEl = h("div", { class: "empty-state list-empty", hidden: true },
       h("p", { class: "empty-title", text: "No open handoffs" }),
       h("p", { class: "empty-text", text: "When a visitor asks for a human, they'll land here." }));
+    this.filteredEl = h("div", { class: "list-filtered", hidden: true });
     this.moreEl = h("button", { type: "button", class: "btn btn-link load-more", hidden: true, onclick: () => this.onLoadMore() }, "Load more");
     this.paneEl = h("section", { class: "pane", "aria-label": "Reply pane" });
     root.append(
@@ -34,8 +41,11 @@ export class HandoffView {
             h("h2", { class: "list-title" }, "Open handoffs ", this.countEl),
             h("a", { class: "all-link", href: `#/${encodeURIComponent(chatbotId)}/conversations?status=needs_reply`,
               "aria-label": "All conversations needing a reply" }, "All →")),
-          this.listEl, this.emptyEl, this.moreEl),
+          filterControl(() => this.renderList()), // All / Unassigned / Mine (claim.js)
+          this.listEl, this.emptyEl, this.filteredEl, this.moreEl),
         this.paneEl));
+    // Wait-time colours (amber / red) on the rows and the Oldest waiting stat.
+    this.sla = new SlaPainter({ chatbotId, rows: () => this.store.rows, listEl: this.listEl, statsEl: this.statsEl });
     this.render();
   }
 
@@ -68,10 +78,12 @@ export class HandoffView {
         h("span", { class: "stat-label", text: label }),
         h("span", { class: "stat-value", text: value })));
     }
+    this.sla.paint();
   }
 
   renderList() {
-    const rows = this.store.rows;
+    // WhatsApp rows whose reply window closes soon come right after the oldest shown (window.js).
+    const rows = windowOrder(filterRows(this.store.rows), Date.now());
     const focusedCid = document.activeElement && document.activeElement.closest && document.activeElement.closest(".handoff-row")
       ? document.activeElement.closest(".handoff-row").dataset.cid : null;
     clear(this.listEl);
@@ -85,12 +97,14 @@ export class HandoffView {
       },
         h("div", { class: "row-top" },
           h("span", { class: "row-name", text: row.display_name }),
-          h("time", { class: "row-waiting", datetime: row.waiting_since, dataset: { since: row.waiting_since },
-            text: formatRowWaiting(row.waiting_since, now, AGENT_ZONE) })),
+          rowClock(row, now)),
+        rowFlags(row, now),
         row.reason ? h("div", { class: "row-reason", text: row.reason }) : null,
         h("div", { class: "row-bottom" },
           h("span", { class: `channel channel-${row.channel}`, text: channelLabel(row.channel) }),
-          h("span", { class: "row-count", text: `${row.message_count} ${row.message_count === 1 ? "message" : "messages"}` })));
+          h("span", { class: "row-count", text: `${row.message_count} ${row.message_count === 1 ? "message" : "messages"}` }),
+          windowBadge(row, now),
+          rowAssignee(row)));
       this.listEl.append(li);
     });
     // Roving tab stop: the selected row (or the first) is the list's one tab stop.
@@ -100,18 +114,25 @@ export class HandoffView {
       const again = this.listEl.querySelector(`[data-cid="${CSS.escape(focusedCid)}"]`);
       if (again) again.focus();
     }
-    this.emptyEl.hidden = rows.length > 0;
+    this.emptyEl.hidden = this.store.rows.length > 0;
+    this.filteredEl.hidden = rows.length > 0 || !this.store.rows.length; // a filter hides them all
+    if (!this.filteredEl.hidden) this.filteredEl.replaceChildren(filteredEmpty());
     this.listEl.hidden = rows.length === 0;
     this.countEl.textContent = this.store.stats ? `(${this.store.stats.open})` : "";
     this.moreEl.hidden = !this.store.nextCursor;
+    showLegend(this.listEl, rows, now);
+    this.sla.paint();
+    presence.paintRows(this.listEl, this.chatbotId); // who else is in each conversation
   }
 
   /** Waiting times tick while the page is open. */
   tick() {
     const now = Date.now();
+    if (tickWindows(this.listEl, this.store.rows, now)) this.renderList();
     for (const el of this.listEl.querySelectorAll(".row-waiting")) {
       el.textContent = formatRowWaiting(el.dataset.since, now, AGENT_ZONE);
     }
+    tickClocks(this.listEl, now);
     const oldest = this.statsEl.querySelector('[data-stat="oldest"] .stat-value');
     if (oldest && this.store.stats) oldest.textContent = formatOldestWaiting(this.store.stats.oldest_waiting_since, now);
   }

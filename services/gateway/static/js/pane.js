@@ -4,7 +4,12 @@
 import { api, ApiError, newCommandId, replyMaxChars, signedInAgentId } from "./api.js";
 import { h, clear, announce } from "./dom.js";
 import { Drafts } from "./drafts.js";
+import { paneClaim, replyGuard } from "./claim.js";
+import { presence } from "./presence.js";
+import { handoffHistory } from "./history.js";
 import { channelLabel, formatMessageTime } from "./format.js";
+import { newestSummary, summaryBanner, SummaryRefresh } from "./summary.js";
+import { atWindowClose, templateOnlyNote } from "./window.js";
 
 // The drafts of every pane on the page (one store: a draft typed in the Handoff tab is there
 // in Conversations too).
@@ -26,6 +31,8 @@ const ACTIONS = {
   close: { label: "Close", done: "Conversation closed." },
   reopen: { label: "Reopen", done: "Conversation reopened." },
   "mark-seen": { label: "Mark as seen", done: "Marked as seen." },
+  take: { label: "Take", done: "You're handling this conversation." },
+  "take-over": { label: "Take over", done: "You took over this conversation." },
 };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -50,7 +57,7 @@ export function fresherConversation(known, fetched) {
   const pick = k > f || (k === f && known.message_count > fetched.message_count) ? known : fetched;
   const summaries = [pick.summary, known.summary, fetched.summary]
     .filter((s) => s && (!pick.handoff_id || s.handoff_id === pick.handoff_id));
-  return { ...pick, summary: summaries.find((s) => s.status !== "pending") || summaries[0] || null };
+  return { ...pick, summary: newestSummary(summaries) };
 }
 
 export class ReplyPane {
@@ -68,6 +75,7 @@ export class ReplyPane {
     this.cid = null;
     this.conversation = null;
     this.messages = [];
+    this.handoffs = [];
     this.before = null;
     this.loading = false;
     this.error = null; // {text, retry?}
@@ -79,6 +87,7 @@ export class ReplyPane {
     this.promised = 0; // the most messages a row or update said this conversation has
     this.incomplete = false;
     this.loadSeq = 0;
+    this.summaryRefresh = new SummaryRefresh(() => { if (this.loaded) this.render(); });
     this.render();
   }
 
@@ -87,14 +96,17 @@ export class ReplyPane {
     this.cid = cid;
     this.conversation = null;
     this.messages = [];
+    this.handoffs = []; // the conversation's handoffs (history.js), from its fetch
     this.before = null;
     this.error = null;
     this.notice = null;
     this.replyNote = null;
     this.loaded = false;
     this.incomplete = false;
+    this.summaryRefresh.reset(null);
     this.promised = cid ? Number(this.messageCountOf(cid)) || 0 : 0;
     this.draft = cid ? drafts.get(this.chatbotId, cid) : "";
+    presence.view(this.chatbotId, cid); // the others see who has it open
     if (!cid) {
       this.render();
       return;
@@ -119,6 +131,7 @@ export class ReplyPane {
         if (mine !== this.loadSeq || cid !== this.cid) return;
         this.conversation = fresherConversation(this.conversation, data.conversation);
         this.mergeMessages(data.messages.items);
+        if (data.handoffs) this.handoffs = data.handoffs;
         if (this.before === null) this.before = data.messages.next_cursor || null;
         this.promised = Math.max(this.promised, data.conversation.message_count || 0);
         if (this.complete() || attempt >= TRANSCRIPT_RETRY_MS.length) break;
@@ -188,6 +201,9 @@ export class ReplyPane {
       this.conversation = { ...update.conversation, summary: update.conversation.summary || (this.conversation && this.conversation.summary) };
       this.promised = Math.max(this.promised, update.conversation.message_count || 0);
       changed = true;
+      // Handed off again while open: the history (history.js) comes with a fresh fetch.
+      const hid = update.conversation.handoff_id;
+      if (this.loaded && hid && this.handoffs.length && !this.handoffs.some((x) => x.handoff_id === hid)) this.reload();
     }
     if (update.message && update.message.conversation_id === this.cid) {
       this.mergeMessages([update.message]);
@@ -332,16 +348,14 @@ export class ReplyPane {
       return;
     }
     const c = this.conversation;
-    root.append(this.header(c));
+    root.append(this.header(c), presence.paneElement(this.chatbotId, this.cid));
     const contact = this.contact(c);
     if (contact) root.append(contact);
+    const handoffs = handoffHistory(this.handoffs, this.timezone);
+    if (handoffs) root.append(handoffs);
     const windowNote = this.replyWindow(c);
     if (windowNote) root.append(windowNote);
-    const summary = c.summary && c.summary.status === "ready" && c.summary.text
-      ? h("section", { class: "summary", "aria-label": "Summary" },
-        h("h3", { class: "summary-title", text: "Summary" }),
-        h("p", { class: "summary-text", text: c.summary.text }))
-      : null;
+    const summary = summaryBanner(c, this.messages, this.summaryRefresh, { chatbotId: this.chatbotId, timezone: this.timezone });
     const afterClose = this.newAfterClose(c);
     if (afterClose) root.append(afterClose);
     if (this.error) root.append(this.errorBox());
@@ -385,14 +399,17 @@ export class ReplyPane {
         h("div", { class: "pane-meta" },
           h("span", { class: `badge badge-${c.status}`, text: STATUS_LABELS[c.status] || c.status }),
           h("span", { class: "channel", text: channelLabel(c.channel) }),
-          c.reason ? h("span", { class: "pane-reason", text: c.reason }) : null)),
+          c.reason ? h("span", { class: "pane-reason", text: c.reason }) : null,
+          paneClaim(this, c))),
       actions);
   }
 
   // WhatsApp only lets a business send free-form replies within 24 hours of the visitor's
   // last message: say so before the agent types, not only when a reply is refused.
   replyWindow(c) {
+    clearTimeout(this.windowTimer);  // the pane says "closed" by itself when the window closes
     if (c.channel !== "whatsapp" || c.status !== "handed_off") return null;
+    this.windowTimer = atWindowClose(c, () => this.render({ keepScroll: true }));
     const ends = c.reply_window_ends_at ? Date.parse(c.reply_window_ends_at) : NaN;
     if (ends > Date.now()) {
       return h("p", { class: "reply-window reply-window-open", role: "note",
@@ -493,6 +510,8 @@ export class ReplyPane {
     const counter = h("span", { class: "reply-count", id: "reply-count" });
     const note = h("p", { class: "reply-error", id: "reply-error", role: "alert" });
     const cid = this.cid;
+    // Another agent handles it: typing first asks "Reply anyway" or "Take over" (claim.js).
+    const guard = replyGuard(this, this.conversation, () => sync());
     const tooLong = () => limit && charCount(input.value) > limit;
     const showNote = () => {
       const text = tooLong() ? tooLongText(limit) : this.replyNote && this.replyNote.text;
@@ -507,7 +526,7 @@ export class ReplyPane {
       const n = charCount(input.value);
       counter.textContent = limit ? `${number(n)} / ${number(limit)}` : number(n);
       counter.classList.toggle("reply-count--over", Boolean(limit && n > limit));
-      send.disabled = Boolean(this.sending) || !input.value.trim() || Boolean(tooLong());
+      send.disabled = Boolean(this.sending) || !input.value.trim() || Boolean(tooLong()) || guard.blocked();
       showNote();
     };
     let pasteCut = false;
@@ -519,7 +538,10 @@ export class ReplyPane {
       pasteCut = false;
       sync();
       drafts.set(this.chatbotId, cid, input.value);
+      presence.typing(this.chatbotId, cid);
+      guard.show();
     });
+    input.addEventListener("focus", () => guard.show());
     // The box takes no more than the limit (maxlength); a paste longer than the room left
     // is cut by the browser.
     input.addEventListener("paste", (event) => {
@@ -536,10 +558,16 @@ export class ReplyPane {
     const submit = () => {
       const text = input.value.trim();
       if (!text || this.sending || tooLong()) return;
+      if (guard.blocked()) return guard.show(); // someone else handles it: Reply anyway or Take over first
       this.run("reply", text);
     };
     const form = h("form", { class: "reply", "aria-label": "Reply", onsubmit: (e) => { e.preventDefault(); submit(); } },
-      input, h("div", { class: "reply-side" }, counter, send), note);
+      guard.el, input, h("div", { class: "reply-side" }, counter, send), note);
+    const templateOnly = templateOnlyNote(this.conversation);  // WhatsApp's window has closed
+    if (templateOnly) {
+      form.prepend(templateOnly);
+      input.setAttribute("aria-describedby", "reply-template-only reply-count reply-error");
+    }
     input.disabled = this.sending === "reply";
     sync();
     // Re-rendered while the agent types (a message arrived): keep focus and caret.

@@ -4,12 +4,20 @@
 import { api, newCommandId } from "./api.js";
 import { h, clear } from "./dom.js";
 import { formatMessageTime } from "./format.js";
+import { slaSettings } from "./sla.js";
 
 const DAYS = [["mon", "Mon"], ["tue", "Tue"], ["wed", "Wed"], ["thu", "Thu"], ["fri", "Fri"], ["sat", "Sat"], ["sun", "Sun"]];
 const CONTACT_FIELDS = [["name", "Name"], ["email", "E-mail"], ["phone", "Phone"]];
 
 function hhmm(value) {
   return (value || "").slice(0, 5);
+}
+
+/** A minutes field as the API takes it: null (off) when empty, a number when one. */
+function minutesOf(input) {
+  const text = input.value.trim();
+  if (text === "") return null;
+  return /^\d+$/.test(text) ? Number(text) : text;
 }
 
 function timezones() {
@@ -76,6 +84,11 @@ export class ToolsView {
       field("hh-line-no-estimate", "Place in Line Message without an estimate", f.lineNoEstimate,
         "When too few recent handoffs were answered to estimate the wait: {position} only."));
     f.lineEnabled.addEventListener("change", () => { lineBox.disabled = !f.lineEnabled.checked; });
+    // Wait-time SLA: minutes, empty = off (the queue checks them and says what is wrong).
+    const minutes = (id, name, value) => h("input", { type: "text", inputmode: "numeric", id, name, size: "5",
+      value: value === null || value === undefined ? "" : String(value), autocomplete: "off" });
+    f.alertAfter = minutes("hh-alert-after", "alert_after_min", s.alert_after_min);
+    f.urgentAfter = minutes("hh-urgent-after", "urgent_after_min", s.urgent_after_min);
     f.contact = CONTACT_FIELDS.map(([key, label]) => h("label", { class: "chip" },
       h("input", { type: "checkbox", name: "contact_fields", value: key, checked: s.contact_fields.includes(key) }), label));
     const status = h("div", { class: "form-status", role: "status", "aria-live": "polite" });
@@ -107,6 +120,10 @@ export class ToolsView {
         h("div", { class: "chips", role: "group", "aria-labelledby": "hh-contact-label" }, f.contact)),
       h("div", { class: "field" }, h("label", { class: "switch" }, f.lineEnabled, h("span", { text: "Tell visitors their place in line" }))),
       lineBox,
+      h("div", { class: "field-row" },
+        field("hh-alert-after", "Alert after (min)", f.alertAfter, "Open handoffs turn amber after this wait. Empty: off."),
+        field("hh-urgent-after", "Urgent after (min)", f.urgentAfter,
+          "They turn red after this wait, and one nobody has taken alerts the team again. Empty: off.")),
       error,
       h("div", { class: "form-actions" }, save, status));
 
@@ -129,6 +146,8 @@ export class ToolsView {
         line_enabled: f.lineEnabled.checked,
         line_message: f.line.value,
         line_message_no_estimate: f.lineNoEstimate.value,
+        alert_after_min: minutesOf(f.alertAfter),
+        urgent_after_min: minutesOf(f.urgentAfter),
       };
       save.disabled = true;
       error.hidden = true;
@@ -145,6 +164,7 @@ export class ToolsView {
         if (data && Number.isInteger(data.version)) this.version = data.version;
         status.textContent = "Saved.";
         const saved = data && typeof data.enabled === "boolean" ? data : (data && data.human_handoff) || body;
+        slaSettings.set(this.chatbotId, saved); // this page's rows repaint at once
         this.onSaved(saved);
       } catch (err) {
         status.textContent = "";
