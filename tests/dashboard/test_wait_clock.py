@@ -49,7 +49,9 @@ async def test_the_row_clock_ticks_stops_at_a_reply_and_a_loop_is_flagged(browse
     clock = row(page, wendy.conversation_id).locator(".row-clock")
     # Waiting: the seed's row time, worded "waiting 12m" (the stylesheet adds the word).
     await expect(clock).to_have_attribute("aria-label", "waiting just now")
-    assert await clock.evaluate("el => getComputedStyle(el, '::before').content") == '"waiting "'
+    # The stylesheet may still be loading after the reload: wait for the word, then it holds.
+    await page.wait_for_function("el => getComputedStyle(el, '::before').content === '\"waiting \"'",
+                                 arg=await clock.element_handle(), timeout=10_000)
     await page.clock.fast_forward("12:00")
     await expect(clock).to_have_text("12m")
     await expect(clock).to_have_attribute("aria-label", "waiting 12m")
