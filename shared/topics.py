@@ -38,7 +38,9 @@ CHATBOT_SETTINGS = Topic("chatbot.settings", 1, "chatbot_id", compacted=True)
 # A chatbot's line of visitors waiting for a person (whole, the newest wins): queue -> channels.
 VISITOR_LINE = Topic("visitor.line", 3, "chatbot_id")
 # Who views or types in which conversation's pane (ephemeral): gateway -> every gateway.
-AGENT_PRESENCE = Topic("agent.presence", 3, "chatbot_id")
+# One partition: every gateway reads all of it without a group, a few events a second at
+# most, and each partition in a fetch costs the broker time on every poll, idle or not.
+AGENT_PRESENCE = Topic("agent.presence", 1, "chatbot_id")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     VISITOR_MESSAGES,
