@@ -49,9 +49,9 @@ async def test_the_row_clock_ticks_stops_at_a_reply_and_a_loop_is_flagged(browse
     clock = row(page, wendy.conversation_id).locator(".row-clock")
     # Waiting: the seed's row time, worded "waiting 12m" (the stylesheet adds the word).
     await expect(clock).to_have_attribute("aria-label", "waiting just now")
-    # The stylesheet may still be loading after the reload: wait for the word, then it holds.
-    await page.wait_for_function("el => getComputedStyle(el, '::before').content === '\"waiting \"'",
-                                 arg=await clock.element_handle(), timeout=10_000)
+    # The stylesheet may still be loading after the reload: wait for the word (polled from
+    # here: the page's own timers and animation frames are the fake clock's, held still).
+    await eventually(lambda: _word_before(clock), timeout=10)
     await page.clock.fast_forward("12:00")
     await expect(clock).to_have_text("12m")
     await expect(clock).to_have_attribute("aria-label", "waiting 12m")
@@ -83,3 +83,7 @@ async def test_the_row_clock_ticks_stops_at_a_reply_and_a_loop_is_flagged(browse
     await shot(page, "wait-clock-and-loop")
     assert not page.errors, page.errors
     await context.close()
+
+
+async def _word_before(clock) -> bool:
+    return await clock.evaluate("el => getComputedStyle(el, '::before').content") == '"waiting "'
