@@ -5,6 +5,7 @@
 // agent again, once (alerts.js makes the sound and the notification; mute applies).
 
 import { api } from "./api.js";
+import { waitStart } from "./waitclock.js";
 
 const MINUTE_MS = 60000;
 // A crossing found this long after it happened (a sleeping laptop, a throttled background
@@ -16,14 +17,8 @@ const MAX_DELAY_MS = 2 ** 31 - 1;
 const STORE_PREFIX = "handoff.sla.";
 const STORE_KEEP_MS = 8 * 24 * 60 * MINUTE_MS;
 
-/** The instant this row's wait started (ms): the ONE place that decides what a wait counts
- * from, for the colours and the re-alert alike. */
-export function waitStartOf(row) {
-  // The wait clock (docs/contracts.md): an answered row is not waiting (NaN: no level, no
-  // re-alert) until the visitor writes again, which starts a new wait.
-  if (row.wait_state === "replied") return NaN;
-  return Date.parse(row.wait_started_at || row.waiting_since);
-}
+// What a wait counts from, for the colours and the re-alert alike, is the wait clock's
+// `waitStart` (NaN for an answered row: no level, no re-alert until the visitor writes again).
 
 /** Whether an agent has the conversation (the claim's `assignee`; missing or null: nobody). */
 export function isAssigned(row) {
@@ -148,7 +143,7 @@ export class SlaPainter {
     let next = null;
     // Every open handoff loaded, shown or not (a filter may hide some): the stat is about all.
     for (const row of this.rows()) {
-      const start = waitStartOf(row);
+      const start = waitStart(row);
       const level = slaLevel(start, t, now);
       levels.set(row.conversation_id, level);
       if (level && (!worst || RANK[level] > RANK[worst])) worst = level;
@@ -241,7 +236,7 @@ export class UrgentRealerts {
     let next = null;
     if (t && t.urgent !== null) {
       for (const { row } of rows.values()) {
-        const at = waitStartOf(row) + t.urgent * MINUTE_MS;
+        const at = waitStart(row) + t.urgent * MINUTE_MS;
         if (!isAssigned(row) && at > now && (next === null || at < next)) next = at;
       }
     }
@@ -254,11 +249,11 @@ export class UrgentRealerts {
     if (t && t.urgent !== null && rows) {
       const now = Date.now();
       const due = [...rows.values()]
-        .map(({ row, seenAt }) => ({ row, seenAt, at: waitStartOf(row) + t.urgent * MINUTE_MS }))
+        .map(({ row, seenAt }) => ({ row, seenAt, at: waitStart(row) + t.urgent * MINUTE_MS }))
         .filter(({ row, seenAt, at }) => !isAssigned(row) && at <= now && at > seenAt && now - at <= LATE_MS)
         .sort((a, b) => a.at - b.at);
       for (const { row } of due) {
-        if (remember(`${row.conversation_id}|${waitStartOf(row)}|${t.urgent}`, now)) this.onUrgent(chatbotId, row, t.urgent);
+        if (remember(`${row.conversation_id}|${waitStart(row)}|${t.urgent}`, now)) this.onUrgent(chatbotId, row, t.urgent);
       }
     }
     this.schedule(chatbotId);

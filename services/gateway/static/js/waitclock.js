@@ -13,9 +13,16 @@ const REPLIED_AFTER_MS = 2 ** 50;
 /** The list's order, the queue's: waiting rows by the clock's start (oldest first), then
  * replied rows by their last agent reply. */
 export function orderScore(row) {
-  if (row.wait_state !== "replied" && row.wait_started_at) return Date.parse(row.wait_started_at);
-  if (row.wait_state !== "replied") return Date.parse(row.waiting_since); // a row from before the clock
+  if (row.wait_state !== "replied") return waitStart(row);
   return REPLIED_AFTER_MS + Date.parse(row.last_agent_reply_at || row.waiting_since);
+}
+
+/** The instant (ms) the row's current wait started: the clock's start (`waiting_since` for a
+ * row from before the clock); NaN while the row is answered ("replied"), which is no wait.
+ * The one place for it: the list's order and the SLA colours (sla.js) read it. */
+export function waitStart(row) {
+  if (row.wait_state === "replied") return NaN;
+  return Date.parse(row.wait_started_at || row.waiting_since);
 }
 
 function ago(at, now) {
@@ -31,7 +38,7 @@ export function rowClock(row, now) {
     return h("time", { class: "row-clock row-replied", datetime: row.last_agent_reply_at,
       dataset: { at: row.last_agent_reply_at, clock: "replied" }, text: `replied ${ago(row.last_agent_reply_at, now)}` });
   }
-  const since = row.wait_started_at || row.waiting_since;
+  const since = row.wait_started_at || row.waiting_since;  // waitStart's, as the row's text
   return h("time", { class: "row-clock row-waiting", datetime: since, dataset: { since, clock: "waiting" },
     "aria-label": `waiting ${formatRowWaiting(since, now, AGENT_ZONE)}`, text: formatRowWaiting(since, now, AGENT_ZONE) });
 }
