@@ -5,6 +5,8 @@ its row in Conversations and in its pane, until someone reopens it or marks it s
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from playwright.async_api import expect
 
@@ -72,4 +74,47 @@ async def test_a_message_after_close_is_marked_counted_and_alerted_once(browser,
     await expect(tab_count).to_have_text("1")
     assert page.errors == [] and quiet_page.errors == []
     await quiet_context.close()
+    await context.close()
+
+
+async def test_a_late_close_answer_does_not_hide_a_message_that_came_after_it(browser, stack):
+    """The Close's answer can reach the page after the live update of a message the visitor
+    wrote since (under load, or answered 202 and confirmed on the socket). The pane keeps the
+    newer state: the message after close stays marked (a CI run lost the mark this way)."""
+    bot, email = await stack.team("Slow Answer Shop", "slow", "Sam")
+    v = await stack.handed_off(bot, "Late Visitor", text="Hello?", reason="User asked for a person")
+    context, page = await sign_in(browser, stack, email)
+    pane = page.locator(".pane")
+    await row(page, v.conversation_id).click()
+
+    held: list = []
+    release = asyncio.Event()
+
+    async def hold_the_answer(route):
+        response = await route.fetch()  # the queue applies the close; its answer waits here
+        held.append(response)
+        await release.wait()
+        await route.fulfill(response=response)
+
+    await page.route(f"**/conversations/{v.conversation_id}/close", hold_the_answer)
+    await pane.get_by_role("button", name="Close").click()
+    await expect(pane.locator(".badge-closed")).to_have_text("Closed")  # from the live update
+    await stack.visitor_writes(v, "One more thing")
+    note = pane.locator(".after-close-text")
+    await expect(note).to_contain_text("wrote a message after this conversation was closed")
+    assert len(held) == 1 and held[0].status == 200
+    # Watch the mark from now on: it must never go, not even until the pane's next fetch.
+    await page.evaluate("""() => {
+      window.__markGone = 0;
+      new MutationObserver(() => { if (!document.querySelector('.pane .after-close-text')) window.__markGone += 1; })
+        .observe(document.querySelector('.pane'), { childList: true, subtree: true });
+    }""")
+    release.set()  # now the answer, with the conversation as it was at the close
+    await expect(pane.locator(".notice")).to_have_text("Conversation closed.")
+    await wait_until(page, "window.handoffDashboard.waitingCommandResults() === 0")
+    await page.wait_for_timeout(500)  # and the pane's fetch that follows an action
+    await expect(pane.locator(".msg-visitor .msg-text")).to_have_text(["Hello?", "One more thing"])
+    await expect(note).to_contain_text("wrote a message after this conversation was closed")
+    assert await page.evaluate("window.__markGone") == 0
+    assert page.errors == []
     await context.close()

@@ -287,8 +287,10 @@ export class ReplyPane {
       this.notice = ACTIONS[action].done;
     }
     if (result && result.conversation) {
-      this.conversation = { ...result.conversation, summary: result.conversation.summary || (this.conversation && this.conversation.summary) };
-      this.onConversation(result.conversation);
+      // The answer is the conversation as the command left it; a live update of what came
+      // since (a visitor's message) may have overtaken it: the later of the two stays.
+      this.conversation = fresherConversation(this.conversation, result.conversation);
+      this.onConversation(this.conversation);
     }
     this.render();
     await this.reload();
