@@ -172,10 +172,11 @@ class Incoming(UseCases):
 
     async def _add_contact(self, conv_id: str, found: Contact, at: datetime) -> Conversation | None:
         given = {k: v for k, v in found.model_dump().items() if v}
-        return await self.record.update_conversation(conv_id, {
-            "$set": {"updated_at": at, **{f"contact.{k}": v for k, v in given.items()}},
-            "$pullAll": {"contact_wanted": list(given)},
-        })
+        fields: dict[str, Any] = {"updated_at": at, **{f"contact.{k}": v for k, v in given.items()}}
+        name = (given.get("name") or "").strip()
+        if name:  # the contact name comes first (domain.display_name): in the same write, never seen apart
+            fields["display_name"] = name
+        return await self.record.update_conversation(conv_id, {"$set": fields, "$pullAll": {"contact_wanted": list(given)}})
 
     async def _refresh_name(self, conv: Conversation) -> Conversation:
         """The stored display name (searched by the Conversations table) follows the contact."""

@@ -67,9 +67,22 @@ async def test_handlers_dispatch_in_memory(infra):
             # Visitor messages and AI outcomes are handled concurrently (per conversation in order).
             [turn] = await eventually(lambda: asyncio.sleep(0, result=turns))
             assert turn.message_id == message_id_of(hello) and turn.text == "hello"
+            # The contact's name and the display name it makes are one write: a reader never
+            # sees the one without the other (a CI run read "Ann" beside "Visitor 345B66").
+            writes: list[dict] = []
+            update_conversation = record.update_conversation
+
+            async def spy(conversation_id, update, **kw):  # noqa: ANN001, ANN003, ANN202
+                writes.append(update)
+                return await update_conversation(conversation_id, update, **kw)
+
+            record.update_conversation = spy  # type: ignore[method-assign]
             await visitor_messages.publish(VisitorContactSubmitted(chatbot_id="mem", conversation_id=cid, channel="web",
                                                                    visitor=visitor("v1"), contact=Contact(name="Eve")))
             await eventually(lambda: _conversation_where(record, cid, display_name="Eve"))
+            record.update_conversation = update_conversation  # type: ignore[method-assign]
+            naming = [w for w in writes if "contact.name" in w.get("$set", {})]
+            assert naming and all(w["$set"].get("display_name") == "Eve" for w in naming), writes
             await conversation_events.publish(ai_outcome(turn.model_dump(mode="json"), "Connecting you",
                                                          handoff="User asked for a person"))
             await eventually(lambda: _conversation_where(record, cid, status="handed_off", message_count=2))
