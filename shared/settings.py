@@ -51,6 +51,11 @@ class ServiceSettings(BaseSettings):
     # same value as KAFKA_FETCH_MAX_WAIT_MS turns this off; on real Kafka both can be long.
     kafka_idle_after_s: float = 30.0
     kafka_idle_fetch_max_wait_ms: int = 250
+    # Under load a consumer commits its finished offsets at most this often (each commit is
+    # a broker request; one per round trip was one per handled message). After a quiet spell
+    # the first commit goes at once. A crash redelivers at most this much more, which the
+    # handlers absorb (they are idempotent); 0 commits after every round trip.
+    kafka_commit_interval_ms: int = Field(default=100, ge=0)
     # A consumer that stops heartbeating loses its partitions to the group after the session
     # timeout; members learn of a rebalance at their next heartbeat. Each heartbeat is broker
     # work: at 500 ms the five groups' heartbeats were a third of an idle stack's broker time.

@@ -129,7 +129,8 @@ class Consumers:
             counts.handle_seconds.observe(time.perf_counter() - started)
 
         if concurrency > 1 and grouped:
-            dispatcher = KeyedDispatcher(concurrency, consumer_name, functools.partial(self.commit, health))
+            dispatcher = KeyedDispatcher(concurrency, consumer_name, functools.partial(self.commit, health),
+                                         commit_interval_s=settings.kafka_commit_interval_ms / 1000)
             self._dispatchers.append(dispatcher)
 
             async def _consume(msg: KafkaMessage) -> None:

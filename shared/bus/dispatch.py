@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,9 +23,11 @@ class KeyedDispatcher:
     partition up to its lowest offset still in flight (so a crash redelivers exactly the
     unfinished ones and possibly some finished after them — handlers are idempotent)."""
 
-    def __init__(self, limit: int, name: str, commit: Committer) -> None:
+    def __init__(self, limit: int, name: str, commit: Committer, *, commit_interval_s: float = 0.0) -> None:
         self.name = name
         self._commit = commit
+        self._commit_interval_s = commit_interval_s
+        self._last_commit = float("-inf")  # monotonic time the latest commit went out
         self._slots = asyncio.Semaphore(limit)
         self._tails: dict[Any, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -77,9 +80,10 @@ class KeyedDispatcher:
         if watermark <= self._committed.get(tp, -1):
             return
         # One commit in flight per consumer; what finishes meanwhile, on any of its partitions,
-        # is committed by the next one, each partition at its highest watermark by then: under
-        # load one OffsetCommit per round trip for all partitions, not one per message or per
-        # partition (each is a broker request); when idle, at once.
+        # is committed by the next one, each partition at its highest watermark by then, and
+        # no sooner than the commit interval after the one before: under load one OffsetCommit
+        # per interval for all partitions, not one per message or per partition (each is a
+        # broker request); after a quiet spell, at once.
         self._committed[tp] = watermark
         self._wanted[tp] = (watermark, generation, msg.consumer)
         if self._committing:
@@ -87,6 +91,10 @@ class KeyedDispatcher:
         self._committing = True
         try:
             while self._wanted:
+                wait = self._last_commit + self._commit_interval_s - time.monotonic()
+                if wait > 0 and not self._closing:
+                    await asyncio.sleep(wait)  # what finishes meanwhile joins this commit
+                self._last_commit = time.monotonic()
                 wanted, self._wanted = self._wanted, {}
                 for gen in sorted({g for _, g, _ in wanted.values()}):
                     offsets = {TopicPartition(*t): mark for t, (mark, g, _) in wanted.items() if g == gen}

@@ -1,10 +1,11 @@
 """The keyed dispatcher's commits: never past a message still in flight, and under load one
 commit in flight at a time for all partitions, each at its highest watermark by then (not one
-per message, nor one per partition)."""
+per message, nor one per partition), at most one per commit interval."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,3 +83,39 @@ async def test_one_commit_carries_every_partition_that_finished_while_one_was_in
         await asyncio.sleep(0)
     # Everything else in one commit: partition 0 to its end, and partitions 1-3 with it.
     assert commits[1:] == [{TopicPartition("t", p): 3 for p in range(4)}]
+
+
+async def test_under_load_commits_go_out_at_most_once_per_interval_and_at_once_after_a_quiet_spell():
+    sent: list[tuple[float, int]] = []
+
+    async def commit(generation: int, offsets: dict[TopicPartition, int], do) -> None:  # noqa: ANN001
+        sent.append((time.monotonic(), offsets[TopicPartition("t", 0)]))
+
+    async def process(msg: _Msg) -> None:
+        await asyncio.sleep(0.001)
+
+    dispatcher = KeyedDispatcher(32, "test", commit, commit_interval_s=0.1)
+    started = time.monotonic()
+    for offset in range(200):  # ~2 ms apart for ~0.4 s: one message after another finishing
+        await dispatcher.submit(_Msg(_Record("t", 0, offset, f"k{offset}".encode())), process, 0)
+        await asyncio.sleep(0.002)
+    for _ in range(100):
+        if sent and sent[-1][1] == 200:
+            break
+        await asyncio.sleep(0.02)
+    elapsed = time.monotonic() - started
+    assert sent[0][0] - started < 0.05  # the first goes at once
+    gaps = [b[0] - a[0] for a, b in zip(sent, sent[1:])]
+    assert all(gap >= 0.095 for gap in gaps), gaps
+    assert len(sent) <= elapsed / 0.1 + 2  # not one per message (200 finished)
+    assert sent[-1][1] == 200  # every finished offset is committed in the end
+
+    await asyncio.sleep(0.2)  # quiet: the next commit goes at once
+    before = time.monotonic()
+    await dispatcher.submit(_Msg(_Record("t", 0, 200, b"k200")), process, 0)
+    for _ in range(100):
+        if sent[-1][1] == 201:
+            break
+        await asyncio.sleep(0.005)
+    assert sent[-1][1] == 201 and sent[-1][0] - before < 0.05
+    await dispatcher.drain(5)
