@@ -78,24 +78,25 @@ class Incoming(UseCases):
         window = {"last_visitor_message_at": reply_window.inbound_at(event.sent_at, at)}
         if event.visitor.name:
             activity["visitor_name"] = event.visitor.name
-        # The message and the conversation's activity are written at once: one round trip on
-        # the way to the dashboard instead of two. The count follows the insert's outcome: +1,
-        # written beside the dashboard update below; or, on a replay (the message was stored,
-        # the first try may have stopped before counting it), recounted. A failure anywhere
-        # retries the event, which then finds the message stored and recounts.
+        # The message and the conversation's activity, with its count, are written at once:
+        # one round trip on the way to the dashboard. The count is added once per message
+        # (record_activity's `counting`: a retry after the activity went through adds nothing);
+        # on a replay (the message was stored before) it is recounted: the first try may have
+        # stopped before counting. A failure anywhere retries the event.
         inserted, conv = await asyncio.gather(
             self.record.insert_message(doc),
             self.record.record_activity(
                 conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
-                latest=window))
+                inc={"message_count": 1}, latest=window, counting=message_id))
         counting: asyncio.Future[Conversation] | None = None
-        # The wait clock (a nudge, or its restart after an agent's reply) rides on the count's write.
+        # The wait clock (a nudge, or its restart after an agent's reply): a second write, only
+        # while handed off, beside the dashboard update below.
         clock_set, nudges = waitclock.visitor_wrote(conv.status, conv.clock, conv.last_agent_reply_at, at)
         if inserted:
-            inc = {"message_count": 1, **({"nudges": nudges} if nudges else {})}
-            counting = asyncio.ensure_future(self.record.record_known_activity(conv, clock_set, inc=inc))
-            conv = conv.model_copy(update={"message_count": conv.message_count + 1, "nudges": conv.nudges + nudges,
-                                           **clock_set})  # what it writes
+            if clock_set or nudges:
+                counting = asyncio.ensure_future(self.record.record_known_activity(
+                    conv, clock_set, inc={"nudges": nudges} if nudges else None))
+                conv = conv.model_copy(update={"nudges": conv.nudges + nudges, **clock_set})  # what it writes
             self.ai.counted(conv, [doc])
         else:
             doc = await self.record.get_message(message_id) or doc

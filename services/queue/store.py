@@ -41,12 +41,15 @@ from services.queue.waitclock import order_score
 from shared.batching import Coalescer
 from shared.chatbots import ChatbotSettings
 from shared.ids import new_id
-from shared.stores import insert_each, write_errors, write_failure
+from shared.stores import DUPLICATE_KEY, insert_each, write_errors, write_failure
 from shared.views import HandoffRow
 
 # Entries of `closed` older than this are trimmed: the count only looks back 7 days.
 CLOSED_KEEP_MS = 8 * 24 * 3600 * 1000
 SEARCH_MESSAGE_SCAN = 2000  # at most this many matching messages feed one search
+# A conversation's last message counted into message_count by its activity write
+# (record_activity's `counting`): a retried handler does not count it again.
+COUNTED = "counted_message_id"
 
 
 # ---------------------------------------------------------------------- cursors
@@ -103,8 +106,8 @@ class QueueRecord:
         self._message_inserts: Coalescer[dict, bool] = Coalescer(self._insert_messages, name="messages insert")
         self._message_updates: Coalescer[tuple[str | dict, dict], bool] = Coalescer(
             lambda items: self._update_only(self.messages, items), name="messages update")
-        self._activity: Coalescer[tuple[str, dict], dict | None] = Coalescer(
-            lambda items: self._update_then_read(self.conversations, items, upsert=True), name="activity")
+        self._activity: Coalescer[tuple[str, dict, str | None], dict | None] = Coalescer(
+            self._activity_then_read, name="activity")
         self._activity_writes: Coalescer[tuple[str, dict], bool] = Coalescer(
             lambda items: self._update_only(self.conversations, items), name="known activity")
         self._conversation_reads: Coalescer[str, dict | None] = Coalescer(
@@ -117,19 +120,27 @@ class QueueRecord:
         """True when stored now, False when that id was stored already (a replay)."""
         return await insert_each(self.messages, docs)
 
-    async def _update_then_read(self, collection: AsyncCollection, items: list[tuple[str, dict]], *,
-                                upsert: bool) -> list[dict | None | BaseException]:
-        """The updates in one bulk write, then the documents as they are after it in one find.
-        Only one handler at a time touches a conversation (the bus's keyed dispatcher), so
-        what the find returns is what the update made."""
+    async def _activity_then_read(self, items: list[tuple[str, dict, str | None]]) -> list[dict | None | BaseException]:
+        """The upserts in one bulk write, then the conversations as they are after it in one
+        find. Only one handler at a time touches a conversation (the bus's keyed dispatcher),
+        so what the find returns is what the update made. An item with a message id counts
+        that message at most once: it applies only while the conversation's last counted
+        message is another, and one that finds it counted already (its first try got that
+        far) is read as it is — the duplicate key its upsert then meets is that answer."""
         errors: dict[int, dict] = {}
         try:
-            await collection.bulk_write([UpdateOne({"_id": _id}, update, upsert=upsert) for _id, update in items],
-                                        ordered=False)
+            await self.conversations.bulk_write(
+                [UpdateOne({"_id": _id, **({COUNTED: {"$ne": counted}} if counted else {})}, update, upsert=True)
+                 for _id, update, counted in items], ordered=False)
         except BulkWriteError as exc:
             errors = write_errors(exc)
-        docs = await _by_id(collection, [_id for _id, _ in items])
-        return [write_failure(errors[i]) if i in errors else docs.get(_id) for i, (_id, _) in enumerate(items)]
+        docs = await _by_id(self.conversations, [_id for _id, _, _ in items])
+        outcomes: list[dict | None | BaseException] = []
+        for i, (_id, _, counted) in enumerate(items):
+            doc = docs.get(_id)
+            counted_before = counted and doc is not None and doc.get(COUNTED) == counted and errors.get(i, {}).get("code") == DUPLICATE_KEY
+            outcomes.append(write_failure(errors[i]) if i in errors and not counted_before else doc)
+        return outcomes
 
     async def _update_only(self, collection: AsyncCollection,
                            items: list[tuple[str | dict, dict]]) -> list[bool | BaseException]:
@@ -190,19 +201,23 @@ class QueueRecord:
 
     async def record_activity(self, conversation_id: str, on_insert: dict, set_fields: dict,
                               inc: Mapping[str, int] | None = None,
-                              latest: Mapping[str, Any] | None = None) -> Conversation:
+                              latest: Mapping[str, Any] | None = None, *,
+                              counting: str | None = None) -> Conversation:
         """Activity fields (never state ones): created with `on_insert` when new; `latest`
-        fields only ever move forward ($max: a late-delivered older message moves nothing)."""
+        fields only ever move forward ($max: a late-delivered older message moves nothing).
+        `counting`: the message id this write counts (`inc`), applied once per message even
+        when its handler is retried after the write went through."""
         update: dict[str, Any] = {"$setOnInsert": {k: v for k, v in on_insert.items()
                                                    if k not in set_fields and not (inc and k in inc)
                                                    and not (latest and k in latest)}}
+        set_fields = {**set_fields, COUNTED: counting} if counting else set_fields
         if set_fields:
             update["$set"] = set_fields
         if inc:
             update["$inc"] = dict(inc)
         if latest:
             update["$max"] = dict(latest)
-        doc = await self._activity.submit((conversation_id, update))
+        doc = await self._activity.submit((conversation_id, update, counting))
         if doc is None:
             raise RuntimeError(f"conversation {conversation_id} vanished while its activity was recorded")
         return Conversation.model_validate(doc)

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from faststream.kafka import TestKafkaBroker
 from pymongo import AsyncMongoClient, monitoring
 
@@ -25,26 +26,32 @@ NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 class GatedRecord(QueueRecord):
     """The message insert waits until the activity update has started: it completes only
-    if the two are in flight together. The count write can be made to fail once."""
+    if the two are in flight together. Either can be made to fail once after the server
+    applied the activity (the answer lost on the way back), or before the insert."""
 
     def __init__(self, db) -> None:  # noqa: ANN001
         super().__init__(db)
         self.activity_started = asyncio.Event()
-        self.fail_count_write = False
+        self.activity_done = asyncio.Event()
+        self.fail_activity_answer = False
+        self.fail_insert = False
 
     async def insert_message(self, doc: dict) -> bool:
         await asyncio.wait_for(self.activity_started.wait(), 5)
+        if self.fail_insert:
+            self.fail_insert = False
+            await asyncio.wait_for(self.activity_done.wait(), 5)  # the activity (and its count) went through
+            raise ConnectionError("Mongo went away before the insert")
         return await super().insert_message(doc)
 
     async def record_activity(self, *args, **kwargs):  # noqa: ANN002, ANN003
         self.activity_started.set()
-        return await super().record_activity(*args, **kwargs)
-
-    async def record_known_activity(self, conv, set_fields, inc=None):  # noqa: ANN001
-        if inc and self.fail_count_write:
-            self.fail_count_write = False
-            raise ConnectionError("Mongo went away")
-        return await super().record_known_activity(conv, set_fields, inc)
+        conv = await super().record_activity(*args, **kwargs)
+        self.activity_done.set()
+        if self.fail_activity_answer:
+            self.fail_activity_answer = False
+            raise ConnectionError("Mongo went away after the update")
+        return conv
 
 
 class _Commands(monitoring.CommandListener):
@@ -91,22 +98,47 @@ async def test_message_and_activity_are_written_together_and_counted_once(infra)
         await client.close()
 
 
-async def test_a_failed_count_write_is_retried_into_an_exact_count(infra):
+@pytest.mark.parametrize("failure", ["fail_activity_answer", "fail_insert"])
+async def test_a_write_that_fails_after_the_count_went_through_is_retried_into_an_exact_count(infra, failure):
+    """The count rides on the activity write. Its answer lost (the insert went through: the
+    retry is a replay, recounted), or the insert failing after it (the retry inserts the
+    message for the first time: the count must not go up again)."""
     queue, bus, record, client, redis = await _queue(infra)
     try:
         async with TestKafkaBroker(bus.broker):
             await queue.incoming.on_visitor_message(visitor_message("b", "v1", "first"))
             second = visitor_message("b", "v1", "second")
-            record.fail_count_write = True
-            try:
+            setattr(record, failure, True)
+            record.activity_done.clear()
+            with pytest.raises(ConnectionError):  # the failure surfaces, so the bus retries
                 await queue.incoming.on_visitor_message(second)
-                raise AssertionError("the failed write must surface so the bus retries")
-            except ConnectionError:
-                pass
-            await queue.incoming.on_visitor_message(second)  # the bus's retry: a replay, recounted
+            await asyncio.sleep(0.2)  # whatever was still in flight lands
+            await queue.incoming.on_visitor_message(second)  # the bus's retry
+            conv = await record.get_conversation(conv_id("b", "v1"))
+            assert conv is not None and conv.message_count == 2 == await record.count_messages(conv.id)
             await queue.incoming.on_visitor_message(second)  # and a later duplicate: nothing more
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "third"))
         conv = await record.get_conversation(conv_id("b", "v1"))
-        assert conv is not None and conv.message_count == 2 == await record.count_messages(conv.id)
+        assert conv is not None and conv.message_count == 3 == await record.count_messages(conv.id)
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_a_visitor_message_to_a_conversation_with_the_ai_writes_the_conversation_once(infra):
+    """The count is in the activity write: one update of the conversation, not two."""
+    listener = _Commands()
+    queue, bus, record, client, redis = await _queue(infra, listener)
+    try:
+        async with TestKafkaBroker(bus.broker):
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "first"))
+            listener.sent.clear()
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "second"))
+            await asyncio.sleep(0.1)
+        updates = [c for name, c in listener.sent if name == "update" and c == "conversations"]
+        assert len(updates) == 1, listener.sent
+        conv = await record.get_conversation(conv_id("b", "v1"))
+        assert conv is not None and conv.message_count == 2
     finally:
         await redis.aclose()
         await client.close()
