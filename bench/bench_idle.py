@@ -94,7 +94,8 @@ def main(seconds: float, settle: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.bench_idle")
     parser.add_argument("--seconds", type=float, default=60)
-    # Past KAFKA_IDLE_AFTER_S (30 s): idle consumers have switched to their long fetch wait.
+    # Past KAFKA_IDLE_AFTER_S (30 s) and a round of the watch: idle consumers sleep (doorbell) or
+    # have switched to their long fetch wait.
     parser.add_argument("--settle", type=float, default=40, help="seconds to wait after start-up before measuring")
     args = parser.parse_args()
     main(args.seconds, args.settle)

@@ -85,6 +85,9 @@ class ServiceRuntime:
         self.health_details: dict[str, Callable[[], Any]] = {}
         # Each consumer group's share in this process: replicas of a service show how they split it.
         self.health_details["consumer_groups"] = lambda: {h.group: h.share() for h in self.bus.consumers if h.group}
+        doorbell = self.bus.doorbell
+        if doorbell is not None:  # whether idle consumers can sleep until rung (else: long fetch waits)
+            self.health_details["doorbell"] = lambda: {"listening": doorbell.listening}
         # Run before every /metrics answer, to refresh gauges read from a store (bounded).
         self.metrics_hooks: list[Hook] = []
         # HTTP requests are timed by route template around every middleware (shared.metrics).

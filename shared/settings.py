@@ -51,6 +51,13 @@ class ServiceSettings(BaseSettings):
     # same value as KAFKA_FETCH_MAX_WAIT_MS turns this off; on real Kafka both can be long.
     kafka_idle_after_s: float = 30.0
     kafka_idle_fetch_max_wait_ms: int = 250
+    # Idle consumers stop fetching and producers ring them through Redis pub/sub after each
+    # acknowledged record (at most twice a second per topic), so the first record after a
+    # quiet spell is fetched at once and an idle stack costs the broker next to nothing
+    # (shared/bus/doorbell.py). Redis away: the long wait above. A sleeping consumer still
+    # looks every KAFKA_SLEEP_POLL_S. On real Kafka (answers waiting fetches early) it may be off.
+    kafka_doorbell: bool = True
+    kafka_sleep_poll_s: float = Field(default=30.0, gt=0)
     # Under load a consumer commits its finished offsets at most this often (each commit is
     # a broker request; one per round trip was one per handled message). After a quiet spell
     # the first commit goes at once. A crash redelivers at most this much more, which the

@@ -86,7 +86,8 @@ class Consumers:
         consumer_name = group_id or f"{self.bus.client_id}:{'+'.join(names)}"
         self.bus.topics.update({name: route[0] for name, route in table.items()})
         wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
-        pacing = FetchPacing(wait_ms, settings.kafka_idle_fetch_max_wait_ms, settings.kafka_idle_after_s)
+        pacing = FetchPacing(wait_ms, settings.kafka_idle_fetch_max_wait_ms, settings.kafka_idle_after_s,
+                             doorbell=self.bus.doorbell, topics=tuple(table), poll_s=settings.kafka_sleep_poll_s)
         health = ConsumerHealth(consumer_name, group_id, pacing=pacing)
         self.health.append(health)
         metrics = {name: TopicMetrics(route[0].name, group_id) for name, route in table.items()}

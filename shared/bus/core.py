@@ -16,6 +16,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, TypeAdapter
 
 from shared.bus.consumers import Consumers
+from shared.bus.doorbell import Doorbell
 from shared.bus.health import CONSUMER_FAULT_AFTER_S, ConsumerHealth, _AiokafkaFaults
 from shared.bus.publisher import EventPublisher
 from shared.bus.recovery import WATCH_INTERVAL_S, BrokerLost, Recovery
@@ -37,6 +38,9 @@ class Bus:
         self.settings = settings
         self.client_id = client_id
         self.processed = processed
+        # Idle consumers sleep and every producer rings them (shared/bus/doorbell.py); None:
+        # fetch waits only.
+        self.doorbell = Doorbell(settings.redis_url) if settings.kafka_doorbell else None
         # Every topic this service reads or writes, by prefixed name: readiness checks they
         # exist, recovery recreates them (and their DLQs) with these partition counts.
         self.topics: dict[str, Topic] = {}
@@ -83,6 +87,8 @@ class Bus:
         except BaseException:
             logging.getLogger("aiokafka").removeHandler(self._faults)
             raise
+        if self.doorbell is not None:
+            await self.doorbell.start()
         self._recovery.start()
 
     async def stop(self, graceful_timeout: float) -> None:
@@ -94,6 +100,8 @@ class Bus:
 
     async def close(self) -> None:
         logging.getLogger("aiokafka").removeHandler(self._faults)
+        if self.doorbell is not None:
+            await self.doorbell.stop()
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
@@ -113,8 +121,12 @@ class Bus:
             raise BrokerLost("the broker lost its topics; writes wait until they are recreated")
 
     def acked(self, written: Any) -> None:
-        """Count a write the broker acknowledged (for the loss report)."""
+        """Count a write the broker acknowledged (for the loss report) and ring its topic's
+        sleeping consumers."""
         self._recovery.acked(written)
+        topic = getattr(written, "topic", None)
+        if self.doorbell is not None and topic:
+            self.doorbell.ring(topic)
 
     async def dead_letter(
         self,

@@ -22,30 +22,96 @@ def set_fetch_wait(subscriber: Any, wait_ms: int) -> bool:
     return True
 
 
+# A consumer goes to sleep only when no ring for its topics came for this long either: a
+# producer rings a topic at most every doorbell.RING_EVERY_S, so a record whose ring was
+# skipped was fetched (by the long wait at the latest) before its consumer could sleep.
+QUIET_AFTER_RING_S = 2.0
+
+
+def _consumer(subscriber: Any) -> Any:
+    return getattr(subscriber, "consumer", None)
+
+
 class FetchPacing:
-    def __init__(self, busy_wait_ms: int, idle_wait_ms: int, idle_after_s: float) -> None:
+    """busy (the short wait) -> idle after `idle_after_s` without records: asleep (partitions
+    paused, woken by the doorbell, one look every `poll_s`) when the doorbell listens, else
+    the long wait. A record, or a ring, makes it busy again."""
+
+    def __init__(self, busy_wait_ms: int, idle_wait_ms: int, idle_after_s: float, *,
+                 doorbell: Any = None, topics: tuple[str, ...] = (), poll_s: float = 30.0) -> None:
         self.busy_wait_ms = busy_wait_ms
         self.idle_wait_ms = max(busy_wait_ms, idle_wait_ms)
         self.idle_after_s = idle_after_s
+        self.doorbell = doorbell
+        self.topics = topics
+        self.poll_s = poll_s
         self.subscriber: Any = None
         self.last_record = time.monotonic()
         self.idle = False
+        self.asleep = False
+        self.slept_at = 0.0
+        if doorbell is not None:
+            doorbell.on_ring(topics, self.wake, self.doorbell_lost)
 
     @property
     def wait_ms(self) -> int:
         return self.idle_wait_ms if self.idle else self.busy_wait_ms
+
+    @property
+    def state(self) -> str:
+        return "asleep" if self.asleep else "idle" if self.idle else "busy"
 
     def record_seen(self) -> None:
         self.last_record = time.monotonic()
         if self.idle and set_fetch_wait(self.subscriber, self.busy_wait_ms):
             self.idle = False
 
+    def wake(self) -> None:
+        """A ring for one of its topics: a record is in the broker; fetch it now."""
+        if self.asleep:
+            self._resume()
+        if self.idle and set_fetch_wait(self.subscriber, self.busy_wait_ms):
+            self.idle = False
+        self.last_record = time.monotonic()  # busy again, as after a record
+
+    def doorbell_lost(self) -> None:
+        """No rings can come: a sleeping consumer fetches with the long wait instead."""
+        if self.asleep:
+            self._resume()
+
     def tick(self, now: float) -> None:
-        if (not self.idle and self.idle_wait_ms > self.busy_wait_ms and now - self.last_record >= self.idle_after_s
-                and set_fetch_wait(self.subscriber, self.idle_wait_ms)):
+        quiet = now - self.last_record >= self.idle_after_s
+        if self.asleep:
+            if now - self.slept_at >= self.poll_s:
+                self._resume()  # one look with the long wait; the next tick puts it back to sleep
+            else:
+                self._pause()  # partitions a rebalance gave it meanwhile sleep too
+            return
+        if not quiet or self.idle_wait_ms <= self.busy_wait_ms:
+            return
+        if not self.idle and set_fetch_wait(self.subscriber, self.idle_wait_ms):
             self.idle = True
+        doorbell = self.doorbell
+        if (self.idle and doorbell is not None and doorbell.listening
+                and not doorbell.heard_since(self.topics, now - QUIET_AFTER_RING_S)):
+            self.slept_at = now
+            self.asleep = self._pause()
+
+    def _pause(self) -> bool:
+        consumer = _consumer(self.subscriber)
+        if consumer is None:
+            return False
+        consumer.pause(*consumer.assignment())
+        return True
+
+    def _resume(self) -> None:
+        self.asleep = False
+        consumer = _consumer(self.subscriber)
+        if consumer is not None:
+            consumer.resume(*consumer.paused())
 
     def restarted(self) -> None:
         """A fresh consumer starts with the wait it was created with (the short one)."""
         self.idle = False
+        self.asleep = False
         self.last_record = time.monotonic()
