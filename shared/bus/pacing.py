@@ -87,12 +87,13 @@ class FetchPacing:
             else:
                 self._pause()  # partitions a rebalance gave it meanwhile sleep too
             return
-        if not quiet or self.idle_wait_ms <= self.busy_wait_ms:
+        if not quiet:
             return
-        if not self.idle and set_fetch_wait(self.subscriber, self.idle_wait_ms):
+        if not self.idle and self.idle_wait_ms > self.busy_wait_ms and set_fetch_wait(self.subscriber, self.idle_wait_ms):
             self.idle = True
         doorbell = self.doorbell
-        if (self.idle and doorbell is not None and doorbell.listening
+        # Any consumer may sleep, a table's too (its one wait is already long, never switched).
+        if (doorbell is not None and doorbell.listening
                 and not doorbell.heard_since(self.topics, now - QUIET_AFTER_RING_S)):
             self.slept_at = now
             self.asleep = self._pause()

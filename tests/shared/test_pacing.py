@@ -147,6 +147,15 @@ def test_asleep_only_after_the_idle_time_and_no_recent_ring_and_rebalanced_parti
     assert consumer.paused() == {"t-0", "t-1", "t-2"}
 
 
+def test_a_consumer_with_one_long_wait_a_tables_sleeps_too():
+    doorbell = _FakeDoorbell()
+    pacing = FetchPacing(1000, 250, 30.0, doorbell=doorbell, topics=("t",), poll_s=60.0)
+    consumer = _FakeConsumer()
+    pacing.subscriber = type("Subscriber", (), {"consumer": consumer})()
+    pacing.tick(pacing.last_record + 31)
+    assert pacing.state == "asleep" and consumer.paused() == {"t-0", "t-1"}
+
+
 def test_a_ring_wakes_it_a_lost_doorbell_falls_back_to_the_long_wait_and_it_looks_every_poll():
     pacing, consumer, doorbell = _paced()
     start = pacing.last_record
