@@ -4,6 +4,7 @@ up to the lowest offset still in flight."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -38,6 +39,8 @@ class KeyedDispatcher:
         # the generation it was read at and the consumer that read it.
         self._wanted: dict[tuple[str, int], tuple[int, int, Any]] = {}
         self._committing = False
+        self._commit_task: asyncio.Future | None = None
+        self._hurry = asyncio.Event()  # set by a drain: commit what finished now
         self._closing = False
 
     async def submit(self, msg: Any, process: Callable[[Any], Awaitable[None]], generation: int) -> None:
@@ -89,11 +92,18 @@ class KeyedDispatcher:
         if self._committing:
             return
         self._committing = True
+        # Its own task: the handler's task ends now, so the key's next message never waits
+        # for a commit (nor for the interval before it).
+        self._commit_task = asyncio.ensure_future(self._commit_wanted())
+
+    async def _commit_wanted(self) -> None:
         try:
             while self._wanted:
                 wait = self._last_commit + self._commit_interval_s - time.monotonic()
                 if wait > 0 and not self._closing:
-                    await asyncio.sleep(wait)  # what finishes meanwhile joins this commit
+                    # What finishes meanwhile joins this commit; a drain cuts the pause short.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), wait)
                 self._last_commit = time.monotonic()
                 wanted, self._wanted = self._wanted, {}
                 for gen in sorted({g for _, g, _ in wanted.values()}):
@@ -105,13 +115,18 @@ class KeyedDispatcher:
 
     async def drain(self, timeout: float) -> None:
         self._closing = True
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        self._hurry.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        commit = self._commit_task
+        if commit is not None and not commit.done():  # what finished is committed (no interval now)
+            _, late = await asyncio.wait({commit}, timeout=timeout)
+            for task in late:
+                task.cancel()
 
     async def reset(self, timeout: float) -> None:
         """Between a lost log and its recreation (consumers stopped): the handlers under way
@@ -122,4 +137,5 @@ class KeyedDispatcher:
         self._done_max.clear()
         self._committed.clear()
         self._wanted.clear()
+        self._hurry.clear()
         self._closing = False
