@@ -95,6 +95,11 @@ class KeyedDispatcher:
         # Its own task: the handler's task ends now, so the key's next message never waits
         # for a commit (nor for the interval before it).
         self._commit_task = asyncio.ensure_future(self._commit_wanted())
+        self._commit_task.add_done_callback(self._commit_ended)
+
+    def _commit_ended(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: commit task failed: %r", self.name, task.exception())  # the next finish commits again
 
     async def _commit_wanted(self) -> None:
         try:

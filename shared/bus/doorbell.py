@@ -17,6 +17,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+
 import redis.asyncio as aioredis
 
 log = logging.getLogger("handoff.bus")
@@ -32,7 +33,9 @@ RECONNECT_S = 1.0
 class Doorbell:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
-        self._redis: aioredis.Redis | None = None  # opened by the first ring or the listener
+        # Its own client, opened by the first ring or the listener: every bus rings, a stateless
+        # service's and a test's or bench's publisher too, not only services that keep data in Redis.
+        self._redis: aioredis.Redis | None = None
         # Pub/sub channels are the Redis server's, whatever the database: one per topic, named
         # by its full (prefixed) name, so stacks sharing a Redis ring only their own consumers.
         self.channel_prefix = "handoff:bus:ring:"
