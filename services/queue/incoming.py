@@ -88,13 +88,13 @@ class Incoming(UseCases):
             self.record.record_activity(
                 conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
                 inc={"message_count": 1}, latest=window, counting=message_id))
-        counting: asyncio.Future[Conversation] | None = None
+        clock_write: asyncio.Future[Conversation] | None = None
         # The wait clock (a nudge, or its restart after an agent's reply): a second write, only
         # while handed off, beside the dashboard update below.
         clock_set, nudges = waitclock.visitor_wrote(conv.status, conv.clock, conv.last_agent_reply_at, at)
         if inserted:
             if clock_set or nudges:
-                counting = asyncio.ensure_future(self.record.record_known_activity(
+                clock_write = asyncio.ensure_future(self.record.record_known_activity(
                     conv, clock_set, inc={"nudges": nudges} if nudges else None))
                 conv = conv.model_copy(update={"nudges": conv.nudges + nudges, **clock_set})  # what it writes
             self.ai.counted(conv, [doc])
@@ -106,9 +106,9 @@ class Incoming(UseCases):
                 assert since is not None
                 recount.update(clock_set, nudges=await self.record.count_visitor_messages_since(conv_id, since))
             conv = await self.record.record_known_activity(conv, recount)
-        if counting is not None and (conv.contact_wanted or conv.display_name != conv.name or conv.status == "closed"):
-            await counting  # what the writes below read back must include the count
-            counting = None
+        if clock_write is not None and (conv.contact_wanted or conv.display_name != conv.name or conv.status == "closed"):
+            await clock_write  # what the writes below read back must include the wait clock's fields
+            clock_write = None
         if conv.contact_wanted:
             found = contact.extract_contact(event.text, conv.contact_wanted)
             if not found.empty:
@@ -118,7 +118,7 @@ class Incoming(UseCases):
             log.info("visitor wrote to closed conversation %s: stored, it stays closed", conv_id)
             conv = await self._unseen_after_close(conv, message_id, at, replay=not inserted)
         await _together(self.feed.conversation_changed(conv, message=message_view(doc),
-                                                       event_id=derived_event_id(event.event_id, "update")), counting)
+                                                       event_id=derived_event_id(event.event_id, "update")), clock_write)
         await self._route(conv, message_id, event.text, at, replay=not inserted)
         await summaries.message_added(self.state_out, conv, doc)  # a summary keeps up with it
 

@@ -12,10 +12,14 @@ import time
 from typing import Any
 
 
+def _consumer(subscriber: Any) -> Any:
+    return getattr(subscriber, "consumer", None)
+
+
 def set_fetch_wait(subscriber: Any, wait_ms: int) -> bool:
     """Change a running consumer's fetch wait. aiokafka reads it from its fetcher for every
     fetch request it builds and has no public setter (aiokafka is pinned below 0.15)."""
-    fetcher = getattr(getattr(subscriber, "consumer", None), "_fetcher", None)
+    fetcher = getattr(_consumer(subscriber), "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
         return False
     fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001 - see above
@@ -26,10 +30,6 @@ def set_fetch_wait(subscriber: Any, wait_ms: int) -> bool:
 # producer rings a topic at most every doorbell.RING_EVERY_S, so a record whose ring was
 # skipped was fetched (by the long wait at the latest) before its consumer could sleep.
 QUIET_AFTER_RING_S = 2.0
-
-
-def _consumer(subscriber: Any) -> Any:
-    return getattr(subscriber, "consumer", None)
 
 
 class FetchPacing:
