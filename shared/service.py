@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -226,12 +227,34 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
+class QuietServer(uvicorn.Server):
+    """uvicorn's main loop wakes ten times a second to see whether it should stop, which is
+    most of what an idle service does. This one wakes once a second (the resolution of the
+    Date header it refreshes) and at once when a stop signal comes."""
+
+    _stop: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # uvicorn refreshes the Date header on multiples of 10
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+
 def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSettings, *,
           ws_max_size: int = 64 * 1024) -> None:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     app = app_factory(settings)
     settle_heap()  # the serving process only: tests that build apps in-process keep their collector
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
@@ -247,3 +270,4 @@ def serve(app_factory: Callable[[ServiceSettings], FastAPI], settings: ServiceSe
         # only from configured proxies (TRUSTED_PROXIES, shared.ratelimit.client_address).
         proxy_headers=False,
     )
+    QuietServer(config).run()

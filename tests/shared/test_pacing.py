@@ -82,8 +82,21 @@ async def test_an_idle_consumer_sleeps_and_the_producers_ring_wakes_it_at_once(i
         await eventually(asleep, timeout=20)
         await asyncio.sleep(1)  # a fetch in flight when it fell asleep is over
         assert pacing.asleep
+        # Asleep, its fetch loop stays asleep too (aiokafka's would look round every 200 ms).
+        fetcher = consumer._fetcher  # noqa: SLF001
+        looks = 0
+        look = fetcher._get_actions_per_node  # noqa: SLF001
+
+        def counted(assignment):  # noqa: ANN001, ANN202
+            nonlocal looks
+            looks += 1
+            return look(assignment)
+
+        fetcher._get_actions_per_node = counted  # noqa: SLF001
+        await asyncio.sleep(2)
+        assert looks <= 1
         await runtime.app.state.publisher.publish(_message("c1", "after a quiet spell"))
-        await eventually(lambda: asyncio.sleep(0, result=handled == ["after a quiet spell"]), timeout=10)
+        await eventually(lambda: asyncio.sleep(0, result=handled == ["after a quiet spell"]), timeout=2)
         assert not pacing.asleep and not pacing.idle and not consumer.paused() and _fetch_wait(pacing) == 25
         await eventually(asleep, timeout=20)  # quiet again: asleep again
         async with __import__("httpx").AsyncClient(base_url=svc.url) as http:

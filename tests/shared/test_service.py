@@ -33,16 +33,15 @@ async def test_invalid_input_with_a_lone_surrogate_is_a_422_not_a_500():
 
 _SERVE_AND_REPORT = """
 import gc, json, sys
-import uvicorn
 from fastapi import FastAPI
 from shared import service
 from shared.settings import ServiceSettings
 
-def run(app, **_):  # stands in for the server: what does the heap look like when it starts?
+def run(self, **_):  # stands in for the server: what does the heap look like when it starts?
     print(json.dumps({"frozen": gc.get_freeze_count(), "threshold": gc.get_threshold(),
-                      "app": isinstance(app, FastAPI)}))
+                      "app": isinstance(self.config.app, FastAPI)}))
 
-uvicorn.run = run
+service.QuietServer.run = run
 service.serve(lambda settings: FastAPI(), ServiceSettings(service_name="probe"))
 """
 
@@ -63,3 +62,39 @@ def test_a_served_process_keeps_its_startup_heap_out_of_full_collections():
     assert heap["app"] is True
     assert heap["frozen"] > 10_000  # the imports and the app: the bulk of a service's objects
     assert heap["threshold"][0] == YOUNG_GC_THRESHOLD > 700
+
+
+async def test_the_server_wakes_once_a_second_while_idle_and_stops_at_once_when_told():
+    """uvicorn's own loop wakes ten times a second to see whether it should stop, which was
+    most of what an idle service did; the Date header it refreshes has one-second resolution."""
+    import asyncio
+    import signal
+    import time
+
+    import uvicorn
+
+    from deploy.infra import free_port
+    from shared.service import QuietServer
+    from tests.support import eventually
+
+    server = QuietServer(uvicorn.Config(FastAPI(), host="127.0.0.1", port=free_port(), log_config=None,
+                                        lifespan="off"))
+    ticks = 0
+    tick = server.on_tick
+
+    async def counted(counter: int) -> bool:
+        nonlocal ticks
+        ticks += 1
+        return await tick(counter)
+
+    server.on_tick = counted  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: asyncio.sleep(0, result=server.started), timeout=10)
+    ticks = 0
+    await asyncio.sleep(2.0)
+    assert 1 <= ticks <= 3
+    asked = time.monotonic()
+    server.handle_exit(signal.SIGTERM, None)
+    server._captured_signals.clear()  # noqa: SLF001 - uvicorn would raise it again in this test process
+    await asyncio.wait_for(serving, 5)
+    assert time.monotonic() - asked < 0.5
