@@ -172,7 +172,9 @@ def local_env(kafka_port: int, redis_port: int, mongo_port: int) -> dict[str, st
         "KAFKA_ENABLE_IDEMPOTENCE": "false",
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         # retryWrites=false: SecantusDB's retryable-write log slows writes down over time.
-        "MONGODB_URI": f"mongodb://127.0.0.1:{mongo_port}/?retryWrites=false",
+        # serverMonitoringMode=poll: SecantusDB holds a streamed `hello` by waking every 250 ms,
+        # for each client; polled, each client asks once every heartbeat (10 s) instead.
+        "MONGODB_URI": f"mongodb://127.0.0.1:{mongo_port}/?retryWrites=false&serverMonitoringMode=poll",
     }
 
 
