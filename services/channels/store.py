@@ -78,12 +78,18 @@ class WhatsAppWindowStore:
 
 # Append an entry to a history unless the very same entry is already in it, trim, refresh the
 # TTL: a reply sent again after a crash (allowed for the widget) is kept once.
+# ARGV: entry, history limit, TTL, and optionally the live channel and what to publish on it
+# (in the same round trip; published whether or not the entry was new, as a separate notify is).
 _STORE_ONCE = """
-if redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+local added = 0
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  added = 1
+end
+if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return added
 """
 
 
@@ -106,12 +112,17 @@ class WebOutbox:
         return bool(added)
 
     async def notify(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> None:
-        await self.redis.publish(self.live_channel, json.dumps(
-            {"chatbot_id": chatbot_id, "visitor_id": visitor_id, "entry": entry}))
+        await self.redis.publish(self.live_channel, self._live(chatbot_id, visitor_id, entry))
 
     async def append(self, chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> None:
-        await self.store(chatbot_id, visitor_id, entry)
-        await self.notify(chatbot_id, visitor_id, entry)
+        """`store`, then `notify`, in one round trip (a visitor's own message, on every POST)."""
+        await self._store_once(keys=[self._history(chatbot_id, visitor_id)],
+                               args=[json.dumps(entry), self.limit, self.ttl_s, self.live_channel,
+                                     self._live(chatbot_id, visitor_id, entry)])
+
+    @staticmethod
+    def _live(chatbot_id: str, visitor_id: str, entry: dict[str, Any]) -> str:
+        return json.dumps({"chatbot_id": chatbot_id, "visitor_id": visitor_id, "entry": entry})
 
     async def history(self, chatbot_id: str, visitor_id: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in await self.redis.lrange(self._history(chatbot_id, visitor_id), 0, -1)]

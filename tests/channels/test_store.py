@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 from services.channels.settings import ChannelsSettings
@@ -52,6 +53,41 @@ async def test_window_keeps_latest_inbound_and_outbox_history(isolated):
         assert await outbox.mark_delivered_once("m4") is True
         assert await outbox.mark_delivered_once("m4") is False
     finally:
+        await redis.aclose()
+
+
+async def test_a_visitors_own_message_is_kept_and_announced_in_one_round_trip(isolated):
+    """Every widget POST appends the visitor's message to its history and tells every channels
+    instance (the one holding the visitor's socket shows it): one script, not two commands."""
+    settings = settings_from_env(ChannelsSettings, isolated.env("channels"))
+    redis = open_redis(settings)
+    listener = redis.pubsub()
+    try:
+        outbox = WebOutbox(redis, settings.redis_prefix, limit=3, ttl_s=60)
+        await listener.subscribe(outbox.live_channel)
+        await listener.get_message(timeout=5)  # the subscription's confirmation
+        await outbox.store("b", "v_0", {"message_id": "m0"})  # Redis now knows the script (no NOSCRIPT retry below)
+        sent = 0
+        execute = redis.execute_command
+
+        async def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            nonlocal sent
+            sent += 1
+            return await execute(*args, **kwargs)
+
+        redis.execute_command = counted  # type: ignore[method-assign]
+        entry = {"message_id": "m1", "text": "hi"}
+        await outbox.append("b", "v_1", entry)
+        assert sent == 1
+        assert await outbox.history("b", "v_1") == [entry]
+        live = await listener.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert live is not None and json.loads(live["data"]) == {"chatbot_id": "b", "visitor_id": "v_1", "entry": entry}
+        await outbox.append("b", "v_1", entry)  # a repeat: kept once, announced again as before
+        assert await outbox.history("b", "v_1") == [entry]
+        assert await listener.get_message(ignore_subscribe_messages=True, timeout=5) is not None
+        assert 0 < await redis.ttl(f"{settings.redis_prefix}:web:history:b:v_1") <= 60
+    finally:
+        await listener.aclose()
         await redis.aclose()
 
 
