@@ -91,9 +91,10 @@ class Consumers:
         consumer_name = group_id or f"{self.bus.client_id}:{'+'.join(names)}"
         self.bus.topics.update({name: route[0] for name, route in table.items()})
         wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
-        pacing = FetchPacing(wait_ms, settings.kafka_idle_fetch_max_wait_ms, settings.kafka_idle_after_s,
-                             doorbell=self.bus.doorbell, topics=tuple(table), poll_s=settings.kafka_sleep_poll_s)
-        health = ConsumerHealth(consumer_name, group_id, pacing=pacing)
+        health = ConsumerHealth(consumer_name, group_id)
+        health.pacing = pacing = FetchPacing(
+            wait_ms, settings.kafka_idle_fetch_max_wait_ms, settings.kafka_idle_after_s, lambda: health.consumer,
+            doorbell=self.bus.doorbell, topics=tuple(table), poll_s=settings.kafka_sleep_poll_s)
         self.health.append(health)
         metrics = {name: TopicMetrics(route[0].name, group_id) for name, route in table.items()}
 
@@ -169,7 +170,7 @@ class Consumers:
             decoder=_the_message,
         )
         subscriber(_consume)
-        health.subscriber = pacing.subscriber = subscriber
+        health.subscriber = subscriber
 
     def pace(self, now: float) -> None:
         """Idle consumers to their long fetch wait (a record brings the short one back)."""
@@ -225,7 +226,7 @@ class Consumers:
     def pause(self) -> None:
         """Nothing more is read from the lost logs until the consumers start again."""
         for health in self.health:
-            consumer = getattr(health.subscriber, "consumer", None)
+            consumer = health.consumer
             if consumer is not None:
                 consumer.pause(*consumer.assignment())
 
@@ -257,7 +258,7 @@ class _RewindPastEnd(ConsumerRebalanceListener):
         return None
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        consumer = getattr(self.health.subscriber, "consumer", None)
+        consumer = self.health.consumer
         if not self.consumers.generation or not assigned or consumer is None:
             return
         ends = await consumer.end_offsets(list(assigned))

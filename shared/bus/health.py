@@ -48,6 +48,11 @@ class ConsumerHealth:
     # The consumer's fetch wait, short while records come (shared/bus/pacing.py).
     pacing: Any = None
 
+    @property
+    def consumer(self) -> Any:
+        """The running aiokafka consumer (None before the subscriber started)."""
+        return getattr(self.subscriber, "consumer", None)
+
     def problem(self, now: float, after_s: float) -> str | None:
         if self.topic_gone:
             return f"consumer {self.name}: offset commits fail, the broker lost the topic ({self.topic_gone})"
@@ -65,7 +70,7 @@ class ConsumerHealth:
     def regressions(self) -> list[str]:
         """Assigned partitions whose log now ends at or below an offset this consumer handled:
         the log was lost (and maybe recreated by another process). Records the log ends seen."""
-        consumer = getattr(self.subscriber, "consumer", None)
+        consumer = self.consumer
         if consumer is None:
             return []
         found = []
@@ -83,7 +88,7 @@ class ConsumerHealth:
     def share(self) -> dict[str, Any]:
         """This process's share of its group: the partitions assigned to it now, and per
         partition the highest offset it handled (with several replicas, each shows its own)."""
-        consumer = getattr(self.subscriber, "consumer", None)
+        consumer = self.consumer
         assigned = sorted(consumer.assignment()) if consumer is not None else []
         return {"assigned": [partition_name(tp) for tp in assigned],
                 "handled": {partition_name(tp): offset for tp, offset in sorted(self.handled.items())}}

@@ -86,7 +86,7 @@ class ConsumerLag(Collector):
 
 
 def _lags(health: Any) -> Iterator[tuple[Any, int]]:
-    consumer = getattr(health.subscriber, "consumer", None)
+    consumer = health.consumer
     if consumer is None:
         return
     try:

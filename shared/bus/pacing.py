@@ -9,17 +9,14 @@ arrives: there both waits can be long.)"""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 
-def _consumer(subscriber: Any) -> Any:
-    return getattr(subscriber, "consumer", None)
-
-
-def set_fetch_wait(subscriber: Any, wait_ms: int) -> bool:
+def set_fetch_wait(consumer: Any, wait_ms: int) -> bool:
     """Change a running consumer's fetch wait. aiokafka reads it from its fetcher for every
     fetch request it builds and has no public setter (aiokafka is pinned below 0.15)."""
-    fetcher = getattr(_consumer(subscriber), "_fetcher", None)
+    fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
         return False
     fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001 - see above
@@ -37,15 +34,16 @@ class FetchPacing:
     paused, woken by the doorbell, one look every `poll_s`) when the doorbell listens, else
     the long wait. A record, or a ring, makes it busy again."""
 
-    def __init__(self, busy_wait_ms: int, idle_wait_ms: int, idle_after_s: float, *,
+    def __init__(self, busy_wait_ms: int, idle_wait_ms: int, idle_after_s: float, running: Callable[[], Any], *,
                  doorbell: Any = None, topics: tuple[str, ...] = (), poll_s: float = 30.0) -> None:
+        """`running`: the consumer it paces, while one runs (its ConsumerHealth's)."""
         self.busy_wait_ms = busy_wait_ms
         self.idle_wait_ms = max(busy_wait_ms, idle_wait_ms)
         self.idle_after_s = idle_after_s
         self.doorbell = doorbell
         self.topics = topics
         self.poll_s = poll_s
-        self.subscriber: Any = None
+        self.running = running
         self.last_record = time.monotonic()
         self.idle = False
         self.asleep = False
@@ -63,14 +61,14 @@ class FetchPacing:
 
     def record_seen(self) -> None:
         self.last_record = time.monotonic()
-        if self.idle and set_fetch_wait(self.subscriber, self.busy_wait_ms):
+        if self.idle and set_fetch_wait(self.running(), self.busy_wait_ms):
             self.idle = False
 
     def wake(self) -> None:
         """A ring for one of its topics: a record is in the broker; fetch it now."""
         if self.asleep:
             self._resume()
-        if self.idle and set_fetch_wait(self.subscriber, self.busy_wait_ms):
+        if self.idle and set_fetch_wait(self.running(), self.busy_wait_ms):
             self.idle = False
         self.last_record = time.monotonic()  # busy again, as after a record
 
@@ -89,7 +87,7 @@ class FetchPacing:
             return
         if not quiet:
             return
-        if not self.idle and self.idle_wait_ms > self.busy_wait_ms and set_fetch_wait(self.subscriber, self.idle_wait_ms):
+        if not self.idle and self.idle_wait_ms > self.busy_wait_ms and set_fetch_wait(self.running(), self.idle_wait_ms):
             self.idle = True
         doorbell = self.doorbell
         # Any consumer may sleep, a table's too (its one wait is already long, never switched).
@@ -99,7 +97,7 @@ class FetchPacing:
             self.asleep = self._pause()
 
     def _pause(self) -> bool:
-        consumer = _consumer(self.subscriber)
+        consumer = self.running()
         if consumer is None:
             return False
         consumer.pause(*consumer.assignment())
@@ -107,7 +105,7 @@ class FetchPacing:
 
     def _resume(self) -> None:
         self.asleep = False
-        consumer = _consumer(self.subscriber)
+        consumer = self.running()
         if consumer is not None:
             consumer.resume(*consumer.paused())
 

@@ -39,7 +39,7 @@ def _factory(handled: list[str]) -> Callable[[ServiceSettings], FastAPI]:
 
 
 def _fetch_wait(pacing: FetchPacing) -> int:
-    return pacing.subscriber.consumer._fetcher._fetch_max_wait_ms  # noqa: SLF001 - what aiokafka sends
+    return pacing.running()._fetcher._fetch_max_wait_ms  # noqa: SLF001 - what aiokafka sends
 
 
 async def test_without_the_doorbell_an_idle_consumer_fetches_with_the_long_wait_until_a_record_comes(isolated):
@@ -74,7 +74,7 @@ async def test_an_idle_consumer_sleeps_and_the_producers_ring_wakes_it_at_once(i
         runtime = svc.app.state.runtime
         [health] = runtime.bus.consumers
         pacing: FetchPacing = health.pacing
-        consumer = pacing.subscriber.consumer
+        consumer = pacing.running()
 
         async def asleep() -> bool:
             return pacing.asleep and bool(consumer.assignment()) and consumer.paused() == consumer.assignment()
@@ -137,11 +137,10 @@ class _FakeDoorbell:
 
 def _paced() -> tuple[FetchPacing, _FakeConsumer, _FakeDoorbell]:
     doorbell = _FakeDoorbell()
-    pacing = FetchPacing(25, 250, 30.0, doorbell=doorbell, topics=("t",), poll_s=60.0)
     consumer = _FakeConsumer()
     fetcher = type("Fetcher", (), {"_fetch_max_wait_ms": 25})()
     consumer._fetcher = fetcher  # what set_fetch_wait changes
-    pacing.subscriber = type("Subscriber", (), {"consumer": consumer})()
+    pacing = FetchPacing(25, 250, 30.0, lambda: consumer, doorbell=doorbell, topics=("t",), poll_s=60.0)
     return pacing, consumer, doorbell
 
 
@@ -162,9 +161,8 @@ def test_asleep_only_after_the_idle_time_and_no_recent_ring_and_rebalanced_parti
 
 def test_a_consumer_with_one_long_wait_a_tables_sleeps_too():
     doorbell = _FakeDoorbell()
-    pacing = FetchPacing(1000, 250, 30.0, doorbell=doorbell, topics=("t",), poll_s=60.0)
     consumer = _FakeConsumer()
-    pacing.subscriber = type("Subscriber", (), {"consumer": consumer})()
+    pacing = FetchPacing(1000, 250, 30.0, lambda: consumer, doorbell=doorbell, topics=("t",), poll_s=60.0)
     pacing.tick(pacing.last_record + 31)
     assert pacing.state == "asleep" and consumer.paused() == {"t-0", "t-1"}
 
