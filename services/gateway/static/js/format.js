@@ -46,7 +46,11 @@ export function formatRowWaiting(since, now, tz = "UTC") {
 export function formatOldestWaiting(since, now) {
   if (since === null || since === undefined) return NO_HANDOFFS;
   const minutes = Math.floor(wholeSecondsBetween(since, now) / 60);
-  if (minutes < 1) return "just now";
+  return minutes < 1 ? "just now" : formatMinutes(minutes);
+}
+
+/** Whole minutes (one or more) as the dashboard writes a span: 12m, 2h, 2h 5m, 1d, 1d 4h. */
+export function formatMinutes(minutes) {
   if (minutes < 60) return `${minutes}m`;
   const hours = Math.floor(minutes / 60);
   const mins = minutes % 60;

@@ -12,6 +12,7 @@
 
 import { replyWindowWarningMs } from "./api.js";
 import { h } from "./dom.js";
+import { formatMinutes } from "./format.js";
 
 const MINUTE = 60_000;
 
@@ -37,10 +38,7 @@ export function windowState(item, now, warningMs = replyWindowWarningMs()) {
 /** "window closes in 38m" / "in 1h 5m" / "in less than a minute" (whole minutes, down). */
 export function countdownText(ends, now) {
   const minutes = Math.floor((ends - now) / MINUTE);
-  if (minutes < 1) return "window closes in less than a minute";
-  if (minutes < 60) return `window closes in ${minutes}m`;
-  const rest = minutes % 60;
-  return `window closes in ${Math.floor(minutes / 60)}h${rest ? ` ${rest}m` : ""}`;
+  return minutes < 1 ? "window closes in less than a minute" : `window closes in ${formatMinutes(minutes)}`;
 }
 
 /** The rows in the order the list shows them (the rule above); `rows` is not changed. */
