@@ -233,6 +233,9 @@ class ChatbotInfo:
     chatbot_id: str
     name: str
     handoff_enabled: bool
+    # The settings' version: the dashboard keeps the newest of what reaches it in any order
+    # (/api/me, a "settings" frame, a save's own answer).
+    version: int = 0
 
 
 @dataclass
@@ -247,15 +250,16 @@ class ChatbotDirectory:
         if event.deleted:
             self.chatbots.pop(cid, None)
             return None
-        info = ChatbotInfo(cid, event.settings.name, event.settings.human_handoff.enabled)
+        info = ChatbotInfo(cid, event.settings.name, event.settings.human_handoff.enabled, event.settings.version)
         self.chatbots[cid] = info
         return info
 
     def describe(self, chatbot_id: str) -> dict[str, Any]:
         info = self.chatbots.get(chatbot_id)
         if info is None:  # a membership for a chatbot whose settings have not arrived (yet)
-            return {"chatbot_id": chatbot_id, "name": chatbot_id, "handoff_enabled": False}
-        return {"chatbot_id": info.chatbot_id, "name": info.name, "handoff_enabled": info.handoff_enabled}
+            return {"chatbot_id": chatbot_id, "name": chatbot_id, "handoff_enabled": False, "settings_version": None}
+        return {"chatbot_id": info.chatbot_id, "name": info.name, "handoff_enabled": info.handoff_enabled,
+                "settings_version": info.version}
 
 
 # ---------------------------------------------------------------- live protocol frames

@@ -32,4 +32,5 @@ class GatewayHandlers:
         chatbot_id = event.settings.chatbot_id
         self.hub.broadcast(chatbot_id, {"type": "settings", "chatbot_id": chatbot_id,
                                         "handoff_enabled": bool(info and info.handoff_enabled),
-                                        "name": info.name if info else event.settings.name})
+                                        "name": info.name if info else event.settings.name,
+                                        "settings_version": event.settings.version})

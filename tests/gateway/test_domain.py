@@ -141,10 +141,12 @@ async def test_pending_commands_resolve_every_waiter_once():
 
 def test_directory_follows_the_settings_table():
     directory = ChatbotDirectory()
-    assert directory.describe("demo") == {"chatbot_id": "demo", "name": "demo", "handoff_enabled": False}
+    assert directory.describe("demo") == {"chatbot_id": "demo", "name": "demo", "handoff_enabled": False,
+                                          "settings_version": None}
     s = ChatbotSettings(chatbot_id="demo", name="Demo", human_handoff=HumanHandoffSettings(enabled=True),
                         channels=ChannelCredentials(telegram_bot_token="123:TOKEN", whatsapp_app_secret="shh"))
     directory.apply(ChatbotSettingsChanged(chatbot_id="demo", settings=s))
-    assert directory.describe("demo") == {"chatbot_id": "demo", "name": "Demo", "handoff_enabled": True}
+    assert directory.describe("demo") == {"chatbot_id": "demo", "name": "Demo", "handoff_enabled": True,
+                                          "settings_version": s.version}
     assert directory.apply(ChatbotSettingsChanged(chatbot_id="demo", settings=s, deleted=True)) is None
     assert directory.describe("demo")["name"] == "demo"

@@ -201,7 +201,8 @@ async def test_the_served_process_caps_websocket_messages_in_the_server(stack, m
     import shared.service
 
     seen: dict = {}
-    monkeypatch.setattr(shared.service.uvicorn, "run", lambda app, **kw: seen.update(kw))
+    monkeypatch.setattr(shared.service.QuietServer, "run",
+                        lambda server: seen.update(ws_max_size=server.config.ws_max_size, ws=server.config.ws))
     monkeypatch.setattr(shared.service, "configure_logging", lambda *a, **kw: None)
     monkeypatch.setattr(main, "create_app", lambda settings: None)
     settings = stack.gateway_settings(WS_MAX_MESSAGE_BYTES="12345")

@@ -61,14 +61,14 @@ async function main() {
     store, router,
     awaitResult: (commandId) => results.await(commandId),
     onCommand: (action, cid) => alerting.commandSent(action, cid),
-    onHandoffSaved: (id, enabled) => chatbotChanged(id, enabled),
+    onHandoffSaved: (id, enabled, version) => chatbotChanged(id, enabled, undefined, version),
   });
   const topbar = new TopBar({
     chatbots, route: () => router.route, stats: () => (store.current ? store.current.stats : null) });
 
   /** A chatbot's name or Handoff switch changed (here, in Tools, or anywhere: "settings"). */
-  function chatbotChanged(id, enabled, name) {
-    if (!chatbots.set(id, enabled, name) || !router.route) return;
+  function chatbotChanged(id, enabled, name, version) {
+    if (!chatbots.set(id, enabled, name, version) || !router.route) return;
     if (router.route.bot === id && router.route.tab === "handoff" && !enabled) {
       router.go(routeHash(id, "conversations"), { replace: true });
       return;
@@ -80,7 +80,7 @@ async function main() {
   async function refreshChatbots() {
     try {
       const { data } = await api.me();
-      for (const c of data.chatbots) chatbotChanged(c.chatbot_id, c.handoff_enabled, c.name);
+      for (const c of data.chatbots) chatbotChanged(c.chatbot_id, c.handoff_enabled, c.name, c.settings_version);
     } catch (err) {
       console.warn(err);
     }
@@ -107,7 +107,7 @@ async function main() {
         results.deliver(frame.result);
         break;
       case "settings":
-        chatbotChanged(frame.chatbot_id, frame.handoff_enabled, frame.name);
+        chatbotChanged(frame.chatbot_id, frame.handoff_enabled, frame.name, frame.settings_version);
         break;
       case "error":
         if (frame.code === 403) announce(frame.error);

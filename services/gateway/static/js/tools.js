@@ -165,7 +165,7 @@ export class ToolsView {
         status.textContent = "Saved.";
         const saved = data && typeof data.enabled === "boolean" ? data : (data && data.human_handoff) || body;
         slaSettings.set(this.chatbotId, saved); // this page's rows repaint at once
-        this.onSaved(saved);
+        this.onSaved(saved, this.version);
       } catch (err) {
         status.textContent = "";
         error.textContent = err.message;

@@ -10,7 +10,7 @@ import { routeHash } from "./router.js";
 import { ToolsView } from "./tools.js";
 
 export class Screen {
-  /** awaitResult and onCommand go to the reply pane; onHandoffSaved(chatbot id, enabled)
+  /** awaitResult and onCommand go to the reply pane; onHandoffSaved(chatbot id, enabled, settings version)
    * after the Tools view saved the Human Handoff switch. */
   constructor({ store, router, awaitResult, onCommand, onHandoffSaved }) {
     Object.assign(this, { store, router, awaitResult, onCommand, onHandoffSaved });
@@ -72,10 +72,10 @@ export class Screen {
     } else {
       this.view = new ToolsView(main, {
         chatbotId: bot,
-        onSaved: (s) => {
+        onSaved: (s, version) => {
           // The form saves the chatbot's timezone too: hover titles use the new one at once.
           if (s.timezone && this.store.isCurrent(bot)) this.store.current.timezone = s.timezone;
-          this.onHandoffSaved(bot, s.enabled);
+          this.onHandoffSaved(bot, s.enabled, version);
         },
       });
     }
