@@ -47,7 +47,8 @@ async def test_login_sets_secure_session_cookie_and_me_works(stack):
 
         async def me_has_settings():
             me = (await client.get("/api/me")).json()
-            return me if me["chatbots"] == [{"chatbot_id": "alpha", "name": "Alpha Bot", "handoff_enabled": True}] else None
+            return me if me["chatbots"] == [{"chatbot_id": "alpha", "name": "Alpha Bot", "handoff_enabled": True,
+                                                   "settings_version": 0}] else None
 
         me = await eventually(me_has_settings, timeout=15)
         assert me["csrf_token"] == body["csrf_token"]
@@ -339,7 +340,8 @@ async def test_chatbot_names_are_known_right_after_start_up(stack):
         assert "alpha" in gw.app.state.gateway.directory.chatbots
         await login(client, "early@example.com")
         me = (await client.get("/api/me")).json()
-        assert me["chatbots"] == [{"chatbot_id": "alpha", "name": "Alpha Early", "handoff_enabled": True}]
+        assert me["chatbots"] == [{"chatbot_id": "alpha", "name": "Alpha Early", "handoff_enabled": True,
+                                  "settings_version": 0}]
 
 
 class _BrokerDown:

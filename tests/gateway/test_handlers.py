@@ -47,6 +47,7 @@ async def test_handlers_on_in_memory_broker():
     assert [f["type"] for f in frames] == ["update", "command_result", "settings"]
     assert (frames[0]["epoch"], frames[0]["seq"]) == ("e1", 3)
     assert frames[1]["result"]["error"] == "Can only reply to handed-off conversations."
-    assert frames[2] == {"type": "settings", "chatbot_id": "demo", "handoff_enabled": True, "name": "Demo"}
+    assert frames[2] == {"type": "settings", "chatbot_id": "demo", "handoff_enabled": True, "name": "Demo",
+                         "settings_version": 0}
     assert handlers.positions == {"demo": ("e1", 3), "other": ("e1", 1)}
     assert directory.describe("demo")["handoff_enabled"] is True

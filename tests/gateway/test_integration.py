@@ -6,6 +6,7 @@ with the queue's 409, and settings changes round-trip."""
 from __future__ import annotations
 
 import uuid
+from unittest.mock import ANY
 
 import httpx
 
@@ -44,7 +45,8 @@ async def test_command_round_trip_with_the_real_queue(isolated):
 
             async def knows_demo():
                 me = (await client.get("/api/me")).json()
-                return me["chatbots"] == [{"chatbot_id": "demo", "name": "Demo Shop", "handoff_enabled": True}]
+                return me["chatbots"] == [{"chatbot_id": "demo", "name": "Demo Shop", "handoff_enabled": True,
+                                           "settings_version": ANY}]
 
             await eventually(knows_demo, timeout=20)
 

@@ -123,7 +123,7 @@ async def test_subscribe_receives_updates_results_and_settings_never_other_chatb
             await publish_settings(stack, "alpha", enabled=False, name="Alpha Renamed")
             frame, _ = await recv_until(ws, lambda f: f["type"] == "settings")
             assert frame == {"type": "settings", "chatbot_id": "alpha", "handoff_enabled": False,
-                             "name": "Alpha Renamed"}
+                             "name": "Alpha Renamed", "settings_version": 0}
 
             # After unsubscribing, alpha's updates stop.
             await ws.send(json.dumps({"type": "unsubscribe", "chatbot_id": "alpha"}))
