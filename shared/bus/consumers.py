@@ -31,11 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("handoff.bus")
 
-# How often a consumer's fetch loop looks round when nothing wakes it (aiokafka's default is
-# 200 ms). Records, a resume, a rebalance and a finished fetch all wake it at once, so the
-# look matters only to a sleeping consumer, which it would wake five times a second for nothing.
-FETCHER_LOOK_MS = 5000
-
 
 class Consumers:
     """Every consumer of one bus, with its health."""
@@ -162,7 +157,6 @@ class Consumers:
             auto_offset_reset="earliest" if from_beginning else "latest",
             ack_policy=AckPolicy.MANUAL,
             fetch_max_wait_ms=wait_ms,
-            consumer_timeout_ms=FETCHER_LOOK_MS,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             listener=_RewindPastEnd(self, health) if grouped else None,

@@ -23,6 +23,21 @@ def set_fetch_wait(consumer: Any, wait_ms: int) -> bool:
     return True
 
 
+def set_fetcher_look(consumer: Any, seconds: float) -> None:
+    """How often a running consumer's fetch loop looks round when nothing wakes it (aiokafka's
+    `consumer_timeout_ms`, read by its fetcher each round; no public setter either)."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None and hasattr(fetcher, "_fetcher_timeout"):
+        fetcher._fetcher_timeout = seconds  # noqa: SLF001 - see above
+
+
+# Asleep, nothing is fetched and a resume wakes the fetch loop at once: its look every 200 ms
+# (aiokafka's default, kept while awake, where error recovery may lean on it) would be five
+# wake-ups a second for nothing.
+SLEEPING_LOOK_S = 5.0
+AWAKE_LOOK_S = 0.2
+
+
 # A consumer goes to sleep only when no ring for its topics came for this long either: a
 # producer rings a topic at most every doorbell.RING_EVERY_S, so a record whose ring was
 # skipped was fetched (by the long wait at the latest) before its consumer could sleep.
@@ -101,13 +116,15 @@ class FetchPacing:
         if consumer is None:
             return False
         consumer.pause(*consumer.assignment())
+        set_fetcher_look(consumer, SLEEPING_LOOK_S)
         return True
 
     def _resume(self) -> None:
         self.asleep = False
         consumer = self.running()
         if consumer is not None:
-            consumer.resume(*consumer.paused())
+            consumer.resume(*consumer.paused())  # wakes the fetch loop, which then looks as before
+            set_fetcher_look(consumer, AWAKE_LOOK_S)
 
     def restarted(self) -> None:
         """A fresh consumer starts with the wait it was created with (the short one)."""

@@ -98,6 +98,7 @@ async def test_an_idle_consumer_sleeps_and_the_producers_ring_wakes_it_at_once(i
         await runtime.app.state.publisher.publish(_message("c1", "after a quiet spell"))
         await eventually(lambda: asyncio.sleep(0, result=handled == ["after a quiet spell"]), timeout=2)
         assert not pacing.asleep and not pacing.idle and not consumer.paused() and _fetch_wait(pacing) == 25
+        assert fetcher._fetcher_timeout == 0.2  # noqa: SLF001 - awake, aiokafka's own look again
         await eventually(asleep, timeout=20)  # quiet again: asleep again
         async with __import__("httpx").AsyncClient(base_url=svc.url) as http:
             assert (await http.get("/healthz")).json()["doorbell"] == {"listening": True}
