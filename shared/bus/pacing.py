@@ -13,22 +13,24 @@ from collections.abc import Callable
 from typing import Any
 
 
-def set_fetch_wait(consumer: Any, wait_ms: int) -> bool:
-    """Change a running consumer's fetch wait. aiokafka reads it from its fetcher for every
-    fetch request it builds and has no public setter (aiokafka is pinned below 0.15)."""
+def _set_on_fetcher(consumer: Any, name: str, value: float) -> bool:
+    """Change a running consumer's fetcher setting. aiokafka reads these from its fetcher each
+    round and has no public setter (aiokafka is pinned below 0.15); False without a fetcher."""
     fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+    if fetcher is None or not hasattr(fetcher, name):
         return False
-    fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001 - see above
+    setattr(fetcher, name, value)
     return True
 
 
+def set_fetch_wait(consumer: Any, wait_ms: int) -> bool:
+    """The fetch wait sent with every fetch request the consumer builds."""
+    return _set_on_fetcher(consumer, "_fetch_max_wait_ms", wait_ms)
+
+
 def set_fetcher_look(consumer: Any, seconds: float) -> None:
-    """How often a running consumer's fetch loop looks round when nothing wakes it (aiokafka's
-    `consumer_timeout_ms`, read by its fetcher each round; no public setter either)."""
-    fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is not None and hasattr(fetcher, "_fetcher_timeout"):
-        fetcher._fetcher_timeout = seconds  # noqa: SLF001 - see above
+    """How often its fetch loop looks round when nothing wakes it (`consumer_timeout_ms`)."""
+    _set_on_fetcher(consumer, "_fetcher_timeout", seconds)
 
 
 # Asleep, nothing is fetched and a resume wakes the fetch loop at once: its look every 200 ms
