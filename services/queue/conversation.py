@@ -100,10 +100,12 @@ class Conversation(BaseModel):
 
     @staticmethod
     def new_fields(chatbot_id: str, channel: str, visitor: VisitorIdentity, at: datetime) -> dict[str, Any]:
-        """What a conversation starts with ($setOnInsert) besides what its first write sets."""
+        """What a conversation starts with ($setOnInsert) besides what its first write sets; its
+        display name from the start (searchable, and no second write to set it)."""
         return {"chatbot_id": chatbot_id, "channel": channel, "visitor_id": visitor.external_id,
                 "created_at": at, "status": "active", "version": 0, "handoff_id": None, "reason": None,
-                "waiting_since": None, "pending_message_id": None, "contact_wanted": []}
+                "waiting_since": None, "pending_message_id": None, "contact_wanted": [],
+                "display_name": domain.display_name(None, visitor.name, visitor.external_id)}
 
     # ------------------------------------------------------------------ reading
     @property

@@ -4,9 +4,10 @@
 visitor message, then decides by that status who answers it.
 
 Ordering inside every use case: the conditional write in Mongo first (it decides), then the
-history, then the index, then the events. A crash anywhere replays the input event, and
-each step is safe to repeat (ids are derived from the input, writes are upserts or
-conditional on the conversation's version).
+history, then the index, then the events; a visitor message's history goes beside its index
+and events (the event stays on the bus until all three are in). A crash anywhere replays the
+input event, and each step is safe to repeat (ids are derived from the input, writes are
+upserts or conditional on the conversation's version).
 """
 
 from __future__ import annotations
@@ -78,47 +79,59 @@ class Incoming(UseCases):
         window = {"last_visitor_message_at": reply_window.inbound_at(event.sent_at, at)}
         if event.visitor.name:
             activity["visitor_name"] = event.visitor.name
-        # The message and the conversation's activity, with its count, are written at once:
-        # one round trip on the way to the dashboard. The count is added once per message
-        # (record_activity's `counting`: a retry after the activity went through adds nothing);
-        # on a replay (the message was stored before) it is recounted: the first try may have
-        # stopped before counting. A failure anywhere retries the event.
-        inserted, conv = await asyncio.gather(
-            self.record.insert_message(doc),
-            self.record.record_activity(
-                conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
-                inc={"message_count": 1}, latest=window, counting=message_id))
-        clock_write: asyncio.Future[Conversation] | None = None
+        # The conversation's write first, alone: it decides (the status routes the message, the
+        # count is added once per message: record_activity's `counting`, so a retry after it
+        # went through adds nothing) and is read back for the dashboard. The message's insert,
+        # the history, then goes beside the dashboard update: the event is already durable on
+        # the bus and its offset is committed only once every write is in, so a failure
+        # anywhere retries it. (The Mongo-wire server answers two writes sent at once later
+        # than one after the other: the update waited for the insert.)
+        conv = await self.record.record_activity(
+            conv_id, Conversation.new_fields(event.chatbot_id, event.channel, event.visitor, at), activity,
+            inc={"message_count": 1}, latest=window, counting=message_id)
+        stored = asyncio.ensure_future(self.record.insert_message(doc))
         # The wait clock (a nudge, or its restart after an agent's reply): a second write, only
-        # while handed off, beside the dashboard update below.
+        # while handed off, beside the insert and the update; written as for a new message
+        # (a replay recounts below).
+        clock_write: asyncio.Future[Conversation] | None = None
         clock_set, nudges = waitclock.visitor_wrote(conv.status, conv.clock, conv.last_agent_reply_at, at)
+        if clock_set or nudges:
+            clock_write = asyncio.ensure_future(self.record.record_known_activity(
+                conv, clock_set, inc={"nudges": nudges} if nudges else None))
+            conv = conv.model_copy(update={"nudges": conv.nudges + nudges, **clock_set})  # what it writes
+        update_id = derived_event_id(event.event_id, "update")
+        if conv.contact_wanted or conv.display_name != conv.name or conv.status == "closed":
+            # Writes that read back what they write (so the wait clock's fields must be in) and
+            # a closed conversation's mark, which differs on a replay: after the insert.
+            await _settled(stored, clock_write)
+            inserted = stored.result()
+            if conv.contact_wanted:
+                found = contact.extract_contact(event.text, conv.contact_wanted)
+                if not found.empty:
+                    conv = await self._add_contact(conv.id, found, at) or conv
+            conv = await self._refresh_name(conv)
+            if conv.status == "closed":
+                log.info("visitor wrote to closed conversation %s: stored, it stays closed", conv_id)
+                conv = await self._unseen_after_close(conv, message_id, at, replay=not inserted)
+            await self.feed.conversation_changed(conv, message=message_view(doc), event_id=update_id)
+        else:
+            await _settled(self.feed.conversation_changed(conv, message=message_view(doc), event_id=update_id),
+                           stored, clock_write)
+            inserted = stored.result()
         if inserted:
-            if clock_set or nudges:
-                clock_write = asyncio.ensure_future(self.record.record_known_activity(
-                    conv, clock_set, inc={"nudges": nudges} if nudges else None))
-                conv = conv.model_copy(update={"nudges": conv.nudges + nudges, **clock_set})  # what it writes
             self.ai.counted(conv, [doc])
         else:
+            # A replay (the message was stored before): the first try may have stopped before
+            # counting it, or counted it and its nudge: count instead of adding, and show that.
             doc = await self.record.get_message(message_id) or doc
             recount: dict[str, Any] = {"message_count": await self.record.count_messages(conv_id)}
-            if nudges:  # counted before a crash, perhaps: count instead of adding
+            if nudges:
                 since = clock_set.get("wait_started_at") or conv.clock
                 assert since is not None
                 recount.update(clock_set, nudges=await self.record.count_visitor_messages_since(conv_id, since))
             conv = await self.record.record_known_activity(conv, recount)
-        if clock_write is not None and (conv.contact_wanted or conv.display_name != conv.name or conv.status == "closed"):
-            await clock_write  # what the writes below read back must include the wait clock's fields
-            clock_write = None
-        if conv.contact_wanted:
-            found = contact.extract_contact(event.text, conv.contact_wanted)
-            if not found.empty:
-                conv = await self._add_contact(conv.id, found, at) or conv
-        conv = await self._refresh_name(conv)
-        if conv.status == "closed":
-            log.info("visitor wrote to closed conversation %s: stored, it stays closed", conv_id)
-            conv = await self._unseen_after_close(conv, message_id, at, replay=not inserted)
-        await _together(self.feed.conversation_changed(conv, message=message_view(doc),
-                                                       event_id=derived_event_id(event.event_id, "update")), clock_write)
+            await self.feed.conversation_changed(conv, message=message_view(doc),
+                                                 event_id=derived_event_id(event.event_id, "recount"))
         await self._route(conv, message_id, event.text, at, replay=not inserted)
         await summaries.message_added(self.state_out, conv, doc)  # a summary keeps up with it
 
@@ -314,13 +327,10 @@ class Incoming(UseCases):
                                 event_id=derived_event_id(event.event_id, "update"))
 
 
-async def _together(work: Awaitable[Any], started: asyncio.Future[Any] | None) -> None:
-    """`work`, while `started` (already running) finishes too; the first failure of either
-    is raised once both are done (nothing left running unobserved)."""
-    if started is None:
-        await work
-        return
-    for outcome in await asyncio.gather(work, started, return_exceptions=True):
+async def _settled(*work: Awaitable[Any] | None) -> None:
+    """Every piece of `work` (some already running) done; the first failure is raised once all
+    are (nothing left running unobserved)."""
+    for outcome in await asyncio.gather(*(w for w in work if w is not None), return_exceptions=True):
         if isinstance(outcome, BaseException):
             raise outcome
 

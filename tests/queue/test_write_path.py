@@ -1,6 +1,7 @@
-"""Round trips on the message path: a visitor message's writes on the way to the dashboard go
-out together (one round trip, not two) and the count stays exact whatever fails; a reply's
-'sent' report is one conditional write, nothing read."""
+"""Round trips on the message path: a visitor message's conversation write goes first and its
+history's insert beside the dashboard update (one write at a time on the way to the agent),
+and the count stays exact whatever fails; a reply's 'sent' report is one conditional write,
+nothing read."""
 
 from __future__ import annotations
 
@@ -25,19 +26,23 @@ NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 
 class GatedRecord(QueueRecord):
-    """The message insert waits until the activity update has started: it completes only
-    if the two are in flight together. Either can be made to fail once after the server
-    applied the activity (the answer lost on the way back), or before the insert."""
+    """The message insert waits until the activity update has started, and until
+    `insert_waits_for` is set when a test gives one. Either write can be made to fail once
+    after the server applied the activity (the answer lost on the way back), or before the
+    insert."""
 
     def __init__(self, db) -> None:  # noqa: ANN001
         super().__init__(db)
         self.activity_started = asyncio.Event()
         self.activity_done = asyncio.Event()
+        self.insert_waits_for: asyncio.Event | None = None
         self.fail_activity_answer = False
         self.fail_insert = False
 
     async def insert_message(self, doc: dict) -> bool:
         await asyncio.wait_for(self.activity_started.wait(), 5)
+        if self.insert_waits_for is not None:
+            await asyncio.wait_for(self.insert_waits_for.wait(), 5)
         if self.fail_insert:
             self.fail_insert = False
             await asyncio.wait_for(self.activity_done.wait(), 5)  # the activity (and its count) went through
@@ -84,7 +89,7 @@ async def _queue(infra, listener: _Commands | None = None):  # noqa: ANN001
     return build_queue(settings, bus, record, HandoffIndex(redis, settings.redis_prefix)), bus, record, client, redis
 
 
-async def test_message_and_activity_are_written_together_and_counted_once(infra):
+async def test_message_and_activity_are_written_and_counted_once(infra):
     queue, bus, record, client, redis = await _queue(infra)
     try:
         async with TestKafkaBroker(bus.broker):
@@ -93,6 +98,33 @@ async def test_message_and_activity_are_written_together_and_counted_once(infra)
         conv = await record.get_conversation(conv_id("b", "v1"))
         assert conv is not None and conv.message_count == 2
         assert await record.count_messages(conv.id) == 2
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_the_dashboard_update_does_not_wait_for_the_message_insert(infra):
+    """The conversation's write decides and is read back for the update; the history's insert
+    goes beside the update, so the agent sees the message one write sooner. The insert here
+    completes only once the update is out."""
+    queue, bus, record, client, redis = await _queue(infra)
+    published = asyncio.Event()
+    changed = queue.incoming.feed.conversation_changed
+
+    async def publish_then_tell(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = await changed(*args, **kwargs)
+        published.set()
+        return result
+
+    try:
+        async with TestKafkaBroker(bus.broker):
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "hello"))
+            queue.incoming.feed.conversation_changed = publish_then_tell  # type: ignore[method-assign]
+            record.insert_waits_for = published
+            await queue.incoming.on_visitor_message(visitor_message("b", "v1", "again"))
+        assert published.is_set()
+        conv = await record.get_conversation(conv_id("b", "v1"))
+        assert conv is not None and conv.message_count == 2 == await record.count_messages(conv.id)
     finally:
         await redis.aclose()
         await client.close()
@@ -126,12 +158,16 @@ async def test_a_write_that_fails_after_the_count_went_through_is_retried_into_a
 
 
 async def test_a_visitor_message_to_a_conversation_with_the_ai_writes_the_conversation_once(infra):
-    """The count is in the activity write: one update of the conversation, not two."""
+    """The count is in the activity write: one update of the conversation, not two; a new
+    conversation's first too (its display name comes with its creation)."""
     listener = _Commands()
     queue, bus, record, client, redis = await _queue(infra, listener)
     try:
         async with TestKafkaBroker(bus.broker):
             await queue.incoming.on_visitor_message(visitor_message("b", "v1", "first"))
+            await asyncio.sleep(0.1)
+            first = [c for name, c in listener.sent if name == "update" and c == "conversations"]
+            assert len(first) == 1, listener.sent
             listener.sent.clear()
             await queue.incoming.on_visitor_message(visitor_message("b", "v1", "second"))
             await asyncio.sleep(0.1)
