@@ -233,18 +233,26 @@ class Incoming(UseCases):
         assert event.handoff is not None
         at = conv.waiting_since or event.occurred_at
         by = "ai" if event.handoff.source == "ai_tool" else "visitor"
-        await self.record.create_handoff({
-            "_id": handoff_id, "chatbot_id": conv.chatbot_id, "conversation_id": conv.id,
-            "reason": event.handoff.reason, "source": event.handoff.source, "status": "open",
-            "requested_at": at, "waiting_since": at, "closed_at": None, "loop": conv.loop,
-            "summary": {"handoff_id": handoff_id, "status": "pending", "text": None, "mode": None},
-            "history": [history_entry("handoff", "active", "handed_off", by, at)],
-        })
-        recent, _ = await self.record.messages_before(conv.id, None, domain.TRANSCRIPT_CAP)
-        await self.state_out.publish(state_event(conv, "handoff", "active", by, derived_event_id(handoff_id, "handoff"),
-                                                 transcript=transcript_of(recent)))
-        await self.feed.publish(conv.chatbot_id, IndexChange(upsert_row=conv.row()), conversation=conv,
-                                event_id=derived_event_id(event.event_id, "update"))
+
+        async def record_and_tell_summarizer() -> None:
+            # The record before the summarizer hears of it: its summary updates the record.
+            await self.record.create_handoff({
+                "_id": handoff_id, "chatbot_id": conv.chatbot_id, "conversation_id": conv.id,
+                "reason": event.handoff.reason, "source": event.handoff.source, "status": "open",
+                "requested_at": at, "waiting_since": at, "closed_at": None, "loop": conv.loop,
+                "summary": {"handoff_id": handoff_id, "status": "pending", "text": None, "mode": None},
+                "history": [history_entry("handoff", "active", "handed_off", by, at)],
+            })
+            recent, _ = await self.record.messages_before(conv.id, None, domain.TRANSCRIPT_CAP)
+            await self.state_out.publish(state_event(conv, "handoff", "active", by,
+                                                     derived_event_id(handoff_id, "handoff"),
+                                                     transcript=transcript_of(recent)))
+
+        # The saved transition decided; the team's dashboard hears of it at once, beside the
+        # handoff's record and the summarizer's transcript (a replay repeats all three).
+        await _settled(record_and_tell_summarizer(),
+                       self.feed.publish(conv.chatbot_id, IndexChange(upsert_row=conv.row()), conversation=conv,
+                                         event_id=derived_event_id(event.event_id, "update")))
         return await self.line.entered(conv)
 
     async def _record_replies(self, conv: Conversation, event: AiTurnCompleted, *, sent: bool,

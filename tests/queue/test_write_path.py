@@ -20,14 +20,15 @@ from shared.bus import Bus
 from shared.chatbots import ChatbotSettings
 from shared.events import DeliveryStatusChanged
 from shared.stores import open_mongo, open_redis
-from tests.queue.support import conv_id, visitor_message
+from tests.queue.support import ai_outcome, conv_id, message_id_of, visitor_message
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 
 class GatedRecord(QueueRecord):
     """The message insert waits until the activity update has started, and until
-    `insert_waits_for` is set when a test gives one. Either write can be made to fail once
+    `insert_waits_for` is set when a test gives one (a handoff's record until
+    `handoff_waits_for`). Either write can be made to fail once
     after the server applied the activity (the answer lost on the way back), or before the
     insert."""
 
@@ -36,6 +37,7 @@ class GatedRecord(QueueRecord):
         self.activity_started = asyncio.Event()
         self.activity_done = asyncio.Event()
         self.insert_waits_for: asyncio.Event | None = None
+        self.handoff_waits_for: asyncio.Event | None = None
         self.fail_activity_answer = False
         self.fail_insert = False
 
@@ -48,6 +50,11 @@ class GatedRecord(QueueRecord):
             await asyncio.wait_for(self.activity_done.wait(), 5)  # the activity (and its count) went through
             raise ConnectionError("Mongo went away before the insert")
         return await super().insert_message(doc)
+
+    async def create_handoff(self, doc: dict) -> None:
+        if self.handoff_waits_for is not None:
+            await asyncio.wait_for(self.handoff_waits_for.wait(), 5)
+        await super().create_handoff(doc)
 
     async def record_activity(self, *args, **kwargs):  # noqa: ANN002, ANN003
         self.activity_started.set()
@@ -125,6 +132,36 @@ async def test_the_dashboard_update_does_not_wait_for_the_message_insert(infra):
         assert published.is_set()
         conv = await record.get_conversation(conv_id("b", "v1"))
         assert conv is not None and conv.message_count == 2 == await record.count_messages(conv.id)
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_a_new_handoff_reaches_the_dashboard_without_waiting_for_its_record(infra):
+    """The saved transition decides; the handoff's record, the transcript for the summarizer
+    and the dashboard update go out together, not one after the other (the record here is
+    written only once the update is out)."""
+    queue, bus, record, client, redis = await _queue(infra)
+    published = asyncio.Event()
+    publish = queue.incoming.feed.publish
+
+    async def publish_then_tell(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = await publish(*args, **kwargs)
+        published.set()
+        return result
+
+    try:
+        async with TestKafkaBroker(bus.broker):
+            hello = visitor_message("b", "v1", "I want a person")
+            await queue.incoming.on_visitor_message(hello)
+            turn = {"chatbot_id": "b", "conversation_id": conv_id("b", "v1"), "turn_id": "t1", "version": 0,
+                    "message_id": message_id_of(hello)}
+            queue.incoming.feed.publish = publish_then_tell  # type: ignore[method-assign]
+            record.handoff_waits_for = published
+            await queue.incoming.on_ai_outcome(ai_outcome(turn, "Connecting you", handoff="asked for a person"))
+        conv = await record.get_conversation(conv_id("b", "v1"))
+        assert conv is not None and conv.status == "handed_off"
+        assert await record.get_handoff(conv.handoff_id or "") is not None
     finally:
         await redis.aclose()
         await client.close()
