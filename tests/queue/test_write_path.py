@@ -96,6 +96,20 @@ async def _queue(infra, listener: _Commands | None = None):  # noqa: ANN001
     return build_queue(settings, bus, record, HandoffIndex(redis, settings.redis_prefix)), bus, record, client, redis
 
 
+def _set_when_done(feed, method: str) -> asyncio.Event:  # noqa: ANN001
+    """An event set once a call of the feed's `method` (a dashboard update going out) returns."""
+    done = asyncio.Event()
+    original = getattr(feed, method)
+
+    async def call_then_set(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = await original(*args, **kwargs)
+        done.set()
+        return result
+
+    setattr(feed, method, call_then_set)
+    return done
+
+
 async def test_message_and_activity_are_written_and_counted_once(infra):
     queue, bus, record, client, redis = await _queue(infra)
     try:
@@ -115,19 +129,10 @@ async def test_the_dashboard_update_does_not_wait_for_the_message_insert(infra):
     goes beside the update, so the agent sees the message one write sooner. The insert here
     completes only once the update is out."""
     queue, bus, record, client, redis = await _queue(infra)
-    published = asyncio.Event()
-    changed = queue.incoming.feed.conversation_changed
-
-    async def publish_then_tell(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        result = await changed(*args, **kwargs)
-        published.set()
-        return result
-
     try:
         async with TestKafkaBroker(bus.broker):
             await queue.incoming.on_visitor_message(visitor_message("b", "v1", "hello"))
-            queue.incoming.feed.conversation_changed = publish_then_tell  # type: ignore[method-assign]
-            record.insert_waits_for = published
+            record.insert_waits_for = published = _set_when_done(queue.incoming.feed, "conversation_changed")
             await queue.incoming.on_visitor_message(visitor_message("b", "v1", "again"))
         assert published.is_set()
         conv = await record.get_conversation(conv_id("b", "v1"))
@@ -142,22 +147,13 @@ async def test_a_new_handoff_reaches_the_dashboard_without_waiting_for_its_recor
     and the dashboard update go out together, not one after the other (the record here is
     written only once the update is out)."""
     queue, bus, record, client, redis = await _queue(infra)
-    published = asyncio.Event()
-    publish = queue.incoming.feed.publish
-
-    async def publish_then_tell(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        result = await publish(*args, **kwargs)
-        published.set()
-        return result
-
     try:
         async with TestKafkaBroker(bus.broker):
             hello = visitor_message("b", "v1", "I want a person")
             await queue.incoming.on_visitor_message(hello)
             turn = {"chatbot_id": "b", "conversation_id": conv_id("b", "v1"), "turn_id": "t1", "version": 0,
                     "message_id": message_id_of(hello)}
-            queue.incoming.feed.publish = publish_then_tell  # type: ignore[method-assign]
-            record.handoff_waits_for = published
+            record.handoff_waits_for = _set_when_done(queue.incoming.feed, "publish")
             await queue.incoming.on_ai_outcome(ai_outcome(turn, "Connecting you", handoff="asked for a person"))
         conv = await record.get_conversation(conv_id("b", "v1"))
         assert conv is not None and conv.status == "handed_off"
