@@ -28,9 +28,8 @@ NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 class GatedRecord(QueueRecord):
     """The message insert waits until the activity update has started, and until
     `insert_waits_for` is set when a test gives one (a handoff's record until
-    `handoff_waits_for`). Either write can be made to fail once
-    after the server applied the activity (the answer lost on the way back), or before the
-    insert."""
+    `handoff_waits_for`). Either write can be made to fail once after the server applied the
+    activity (the answer lost on the way back), or before the insert."""
 
     def __init__(self, db) -> None:  # noqa: ANN001
         super().__init__(db)
